@@ -1,0 +1,167 @@
+/* rx.c - receive: backend frames into the guest's posted RX buffers.
+ *
+ * With MRG_RXBUF a frame spans as many buffers as it needs and num_buffers
+ * says how many; without it a frame must fit one chain (big-packets or
+ * small-buffers layout, both are one chain per packet).  Used entries are
+ * published only once the whole frame is in place, so the guest never sees
+ * half a packet.  When the guest runs out of buffers the frame waits in
+ * qp->rx_frame and the backend is not read again until a kick arrives. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define NUM_BUFFERS_OFF 10     /* le16 num_buffers in virtio_net_hdr_mrg_rxbuf */
+
+/* Write src into guest pieces, starting at byte off of the first one. */
+static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uint64_t off,
+                      const uint8_t *src, uint64_t len)
+{
+    for (int i = 0; i < nseg && len; i++) {
+        const struct seg *s = &seg[i];
+        if (off >= s->len) {
+            off -= s->len;
+            continue;
+        }
+        uint64_t n = s->len - off < len ? s->len - off : len;
+        if (s->host)
+            memcpy(s->host + off, src, n);
+        else if (mem_copy_to(&dev->mem, s->iova + off, src, n) < 0)
+            return -VNIC_ERR_DMA;
+        src += n;
+        len -= n;
+        off = 0;
+    }
+    return 0;
+}
+
+/* Read one frame (vnet header + packet) from the backend into rx_frame.
+ * 1: got one, 0: nothing to read, -1: backend error (counted). */
+static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    if (dev->backend_kind != VNIC_BACKEND_TAP)
+        return 0;
+    for (;;) {
+        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_LEN + VNIC_MAX_FRAME);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n < 0) {
+            st->rx_drops_backend++;
+            return -1;
+        }
+        if (n <= VNIC_NET_HDR_LEN) {   /* runt frame: drop it, read the next */
+            st->rx_drops_backend++;
+            continue;
+        }
+        qp->rx_frame_len = (uint32_t)n;
+        return 1;
+    }
+}
+
+/* Hand the device's own header to the guest: nothing offloaded yet, so a
+ * plain header whatever the backend said, num_buffers filled in later. */
+static void rx_prepare_header(struct qpair *qp)
+{
+    memset(qp->rx_frame, 0, VNIC_NET_HDR_LEN);
+}
+
+/* 1 delivered (or dropped and counted), 0 not enough buffers, <0 error. */
+static int rx_deliver(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    struct vq *vq = &qp->rx;
+    struct chain *c = qp->chain;
+    uint32_t total = qp->rx_frame_len;
+    uint32_t written = 0;
+    uint16_t bufs = 0;
+    /* where the header went: the first chain's pieces, kept to patch num_buffers */
+    struct seg hdr_seg[VNIC_NET_HDR_LEN];
+    int hdr_nseg = 0;
+
+    rx_prepare_header(qp);
+    while (written < total) {
+        int r = vq_pop(vq, c);
+        if (r <= 0) {
+            vq_rewind(vq, bufs);
+            return r;
+        }
+        if (c->nout) {
+            vq_rewind(vq, (uint16_t)(bufs + 1));
+            return -VNIC_ERR_DESC_DIRECTION;
+        }
+        if (!dev->mrg_rxbuf && c->in_len < total) {
+            /* the packet does not fit the chain: drop it, give the chain back */
+            vq_rewind(vq, 1);
+            st->rx_drops_too_big++;
+            return 1;
+        }
+        if (bufs == 0) {
+            if (c->in_len < VNIC_NET_HDR_LEN) {
+                vq_rewind(vq, 1);
+                return -VNIC_ERR_DESC_DIRECTION;
+            }
+            for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_LEN; i++)
+                hdr_seg[hdr_nseg++] = c->seg[i];
+        }
+        uint32_t n = total - written < c->in_len ? total - written : (uint32_t)c->in_len;
+        int err = segs_write(dev, c->seg + c->nout, c->nin, 0, qp->rx_frame + written, n);
+        if (err) {
+            vq_rewind(vq, (uint16_t)(bufs + 1));
+            return err;
+        }
+        vq_push_used(vq, c->head, n, (uint16_t)(*pending + bufs));
+        written += n;
+        bufs++;
+    }
+    /* patch num_buffers now that we know it */
+    uint16_t nb = bufs;
+    segs_write(dev, hdr_seg, hdr_nseg, NUM_BUFFERS_OFF, (const uint8_t *)&nb, 2);
+
+    *pending += bufs;
+    st->rx_packets++;
+    st->rx_bytes += total - VNIC_NET_HDR_LEN;
+    st->rx_buffers_used += bufs;
+    return 1;
+}
+
+int rx_process(struct qpair *qp)
+{
+    struct vnic_dev *dev = qp->dev;
+    struct vq *vq = &qp->rx;
+    struct vnic_queue_stats *st = &dev->stats[qp->index];
+    uint16_t pending = 0;
+    int delivered = 0;
+    int more = 0;
+
+    while (delivered < VNIC_BATCH) {
+        if (!qp->rx_frame_len) {
+            if (backend_read(qp, st) <= 0)
+                break;
+        }
+        int r = rx_deliver(qp, &pending, st);
+        if (r < 0) {
+            dev_fail(dev, -r, st);
+            break;
+        }
+        if (r == 0) {
+            /* out of buffers: ask for a kick, retry once if some came meanwhile */
+            if (vq_enable_notify(vq))
+                continue;
+            st->rx_no_buffer++;
+            qp->backend_paused = true;
+            break;
+        }
+        qp->rx_frame_len = 0;
+        delivered++;
+    }
+    if (delivered == VNIC_BATCH)
+        more = 1;
+    if (pending) {
+        vq_publish_used(vq, pending);
+        dev_notify_queue(dev, vq, &st->rx_interrupts);
+    }
+    return more;
+}

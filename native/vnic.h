@@ -1,0 +1,142 @@
+/* vnic.h - the one interface between the Python control plane and the C
+ * data plane.
+ *
+ * The part between the cdef markers is fed verbatim to cffi, so it holds
+ * only plain declarations: no macros, no includes.  Python calls these
+ * functions per configuration change, never per packet; per-packet work
+ * happens on the worker threads that vnic_dev_start() spawns.
+ */
+#ifndef VNIC_H
+#define VNIC_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+/* cdef-begin */
+
+/* Per queue-pair counters.  Python views the array of these as a numpy
+ * structured array without copying; every field is a uint64_t and the names
+ * follow Linux conventions. */
+struct vnic_queue_stats {
+    uint64_t rx_packets;
+    uint64_t rx_bytes;
+    uint64_t rx_buffers_used;      /* descriptor chains consumed */
+    uint64_t rx_no_buffer;         /* times a packet waited for guest buffers */
+    uint64_t rx_drops_too_big;     /* packet larger than the posted chain */
+    uint64_t rx_drops_backend;     /* backend read errors */
+    uint64_t rx_interrupts;
+    uint64_t rx_kicks;
+    uint64_t tx_packets;
+    uint64_t tx_bytes;
+    uint64_t tx_drops_backend;     /* backend refused the frame */
+    uint64_t tx_drops_malformed;   /* header or length the device cannot send */
+    uint64_t tx_interrupts;
+    uint64_t tx_kicks;
+    uint64_t chain_errors;         /* hostile descriptor chains (NEEDS_RESET) */
+    uint64_t dma_errors;           /* guest address outside mapped memory */
+};
+
+/* Device-wide error reasons, reported by vnic_dev_error(). */
+enum vnic_error {
+    VNIC_ERR_NONE = 0,
+    VNIC_ERR_DESC_INDEX = 1,       /* next/head index beyond the ring */
+    VNIC_ERR_DESC_LOOP = 2,        /* chain longer than the ring: a loop */
+    VNIC_ERR_DESC_ZERO_LEN = 3,
+    VNIC_ERR_DESC_DIRECTION = 4,   /* writable buffer in TX, readable after writable in RX */
+    VNIC_ERR_DESC_INDIRECT = 5,    /* bad indirect table (size, nesting) */
+    VNIC_ERR_DMA = 6,              /* address not in mapped guest memory */
+    VNIC_ERR_AVAIL_IDX = 7,        /* driver claims more buffers than the ring holds */
+    VNIC_ERR_RING_DMA = 8          /* ring itself not in mapped guest memory */
+};
+
+enum vnic_backend_kind {
+    VNIC_BACKEND_NULL = 0,         /* TX discarded and counted, RX silent */
+    VNIC_BACKEND_TAP = 1           /* fd of a TAP opened with IFF_VNET_HDR, hdr size 12 */
+};
+
+struct vnic_dev;
+struct vnic_chan;
+
+/* --- device lifetime --------------------------------------------------- */
+struct vnic_dev *vnic_dev_new(int queue_pairs);
+void vnic_dev_free(struct vnic_dev *dev);
+/* Negotiated feature bits: the data plane reads EVENT_IDX, MRG_RXBUF,
+ * INDIRECT_DESC from them. */
+void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
+int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
+/* Start the worker threads (DRIVER_OK).  Returns 0 or -errno. */
+int vnic_dev_start(struct vnic_dev *dev);
+/* Stop and join the workers; queue state is kept (for quiescing). */
+void vnic_dev_stop(struct vnic_dev *dev);
+/* Forget all queue state (device reset).  Workers must be stopped. */
+void vnic_dev_reset(struct vnic_dev *dev);
+int vnic_dev_running(struct vnic_dev *dev);
+/* Sticky error (enum vnic_error) that put the device in NEEDS_RESET. */
+int vnic_dev_error(struct vnic_dev *dev);
+/* Read and clear the ISR (bit 0 queue, bit 1 config). */
+uint8_t vnic_dev_read_isr(struct vnic_dev *dev);
+struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev);
+int vnic_dev_queue_pairs(struct vnic_dev *dev);
+
+/* --- guest memory (DMA table) ------------------------------------------ */
+/* host == NULL registers a region reached only through DMA_READ/DMA_WRITE
+ * messages on the channel (slow fallback).  Workers must be stopped. */
+int vnic_mem_add(struct vnic_dev *dev, uint64_t iova, uint64_t len, void *host, int writable);
+int vnic_mem_remove(struct vnic_dev *dev, uint64_t iova, uint64_t len);
+void vnic_mem_clear(struct vnic_dev *dev);
+int vnic_mem_count(struct vnic_dev *dev);
+/* Copy between guest memory and a host buffer with full bounds checking,
+ * for the control plane (control queue, tests).  0 or -errno. */
+int vnic_mem_read(struct vnic_dev *dev, uint64_t iova, void *dst, uint64_t len);
+int vnic_mem_write(struct vnic_dev *dev, uint64_t iova, const void *src, uint64_t len);
+
+/* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX) ---------------- */
+int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size,
+                     uint64_t desc, uint64_t avail, uint64_t used);
+int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector);
+int vnic_queue_enable(struct vnic_dev *dev, int q, int enabled);
+/* A kick that reached Python (slow path); the channel's fast path writes
+ * the same eventfd without Python. */
+int vnic_queue_kick(struct vnic_dev *dev, int q);
+int vnic_queue_kick_fd(struct vnic_dev *dev, int q);
+
+/* --- interrupts (MSI-X vectors) ---------------------------------------- */
+int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd);
+int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked);
+void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector);
+/* Raise the configuration-change interrupt (link change, NEEDS_RESET). */
+void vnic_irq_config_changed(struct vnic_dev *dev);
+
+/* --- the vfio-user channel --------------------------------------------- */
+/* The channel owns the socket.  Its reader thread answers doorbell writes
+ * itself (no Python per kick), completes replies to DMA_READ/DMA_WRITE that
+ * the data plane sent, and queues every other message for Python. */
+struct vnic_chan *vnic_chan_new(int fd, uint32_t max_msg_size);
+/* Close the socket, join the reader, free.  The dev link is dropped first. */
+void vnic_chan_free(struct vnic_chan *ch);
+/* Block for the next message for Python.  Copies header+payload into buf
+ * and received fds into fds.  Returns the message length, -1 when the
+ * stream ended, -2 when a message was larger than bufsize (it is dropped
+ * and its fds closed; header still copied for an error reply). */
+int vnic_chan_recv(struct vnic_chan *ch, uint8_t *buf, uint32_t bufsize,
+                   int *fds, int maxfds, int *nfds);
+/* Send one whole message (header included) with optional fds. 0 or -errno. */
+int vnic_chan_send(struct vnic_chan *ch, const uint8_t *buf, uint32_t len,
+                   const int *fds, int nfds);
+/* Route doorbell writes: region index, offset of the notify area, bytes
+ * between queue doorbells, number of queues.  dev may be NULL to disable. */
+void vnic_chan_set_notify(struct vnic_chan *ch, struct vnic_dev *dev, uint32_t region,
+                          uint64_t offset, uint32_t multiplier, uint32_t nqueues);
+/* Let dev reach message-based guest memory through this channel. */
+void vnic_chan_attach_dma(struct vnic_chan *ch, struct vnic_dev *dev);
+void vnic_chan_shutdown(struct vnic_chan *ch);
+uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
+
+/* --- backends ---------------------------------------------------------- */
+/* Open (creating if needed) TAP ifname with IFF_NO_PI|IFF_VNET_HDR and a
+ * 12-byte vnet header.  Returns the fd or -errno. */
+int vnic_tap_open(const char *ifname, char *actual_name, int actual_len);
+
+/* cdef-end */
+
+#endif

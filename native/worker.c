@@ -1,0 +1,385 @@
+/* worker.c - the device object, interrupts, and one worker thread per queue
+ * pair.  A worker sleeps in epoll on its kick eventfds and the backend fd,
+ * drains TX and RX in batches, and re-arms notifications before sleeping.
+ * It never takes the GIL: Python only starts and stops it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include "internal.h"
+
+/* ---- interrupts ----------------------------------------------------------- */
+
+static void fire_vector(struct vnic_dev *dev, uint16_t vector)
+{
+    if (vector >= VNIC_MAX_VECTORS)
+        return;                    /* VIRTIO_MSI_NO_VECTOR: the driver wants none */
+    pthread_mutex_lock(&dev->irq_lock);
+    struct irq_vector *v = &dev->vec[vector];
+    if (v->masked || v->fd < 0) {
+        v->pending = true;
+    } else {
+        uint64_t one = 1;
+        ssize_t r = write(v->fd, &one, sizeof(one));
+        (void)r;                   /* a full eventfd already means "interrupt" */
+    }
+    pthread_mutex_unlock(&dev->irq_lock);
+}
+
+void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter)
+{
+    if (!vq_should_interrupt(vq))
+        return;
+    atomic_fetch_or(&dev->isr, 1);
+    fire_vector(dev, vq->vector);
+    (*counter)++;
+}
+
+void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st)
+{
+    if (st) {
+        if (reason == VNIC_ERR_DMA || reason == VNIC_ERR_RING_DMA)
+            st->dma_errors++;
+        else
+            st->chain_errors++;
+    }
+    int none = VNIC_ERR_NONE;
+    if (atomic_compare_exchange_strong(&dev->error, &none, reason))
+        vnic_irq_config_changed(dev);
+}
+
+int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd)
+{
+    if (vector < 0 || vector >= VNIC_MAX_VECTORS)
+        return -EINVAL;
+    pthread_mutex_lock(&dev->irq_lock);
+    struct irq_vector *v = &dev->vec[vector];
+    if (v->fd >= 0)
+        close(v->fd);
+    v->fd = fd;
+    pthread_mutex_unlock(&dev->irq_lock);
+    return 0;
+}
+
+int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked)
+{
+    if (vector < 0 || vector >= VNIC_MAX_VECTORS)
+        return -EINVAL;
+    pthread_mutex_lock(&dev->irq_lock);
+    struct irq_vector *v = &dev->vec[vector];
+    v->masked = masked != 0;
+    bool fire = !v->masked && v->pending && v->fd >= 0;
+    if (fire) {
+        uint64_t one = 1;
+        v->pending = false;
+        ssize_t r = write(v->fd, &one, sizeof(one));
+        (void)r;
+    }
+    pthread_mutex_unlock(&dev->irq_lock);
+    return 0;
+}
+
+void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector)
+{
+    dev->config_vector = vector;
+}
+
+void vnic_irq_config_changed(struct vnic_dev *dev)
+{
+    atomic_fetch_or(&dev->isr, 2);
+    fire_vector(dev, dev->config_vector);
+}
+
+uint8_t vnic_dev_read_isr(struct vnic_dev *dev)
+{
+    return atomic_exchange(&dev->isr, 0);
+}
+
+/* ---- queues ------------------------------------------------------------- */
+
+static struct vq *queue(struct vnic_dev *dev, int q)
+{
+    if (q < 0 || q >= 2 * dev->nqp)
+        return NULL;
+    struct qpair *qp = &dev->qp[q / 2];
+    return q % 2 ? &qp->tx : &qp->rx;
+}
+
+int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used)
+{
+    struct vq *vq = queue(dev, q);
+    if (!vq || dev->running)
+        return -EINVAL;
+    if (size == 0 || size > 32768)
+        return -EINVAL;
+    vq->size = size;
+    vq->desc_addr = desc;
+    vq->avail_addr = avail;
+    vq->used_addr = used;
+    vq->configured = true;
+    return 0;
+}
+
+int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector)
+{
+    struct vq *vq = queue(dev, q);
+    if (!vq)
+        return -EINVAL;
+    vq->vector = vector;
+    return 0;
+}
+
+int vnic_queue_enable(struct vnic_dev *dev, int q, int enabled)
+{
+    struct vq *vq = queue(dev, q);
+    if (!vq || dev->running)
+        return -EINVAL;
+    if (enabled && !vq->configured)
+        return -EINVAL;
+    vq->enabled = enabled != 0;
+    return 0;
+}
+
+int vnic_queue_kick(struct vnic_dev *dev, int q)
+{
+    struct vq *vq = queue(dev, q);
+    if (!vq)
+        return -EINVAL;
+    uint64_t one = 1;
+    ssize_t r = write(vq->kick_fd, &one, sizeof(one));
+    (void)r;
+    return 0;
+}
+
+int vnic_queue_kick_fd(struct vnic_dev *dev, int q)
+{
+    struct vq *vq = queue(dev, q);
+    return vq ? vq->kick_fd : -EINVAL;
+}
+
+static void vq_clear(struct vq *vq)
+{
+    int fd = vq->kick_fd;
+    struct vnic_dev *dev = vq->dev;
+    int index = vq->index;
+    memset(vq, 0, sizeof(*vq));
+    vq->kick_fd = fd;
+    vq->dev = dev;
+    vq->index = index;
+    vq->vector = VNIC_NO_VECTOR;
+}
+
+/* ---- worker ------------------------------------------------------------- */
+
+static void drain_eventfd(int fd, uint64_t *counter)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) == sizeof(v) && counter)
+        (*counter)++;
+}
+
+static void epoll_set(int ep, int fd, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.fd = fd };
+    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void *worker_main(void *arg)
+{
+    struct qpair *qp = arg;
+    struct vnic_dev *dev = qp->dev;
+    struct vnic_queue_stats *st = &dev->stats[qp->index];
+    bool tap = dev->backend_kind == VNIC_BACKEND_TAP;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int fds[4] = { qp->stop_fd, qp->tx.kick_fd, qp->rx.kick_fd, tap ? dev->backend_fd : -1 };
+    for (int i = 0; i < 4; i++) {
+        if (fds[i] < 0)
+            continue;
+        struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    bool backend_watched = true;
+
+    while (!atomic_load(&dev->stopping)) {
+        int more = 0;
+        if (!atomic_load(&dev->error)) {
+            if (qp->tx.enabled)
+                more |= tx_process(qp);
+            if (qp->rx.enabled && !qp->backend_paused)
+                more |= rx_process(qp);
+        }
+        if (more)
+            continue;
+        if (qp->tx.enabled && !atomic_load(&dev->error) && vq_enable_notify(&qp->tx))
+            continue;
+        /* while the guest has no RX buffers, don't wake for backend data */
+        bool want_backend = tap && qp->rx.enabled && !qp->backend_paused &&
+                            !atomic_load(&dev->error);
+        if (tap && want_backend != backend_watched) {
+            epoll_set(ep, dev->backend_fd, want_backend ? EPOLLIN : 0);
+            backend_watched = want_backend;
+        }
+        struct epoll_event evs[4];
+        int n = epoll_wait(ep, evs, 4, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == qp->tx.kick_fd) {
+                drain_eventfd(fd, &st->tx_kicks);
+            } else if (fd == qp->rx.kick_fd) {
+                drain_eventfd(fd, &st->rx_kicks);
+                qp->backend_paused = false;
+            } else if (fd == qp->stop_fd) {
+                drain_eventfd(fd, NULL);
+            }
+        }
+    }
+    close(ep);
+    return NULL;
+}
+
+/* ---- device lifetime ------------------------------------------------------- */
+
+struct vnic_dev *vnic_dev_new(int queue_pairs)
+{
+    if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QP)
+        return NULL;
+    struct vnic_dev *dev = calloc(1, sizeof(*dev));
+    if (!dev)
+        return NULL;
+    dev->nqp = queue_pairs;
+    dev->backend_kind = VNIC_BACKEND_NULL;
+    dev->backend_fd = -1;
+    dev->config_vector = VNIC_NO_VECTOR;
+    pthread_mutex_init(&dev->irq_lock, NULL);
+    for (int v = 0; v < VNIC_MAX_VECTORS; v++)
+        dev->vec[v].fd = -1;
+    for (int i = 0; i < queue_pairs; i++) {
+        struct qpair *qp = &dev->qp[i];
+        qp->dev = dev;
+        qp->index = i;
+        qp->rx.dev = qp->tx.dev = dev;
+        qp->rx.index = 2 * i;
+        qp->tx.index = 2 * i + 1;
+        qp->rx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        qp->tx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        qp->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_MAX_FRAME);
+        qp->tx_bounce = malloc(VNIC_MAX_FRAME);
+        qp->chain = malloc(sizeof(struct chain));
+        if (qp->rx.kick_fd < 0 || qp->tx.kick_fd < 0 || qp->stop_fd < 0 ||
+            !qp->rx_frame || !qp->tx_bounce || !qp->chain) {
+            dev->nqp = i + 1;
+            vnic_dev_free(dev);
+            return NULL;
+        }
+        vq_clear(&qp->rx);
+        vq_clear(&qp->tx);
+    }
+    return dev;
+}
+
+void vnic_dev_free(struct vnic_dev *dev)
+{
+    if (!dev)
+        return;
+    vnic_dev_stop(dev);
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if (qp->rx.kick_fd >= 0) close(qp->rx.kick_fd);
+        if (qp->tx.kick_fd >= 0) close(qp->tx.kick_fd);
+        if (qp->stop_fd >= 0) close(qp->stop_fd);
+        free(qp->rx_frame);
+        free(qp->tx_bounce);
+        free(qp->chain);
+    }
+    for (int v = 0; v < VNIC_MAX_VECTORS; v++)
+        if (dev->vec[v].fd >= 0)
+            close(dev->vec[v].fd);
+    free(dev);
+}
+
+void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
+{
+    dev->features = features;
+    dev->event_idx = features >> VIRTIO_F_EVENT_IDX & 1;
+    dev->indirect = features >> VIRTIO_F_INDIRECT_DESC & 1;
+    dev->mrg_rxbuf = features >> VIRTIO_NET_F_MRG_RXBUF & 1;
+}
+
+int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)
+{
+    if (dev->running || (kind != VNIC_BACKEND_NULL && kind != VNIC_BACKEND_TAP))
+        return -EINVAL;
+    if (kind == VNIC_BACKEND_TAP && fd < 0)
+        return -EBADF;
+    dev->backend_kind = kind;
+    dev->backend_fd = fd;
+    return 0;
+}
+
+int vnic_dev_start(struct vnic_dev *dev)
+{
+    if (dev->running)
+        return 0;
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if ((qp->rx.enabled && vq_map(&qp->rx) < 0) || (qp->tx.enabled && vq_map(&qp->tx) < 0)) {
+            dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[i]);
+            return -EFAULT;
+        }
+    }
+    atomic_store(&dev->stopping, false);
+    dev->running = true;
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if (!qp->rx.enabled && !qp->tx.enabled)
+            continue;
+        if (pthread_create(&qp->thread, NULL, worker_main, qp) != 0) {
+            vnic_dev_stop(dev);
+            return -EAGAIN;
+        }
+        qp->thread_started = true;
+    }
+    return 0;
+}
+
+void vnic_dev_stop(struct vnic_dev *dev)
+{
+    if (!dev->running)
+        return;
+    atomic_store(&dev->stopping, true);
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if (!qp->thread_started)
+            continue;
+        uint64_t one = 1;
+        ssize_t r = write(qp->stop_fd, &one, sizeof(one));
+        (void)r;
+        pthread_join(qp->thread, NULL);
+        qp->thread_started = false;
+    }
+    dev->running = false;
+}
+
+void vnic_dev_reset(struct vnic_dev *dev)
+{
+    vnic_dev_stop(dev);
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        vq_clear(&qp->rx);
+        vq_clear(&qp->tx);
+        qp->rx_frame_len = 0;
+        qp->backend_paused = false;
+    }
+    vnic_dev_set_features(dev, 0);
+    dev->config_vector = VNIC_NO_VECTOR;
+    atomic_store(&dev->error, VNIC_ERR_NONE);
+    atomic_store(&dev->isr, 0);
+}
+
+int vnic_dev_running(struct vnic_dev *dev) { return dev->running; }
+int vnic_dev_error(struct vnic_dev *dev) { return atomic_load(&dev->error); }
+struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev) { return dev->stats; }
+int vnic_dev_queue_pairs(struct vnic_dev *dev) { return dev->nqp; }
