@@ -104,6 +104,8 @@ int vnic_queue_kick_fd(struct vnic_dev *dev, int q);
 int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd);
 int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked);
 void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector);
+/* Fire a vector now (SET_IRQS trigger with DATA_NONE). */
+void vnic_irq_trigger(struct vnic_dev *dev, int vector);
 /* Raise the configuration-change interrupt (link change, NEEDS_RESET). */
 void vnic_irq_config_changed(struct vnic_dev *dev);
 

@@ -81,6 +81,12 @@ int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked)
     return 0;
 }
 
+void vnic_irq_trigger(struct vnic_dev *dev, int vector)
+{
+    if (vector >= 0)
+        fire_vector(dev, (uint16_t)vector);
+}
+
 void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector)
 {
     dev->config_vector = vector;

@@ -1,0 +1,177 @@
+"""The virtio-net device model: configuration, offered features, and the
+bridge from the virtio transport to the C data plane (one call per
+configuration change, never per packet)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+from contextlib import contextmanager
+
+from .. import stats
+from .._native import ffi, lib
+from ..virtio import features as feat
+from ..virtio.features import F
+from ..virtio.queues import NO_VECTOR, QueueConfig
+from ..virtio.transport import VirtioPciTransport
+from ..vfio_user.dma import DmaTable
+
+log = logging.getLogger(__name__)
+
+DEVICE_TYPE_NET = 1
+STATUS_LINK_UP = 1
+MIN_MTU, MAX_MTU = 68, 65535
+
+
+def parse_mac(text: str) -> bytes:
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
+        raise ValueError(f"bad MAC address {text!r} (want xx:xx:xx:xx:xx:xx)")
+    mac = bytes(int(b, 16) for b in text.split(":"))
+    if mac[0] & 1:
+        raise ValueError(f"MAC {text} is a multicast address")
+    return mac
+
+
+def random_mac() -> bytes:
+    """A locally administered unicast address."""
+    return bytes([0x52, 0x54, 0x00]) + os.urandom(3)
+
+
+class VirtioNet:
+    device_type = DEVICE_TYPE_NET
+    subsystem_id = 0x1100
+    class_code = 0x020000          # network controller, ethernet
+    queue_pairs = 1
+
+    def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500,
+                 features: frozenset[F] = feat.DEFAULT):
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
+        self.mac = mac or random_mac()
+        self.mtu = mtu
+        self.features = frozenset(features)
+        self.link_up = True
+        self.negotiated = 0
+        self.backend = backend
+        self.num_queues = 2 * self.queue_pairs
+        self._lock = threading.RLock()     # session thread vs. control calls
+        native = lib.vnic_dev_new(self.queue_pairs)
+        if native == ffi.NULL:
+            raise MemoryError("cannot create the native device")
+        self.native = ffi.gc(native, lib.vnic_dev_free)
+        backend.open()
+        rc = lib.vnic_dev_set_backend(self.native, backend.kind, backend.fd)
+        if rc < 0:
+            raise OSError(-rc, f"backend {backend.describe()}: {os.strerror(-rc)}")
+        self.memory = DmaTable(self.native, self.quiesced)
+        self.counters = stats.view(self.native)
+        self.transport = VirtioPciTransport(self)
+
+    # ---- offered features and device configuration -------------------------
+    def offered_features(self) -> int:
+        return feat.mask(self.features)
+
+    def config_read(self, offset: int, count: int) -> bytes:
+        status = STATUS_LINK_UP if self.link_up else 0
+        # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu
+        raw = self.mac + struct.pack("<HHH", status, self.queue_pairs, self.mtu)
+        return raw[offset:offset + count].ljust(count, b"\0")
+
+    def config_write(self, offset: int, data: bytes) -> None:
+        log.debug("ignored device config write at %#x", offset)   # read-only in virtio 1.x
+
+    # ---- lifecycle (from the transport's status machine) ---------------------
+    def start(self, features: int, queues: list[QueueConfig], config_vector: int) -> bool:
+        with self._lock:
+            self.negotiated = features
+            lib.vnic_dev_set_features(self.native, features)
+            lib.vnic_irq_set_config_vector(self.native, config_vector)
+            for index, q in enumerate(queues):
+                if not q.enabled:
+                    continue
+                rc = lib.vnic_queue_setup(self.native, index, q.size, q.desc, q.driver, q.device)
+                if rc == 0:
+                    rc = lib.vnic_queue_set_vector(self.native, index, q.msix_vector)
+                if rc == 0:
+                    rc = lib.vnic_queue_enable(self.native, index, 1)
+                if rc < 0:
+                    log.warning("queue %d setup refused: %s", index, os.strerror(-rc))
+                    return False
+            rc = lib.vnic_dev_start(self.native)
+            if rc < 0:
+                log.warning("data plane did not start: %s", os.strerror(-rc))
+                return False
+            log.info("driver ready: features %s", ",".join(feat.names(features)))
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            lib.vnic_dev_reset(self.native)
+            self.negotiated = 0
+
+    def failed(self) -> bool:
+        return lib.vnic_dev_error(self.native) != 0
+
+    def read_isr(self) -> int:
+        return lib.vnic_dev_read_isr(self.native)
+
+    def kick(self, queue: int) -> None:
+        lib.vnic_queue_kick(self.native, queue)
+
+    def set_vector(self, queue: int | None, vector: int) -> None:
+        if queue is None:
+            lib.vnic_irq_set_config_vector(self.native, vector)
+        else:
+            lib.vnic_queue_set_vector(self.native, queue, vector)
+
+    # ---- MSI-X eventfds --------------------------------------------------------
+    def set_vector_fd(self, vector: int, fd: int) -> None:
+        if lib.vnic_irq_set_fd(self.native, vector, fd) < 0 and fd >= 0:
+            os.close(fd)
+
+    def trigger_vector(self, vector: int) -> None:
+        lib.vnic_irq_trigger(self.native, vector)
+
+    def mask_vector(self, vector: int, masked: bool) -> None:
+        lib.vnic_irq_set_masked(self.native, vector, int(masked))
+
+    # ---- channel ---------------------------------------------------------------
+    def attach_channel(self, chan) -> None:
+        from ..virtio import transport as t
+        lib.vnic_chan_set_notify(chan, self.native, t.VIRTIO_BAR, t.NOTIFY_OFF,
+                                 t.NOTIFY_MULTIPLIER, self.num_queues)
+        with self.quiesced():
+            lib.vnic_chan_attach_dma(chan, self.native)
+
+    def detach_channel(self) -> None:
+        with self.quiesced():
+            lib.vnic_chan_attach_dma(ffi.NULL, self.native)
+
+    @contextmanager
+    def quiesced(self):
+        """Stop the workers around a change to memory they hold pointers into."""
+        with self._lock:
+            running = lib.vnic_dev_running(self.native)
+            lib.vnic_dev_stop(self.native)
+            try:
+                yield
+            finally:
+                if running and lib.vnic_dev_start(self.native) < 0:
+                    log.warning("data plane did not restart after quiesce; NEEDS_RESET")
+
+    # ---- link and statistics -----------------------------------------------------
+    def set_link(self, up: bool) -> None:
+        if up != self.link_up:
+            self.link_up = up
+            self.transport.config_changed()
+            lib.vnic_irq_config_changed(self.native)
+
+    def stats(self) -> dict[str, int]:
+        return stats.totals(self.counters)
+
+    def close(self) -> None:
+        with self._lock:
+            lib.vnic_dev_stop(self.native)
+        self.backend.close()

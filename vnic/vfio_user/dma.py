@@ -1,0 +1,84 @@
+"""The DMA table: guest memory regions QEMU shares with DMA_MAP.
+
+Regions that come with a file descriptor are mmapped here and handed to the
+C data plane as host pointers; regions without one are registered as
+message-based and reached through DMA_READ/DMA_WRITE (slow: QEMU sends them
+when guest RAM is not a shared memory backend).  The table changes only
+while the data plane is quiesced, because workers hold raw pointers.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Callable
+
+from .._native import ffi, lib
+from .protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Mapping:
+    iova: int
+    size: int
+    writable: bool
+    map: mmap.mmap | None
+    pointer: object            # cffi pointer keeping the buffer exported
+
+
+class DmaTable:
+    def __init__(self, native, quiesced: Callable[[], AbstractContextManager]):
+        self._native = native
+        self._quiesced = quiesced
+        self.mappings: dict[tuple[int, int], Mapping] = {}
+        self.warned_no_fd = False
+
+    def map(self, iova: int, size: int, fd: int | None, offset: int, writable: bool) -> None:
+        if size == 0 or iova + size > 1 << 64:
+            raise ProtocolError(errno.EINVAL, f"DMA_MAP of bad range {iova:#x}+{size:#x}")
+        region = None
+        pointer = ffi.NULL
+        if fd is not None:
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            try:
+                region = mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
+            except (OSError, ValueError) as exc:
+                raise ProtocolError(errno.EINVAL, f"cannot mmap DMA region {iova:#x}: {exc}") from None
+            pointer = ffi.from_buffer(region)
+        elif not self.warned_no_fd:
+            self.warned_no_fd = True
+            log.warning("DMA_MAP without a file descriptor: guest memory will be reached "
+                        "through DMA_READ/DMA_WRITE messages, which is slow. Give QEMU "
+                        "shared RAM (-object memory-backend-memfd,share=on).")
+        with self._quiesced():
+            rc = lib.vnic_mem_add(self._native, iova, size, pointer, int(writable))
+        if rc < 0:
+            self._release(region, pointer)
+            raise ProtocolError(-rc, f"DMA_MAP {iova:#x}+{size:#x}: {os.strerror(-rc)}")
+        self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer)
+
+    def unmap(self, iova: int, size: int) -> None:
+        mapping = self.mappings.pop((iova, size), None)
+        if mapping is None:
+            raise ProtocolError(errno.ENOENT, f"DMA_UNMAP of unknown region {iova:#x}+{size:#x}")
+        with self._quiesced():
+            lib.vnic_mem_remove(self._native, iova, size)
+        self._release(mapping.map, mapping.pointer)
+
+    def unmap_all(self) -> None:
+        with self._quiesced():
+            lib.vnic_mem_clear(self._native)
+        for mapping in self.mappings.values():
+            self._release(mapping.map, mapping.pointer)
+        self.mappings.clear()
+
+    @staticmethod
+    def _release(region: mmap.mmap | None, pointer) -> None:
+        if region is not None:
+            ffi.release(pointer)
+            region.close()

@@ -1,0 +1,164 @@
+"""vfio-user wire format: message header, commands, and the body layouts we
+speak (they mirror the kernel's VFIO ioctl structs).
+
+Reference: QEMU docs/interop/vfio-user.rst.  Everything is little-endian.
+"""
+from __future__ import annotations
+
+import enum
+import errno
+import json
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("<HHIII")          # id, command, size, flags, error
+HEADER_SIZE = HEADER.size
+
+FLAG_REPLY = 0x1
+FLAG_NO_REPLY = 0x10
+FLAG_ERROR = 0x20
+
+MAX_MSG_FDS = 16
+MAX_DATA_XFER = 1 << 20
+# the largest message we accept: a full data transfer plus its headers
+MAX_MSG_SIZE = MAX_DATA_XFER + 4096
+PGSIZE = 4096
+MAX_DMA_MAPS = 256                        # matches VNIC_MAX_REGIONS in native/internal.h
+
+
+class Command(enum.IntEnum):
+    VERSION = 1
+    DMA_MAP = 2
+    DMA_UNMAP = 3
+    DEVICE_GET_INFO = 4
+    DEVICE_GET_REGION_INFO = 5
+    DEVICE_GET_REGION_IO_FDS = 6
+    DEVICE_GET_IRQ_INFO = 7
+    DEVICE_SET_IRQS = 8
+    REGION_READ = 9
+    REGION_WRITE = 10
+    DMA_READ = 11
+    DMA_WRITE = 12
+    DEVICE_RESET = 13
+    DIRTY_PAGES = 14
+    REGION_WRITE_MULTI = 15
+
+
+class ProtocolError(Exception):
+    """A request we answer with an error reply carrying errno."""
+
+    def __init__(self, err: int, message: str):
+        super().__init__(message)
+        self.errno = err
+
+
+@dataclass(frozen=True)
+class Header:
+    id: int
+    command: int
+    size: int
+    flags: int
+    error: int = 0
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview) -> "Header":
+        return cls(*HEADER.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return HEADER.pack(self.id, self.command, self.size, self.flags, self.error)
+
+    @property
+    def wants_reply(self) -> bool:
+        return not self.flags & FLAG_NO_REPLY
+
+
+def reply(request: Header, body: bytes = b"") -> bytes:
+    return Header(request.id, request.command, HEADER_SIZE + len(body), FLAG_REPLY).pack() + body
+
+
+def error_reply(request: Header, err: int) -> bytes:
+    return Header(request.id, request.command, HEADER_SIZE, FLAG_REPLY | FLAG_ERROR, err).pack()
+
+
+def need(body: bytes | memoryview, size: int, what: str) -> None:
+    if len(body) < size:
+        raise ProtocolError(errno.EINVAL, f"{what}: body of {len(body)} bytes, need {size}")
+
+
+# ---- VERSION ---------------------------------------------------------------
+VERSION = struct.Struct("<HH")
+MAJOR, MINOR = 0, 0
+
+
+def server_capabilities(write_multiple: bool = False) -> dict:
+    caps = {
+        "max_msg_fds": MAX_MSG_FDS,
+        "max_data_xfer_size": MAX_DATA_XFER,
+        "pgsizes": PGSIZE,
+        "max_dma_maps": MAX_DMA_MAPS,
+    }
+    if write_multiple:
+        caps["write_multiple"] = True
+    return {"capabilities": caps}
+
+
+def parse_version(body: bytes | memoryview) -> tuple[int, int, dict]:
+    need(body, VERSION.size, "VERSION")
+    major, minor = VERSION.unpack_from(body)
+    raw = bytes(body[VERSION.size:]).split(b"\0", 1)[0]
+    caps: dict = {}
+    if raw:
+        try:
+            caps = json.loads(raw)
+        except ValueError as exc:
+            raise ProtocolError(errno.EINVAL, f"VERSION: capabilities are not JSON: {exc}") from None
+        if not isinstance(caps, dict):
+            raise ProtocolError(errno.EINVAL, "VERSION: capabilities must be a JSON object")
+    return major, minor, caps
+
+
+def pack_version(caps: dict) -> bytes:
+    return VERSION.pack(MAJOR, MINOR) + json.dumps(caps).encode() + b"\0"
+
+
+# ---- DMA_MAP / DMA_UNMAP ---------------------------------------------------
+DMA_MAP = struct.Struct("<IIQQQ")          # argsz, flags, offset, address, size
+DMA_UNMAP = struct.Struct("<IIQQ")         # argsz, flags, address, size
+DMA_FLAG_READ = 1
+DMA_FLAG_WRITE = 2
+DMA_UNMAP_FLAG_GET_DIRTY_BITMAP = 1
+DMA_UNMAP_FLAG_ALL = 2
+
+# ---- DEVICE_GET_INFO -------------------------------------------------------
+DEVICE_INFO = struct.Struct("<IIII")       # argsz, flags, num_regions, num_irqs
+DEVICE_FLAGS_RESET = 1
+DEVICE_FLAGS_PCI = 2
+
+# ---- DEVICE_GET_REGION_INFO ------------------------------------------------
+REGION_INFO = struct.Struct("<IIIIQQ")     # argsz, flags, index, cap_offset, size, offset
+REGION_FLAG_READ = 1
+REGION_FLAG_WRITE = 2
+REGION_FLAG_MMAP = 4
+REGION_FLAG_CAPS = 8
+CAP_HEADER = struct.Struct("<HHI")         # id, version, next
+CAP_SPARSE_MMAP = 1
+SPARSE_HEADER = struct.Struct("<II")       # nr_areas, reserved
+SPARSE_AREA = struct.Struct("<QQ")         # offset, size
+
+# ---- REGION_READ / REGION_WRITE --------------------------------------------
+REGION_ACCESS = struct.Struct("<QII")      # offset, region, count
+MULTI_WRITE_ENTRY = struct.Struct("<QII8s")  # offset, region, count, data[8]
+
+# ---- IRQs ------------------------------------------------------------------
+IRQ_INFO = struct.Struct("<IIII")          # argsz, flags, index, count
+IRQ_INFO_EVENTFD = 1
+IRQ_INFO_MASKABLE = 2
+IRQ_INFO_AUTOMASKED = 4
+IRQ_INFO_NORESIZE = 8
+IRQ_SET = struct.Struct("<IIIII")          # argsz, flags, index, start, count
+from ..pci.msix import (IRQ_SET_ACTION_MASK, IRQ_SET_ACTION_TRIGGER,  # noqa: E402,F401
+                        IRQ_SET_ACTION_UNMASK, IRQ_SET_DATA_BOOL, IRQ_SET_DATA_EVENTFD,
+                        IRQ_SET_DATA_NONE)
+
+# ---- DMA_READ / DMA_WRITE (server to client) -------------------------------
+DMA_ACCESS = struct.Struct("<QQ")          # address, count

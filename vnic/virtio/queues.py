@@ -1,0 +1,21 @@
+"""Per-virtqueue configuration as the driver programs it through the common
+configuration structure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NO_VECTOR = 0xFFFF
+MAX_QUEUE_SIZE = 256
+
+
+@dataclass
+class QueueConfig:
+    size: int = MAX_QUEUE_SIZE
+    msix_vector: int = NO_VECTOR
+    enabled: bool = False
+    desc: int = 0
+    driver: int = 0        # avail ring
+    device: int = 0        # used ring
+
+    def reset(self) -> None:
+        self.__init__()
