@@ -32,6 +32,7 @@ def empty_region() -> Region:
 class DeviceError(Exception):
     """A request the device refuses; errno travels back to the client."""
 
-    def __init__(self, err: int, message: str):
+    def __init__(self, err: int, message: str, expected: bool = False):
         super().__init__(message)
         self.errno = err
+        self.expected = expected       # a probe clients make routinely: don't warn

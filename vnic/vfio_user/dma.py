@@ -20,6 +20,7 @@ from .._native import ffi, lib
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+NO_FD_WARN_SIZE = 16 << 20
 
 
 @dataclass
@@ -50,11 +51,15 @@ class DmaTable:
             except (OSError, ValueError) as exc:
                 raise ProtocolError(errno.EINVAL, f"cannot mmap DMA region {iova:#x}: {exc}") from None
             pointer = ffi.from_buffer(region)
-        elif not self.warned_no_fd:
+        elif size >= NO_FD_WARN_SIZE and not self.warned_no_fd:
+            # QEMU maps small device-owned areas (ROMs) without fds anyway;
+            # only RAM without an fd means the slow path carries traffic.
             self.warned_no_fd = True
             log.warning("DMA_MAP without a file descriptor: guest memory will be reached "
                         "through DMA_READ/DMA_WRITE messages, which is slow. Give QEMU "
                         "shared RAM (-object memory-backend-memfd,share=on).")
+        log.debug("DMA_MAP %#x+%#x %s%s", iova, size, "fd" if fd is not None else "no fd",
+                  " rw" if writable else " ro")
         with self._quiesced():
             rc = lib.vnic_mem_add(self._native, iova, size, pointer, int(writable))
         if rc < 0:

@@ -117,7 +117,8 @@ class Session:
 
     def _fail(self, header: Header, exc: ProtocolError | DeviceError) -> None:
         self.errors += 1
-        log.warning("vfio-user command %d (id %d): %s", header.command, header.id, exc)
+        level = logging.DEBUG if getattr(exc, "expected", False) else logging.WARNING
+        log.log(level, "vfio-user command %d (id %d): %s", header.command, header.id, exc)
         if header.wants_reply:
             self._send(P.error_reply(header, exc.errno), [])
 

@@ -304,7 +304,7 @@ class VirtioPciTransport:
     def irq_info(self, index: int) -> tuple[int, int]:
         if index >= NUM_IRQS or index == IRQ_ERR:
             # no AER: QEMU takes an error reply for ERR silently
-            raise DeviceError(errno.EINVAL, f"no interrupt index {index}")
+            raise DeviceError(errno.EINVAL, f"no interrupt index {index}", expected=index == IRQ_ERR)
         count = self.msix.vectors if index == IRQ_MSIX else 0   # no INTx (pin 0), no MSI
         return 1, count                                          # VFIO_IRQ_INFO_EVENTFD
 

@@ -1,0 +1,161 @@
+"""The `vnic` command: a thin layer over vnic.device, vnic.vm and friends."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+import threading
+
+from .backends import BackendError
+from .virtio.features import FeatureError
+
+
+def _features_help() -> str:
+    from .virtio.features import IMPLEMENTED, NAMES
+    names = sorted(n for n, f in NAMES.items() if f in IMPLEMENTED)
+    return ("comma list of +name/-name changing the offered features before negotiation "
+            f"(implemented: {', '.join(names)})")
+
+
+def cmd_setup(args) -> int:
+    from guest_images.build import ensure_guest_image
+    from .qemu import ensure_qemu
+    ensure_qemu()
+    image = ensure_guest_image()
+    print(f"vnic: guest image ready: kernel {image.kernel}, initrd {image.initrd}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_checks
+    failed = False
+    for check in run_checks(probe_kvm=not args.no_kvm_probe):
+        mark = "ok " if check.ok else ("MISSING" if check.required else "note")
+        print(f"[{mark:>7}] {check.name:12} {check.detail}")
+        if not check.ok and check.fix:
+            print(f"{'':10} fix: {check.fix}")
+        failed |= check.required and not check.ok
+    return 1 if failed else 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
+def cmd_serve(args) -> int:
+    from .device import Device, qemu_memory_args
+    dev = Device(args.backend, mac=args.mac, mtu=args.mtu, features=args.features or "")
+    try:
+        dev.serve(args.socket)
+        control = None
+        if args.control:
+            from .control import ControlServer
+            control = ControlServer(args.control, dev)
+            control.start()
+        print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}) "
+              f"on {dev.socket_path}" + (f", control on {args.control}" if control else ""))
+        print("vnic: offered features: " + ",".join(dev.offered_features))
+        print("Attach it to QEMU (guest RAM must be shared memory) with:")
+        print("  " + " ".join(shlex.quote(a) for a in qemu_memory_args(512) + dev.qemu_args()))
+        sys.stdout.flush()
+        _wait_for_signal()
+        if control:
+            control.close()
+    finally:
+        counters = dev.stats()
+        dev.close()
+    print(f"vnic: stopped; tx_packets {counters['tx_packets']} rx_packets {counters['rx_packets']}")
+    return 0
+
+
+def cmd_vm(args) -> int:
+    from .vm import vm
+    log = (lambda *_: None) if args.json else print
+    res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
+             mtu=args.mtu, timeout=args.timeout, log=log)
+    if args.json:
+        print(json.dumps(res.as_json(), indent=2))
+    else:
+        if res.output:
+            print(res.output, end="" if res.output.endswith("\n") else "\n")
+        if res.tx_gbps is not None:
+            print(f"iperf3: guest->host {res.tx_gbps:.2f} Gbit/s, host->guest {res.rx_gbps:.2f} Gbit/s")
+        print("guest negotiated: " + ",".join(res.guest_features))
+        c = res.counters
+        print(f"device: tx {c['tx_packets']} packets {c['tx_bytes']} bytes, "
+              f"rx {c['rx_packets']} packets {c['rx_bytes']} bytes")
+        if res.error:
+            print(f"vnic: guest error: {res.error}", file=sys.stderr)
+    return 0 if res.rc == 0 and not res.error else 1
+
+
+def cmd_bench(args) -> int:
+    from benchmarks import iperf as bench_iperf
+    return bench_iperf.main(seconds=args.seconds, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vnic", description="An out-of-process virtio-net NIC for QEMU (vfio-user).")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup", help="find or build a QEMU with vfio-user-pci and the test guest image")
+    s.set_defaults(func=cmd_setup)
+
+    s = sub.add_parser("doctor", help="check that this machine can run vnic")
+    s.add_argument("--no-kvm-probe", action="store_true", help="skip the KVM boot probe")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("serve", help="serve one virtio-net device on a vfio-user socket")
+    s.add_argument("--socket", required=True, help="UNIX socket path for QEMU's vfio-user-pci")
+    s.add_argument("--backend", default="null", help="tap:IFNAME, tap:IFNAME@NETNS or null (default)")
+    s.add_argument("--mac", help="MAC address (default: random 52:54:00:xx:xx:xx)")
+    s.add_argument("--mtu", type=int, default=1500)
+    s.add_argument("--features", help=_features_help())
+    s.add_argument("--control", help="JSON-lines control socket path")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")
+    s.add_argument("--iperf", type=int, metavar="SECONDS", help="run iperf3 both ways for SECONDS")
+    s.add_argument("--cmd", help="shell command to run in the guest")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--features", help=_features_help())
+    s.add_argument("--mtu", type=int, default=1500)
+    s.add_argument("--timeout", type=float, help="seconds before the guest is killed")
+    s.set_defaults(func=cmd_vm)
+
+    s = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
+    bench = s.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("iperf", help="vnic against QEMU's built-in virtio-net, iperf3 both ways")
+    b.add_argument("--seconds", type=int, default=5)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "vm" and args.iperf is not None and args.cmd:
+        parser.error("give either --iperf or --cmd")
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FeatureError, BackendError, ValueError) as exc:
+        parser.exit(2, f"vnic: error: {exc}\n")
+    except (OSError, RuntimeError) as exc:
+        parser.exit(1, f"vnic: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The Python API: one vnic NIC served over vfio-user.
+
+    import vnic
+    with vnic.Device("tap:vnic0", features="-event_idx") as dev:
+        dev.serve("/run/vnic0.sock")
+        print(dev.qemu_args())       # attach QEMU with these
+        ...
+        print(dev.stats()["tx_packets"])
+
+The CLI (`vnic serve`, `vnic vm`) is a thin layer over this.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from . import backends
+from .backends import Backend
+from .net.device import VirtioNet, parse_mac
+from .virtio import features as feat
+from .vfio_user.session import Server
+
+
+def qemu_device_args(socket_path: str | Path) -> list[str]:
+    """QEMU arguments that attach a vfio-user NIC listening on socket_path."""
+    spec = {"driver": "vfio-user-pci", "socket": {"path": str(socket_path), "type": "unix"}}
+    return ["-device", json.dumps(spec, separators=(",", ":"))]
+
+
+# QEMU needs guest RAM in shared memory so DMA_MAP carries file descriptors.
+def qemu_memory_args(mem_mb: int = 512) -> list[str]:
+    return ["-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
+            "-machine", "memory-backend=mem"]
+
+
+class Device:
+    def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
+                 mtu: int = 1500, features: str = ""):
+        """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
+        features: comma list of +name/-name applied to the default offer."""
+        self.backend = backends.parse(backend) if isinstance(backend, str) else backend
+        offered = feat.apply_changes(feat.DEFAULT, features)
+        if isinstance(mac, str):
+            mac = parse_mac(mac)
+        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered)
+        self.server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- serving -----------------------------------------------------------
+    def serve(self, socket_path: str | Path) -> "Device":
+        """Listen on socket_path (mode 0600) in a background thread."""
+        if self.server:
+            raise RuntimeError("already serving")
+        self.server = Server(socket_path, self.net.transport)
+        self._thread = self.server.start()
+        return self
+
+    @property
+    def socket_path(self) -> Path | None:
+        return self.server.path if self.server else None
+
+    def qemu_args(self) -> list[str]:
+        if not self.server:
+            raise RuntimeError("not serving yet: call serve() first")
+        return qemu_device_args(self.server.path)
+
+    def close(self) -> None:
+        if self.server:
+            self.server.close()
+            if self._thread:
+                self._thread.join(timeout=10)
+            self.server = None
+        self.net.close()
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- state -----------------------------------------------------------------
+    @property
+    def mac(self) -> str:
+        return ":".join(f"{b:02x}" for b in self.net.mac)
+
+    @property
+    def offered_features(self) -> list[str]:
+        return feat.names(self.net.offered_features())
+
+    @property
+    def negotiated_features(self) -> list[str]:
+        return feat.names(self.net.negotiated)
+
+    def stats(self) -> dict[str, int]:
+        return self.net.stats()
+
+    def set_link(self, up: bool) -> None:
+        self.net.set_link(up)
+
+    def info(self) -> dict:
+        return {
+            "mac": self.mac,
+            "mtu": self.net.mtu,
+            "backend": self.backend.describe(),
+            "socket": str(self.socket_path) if self.socket_path else None,
+            "link_up": self.net.link_up,
+            "offered_features": self.offered_features,
+            "negotiated_features": self.negotiated_features,
+            "needs_reset": self.net.failed(),
+        }

@@ -1,0 +1,78 @@
+"""`vnic vm`: boot the test guest with a vnic NIC and run something in it.
+
+Everything it creates is private and torn down on the way out, also when
+interrupted: a network namespace holding the TAP (host side 10.213.0.1),
+an iperf3 server inside it, the vfio-user server, and QEMU.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guest_images.build import ensure_guest_image
+
+from . import iperf
+from .backends.tap import TapBackend
+from .device import Device, qemu_device_args
+from .guest import GuestProcess
+from .netns import GUEST_IP, NetNS
+from .qemu import ensure_qemu
+from .virtio import features as feat
+
+TAP_NAME = "vnic0"
+
+
+@dataclass
+class VmResult:
+    rc: int | None
+    output: str
+    error: str | None
+    guest_features: list[str]          # what the guest driver negotiated
+    counters: dict[str, int]
+    tx_gbps: float | None = None       # guest to host
+    rx_gbps: float | None = None       # host to guest
+    boot_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "tx_gbps": self.tx_gbps, "rx_gbps": self.rx_gbps, "rc": self.rc, "error": self.error,
+            "guest_features": self.guest_features, "counters": self.counters,
+            "boot_s": self.boot_s, "output": self.output, **self.extra,
+        }
+
+
+def guest_feature_names(ready: dict) -> list[str]:
+    """The READY line carries /sys/class/net/eth0/device/features: one
+    character per feature bit, bit 0 first."""
+    bits = ready.get("features", "")
+    return feat.names(sum(1 << i for i, c in enumerate(bits) if c == "1"))
+
+
+def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str = "",
+       mtu: int = 1500, timeout: float | None = None, log=print) -> VmResult:
+    """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd."""
+    if iperf_seconds is None and cmd is None:
+        cmd = "ip -s link show eth0"
+    qemu = ensure_qemu(log=log)
+    image = ensure_guest_image(log=log)
+    with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
+        ns.add_tap(TAP_NAME)
+        socket_path = Path(tmp) / "vnic.sock"
+        with Device(TapBackend(TAP_NAME, ns.name), mtu=mtu, features=features) as dev:
+            dev.serve(socket_path)
+            nic = qemu_device_args(socket_path)
+            if iperf_seconds is not None:
+                res = iperf.run_iperf_pair(qemu, image, nic, ns, seconds=iperf_seconds,
+                                           extra="", timeout=timeout)
+                guest = res["guest"]
+                return VmResult(guest.rc, guest.output, guest.error,
+                                guest_feature_names(guest.ready), dev.stats(),
+                                tx_gbps=res["tx_gbps"], rx_gbps=res["rx_gbps"],
+                                boot_s=guest.boot_s,
+                                extra={"tx_retransmits": res["tx_retransmits"]})
+            with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180) as g:
+                guest = g.wait()
+            return VmResult(guest.rc, guest.output, guest.error,
+                            guest_feature_names(guest.ready), dev.stats(), boot_s=guest.boot_s)
