@@ -71,7 +71,9 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                                 guest_feature_names(guest.ready), dev.stats(),
                                 tx_gbps=res["tx_gbps"], rx_gbps=res["rx_gbps"],
                                 boot_s=guest.boot_s,
-                                extra={"tx_retransmits": res["tx_retransmits"]})
+                                extra={"tx_retransmits": res["tx_retransmits"],
+                                       "iperf_tx_bytes": iperf.received_bytes(res["tx"]),
+                                       "iperf_rx_bytes": iperf.received_bytes(res["rx"])})
             with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180) as g:
                 guest = g.wait()
             return VmResult(guest.rc, guest.output, guest.error,

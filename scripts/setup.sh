@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything vnic needs, idempotently, on Debian 12 (run as root):
+#   Debian packages, a Python venv with vnic (C data plane compiled by cffi),
+#   a QEMU with vfio-user-pci and the test guest image.
+# Everything downloaded or built lives under $VNIC_CACHE (default ~/.cache/vnic).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export VNIC_CACHE="${VNIC_CACHE:-$HOME/.cache/vnic}"
+mkdir -p "$VNIC_CACHE"
+
+# mmdebstrap builds the private QEMU root and the guest image; iperf3 runs on
+# the host side of the test link; gcc and python3-dev compile the data plane.
+DEB_PACKAGES=(mmdebstrap iperf3 ethtool iproute2 gcc python3-dev python3-venv ca-certificates)
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV="$VNIC_CACHE/venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "setup: creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+echo "setup: installing vnic into $VENV (compiles native/)"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e '.[test]'
+
+"$VENV/bin/vnic" setup
+echo "setup: done. Use $VENV/bin/vnic (or activate: . $VENV/bin/activate)"
