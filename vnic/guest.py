@@ -69,8 +69,11 @@ def choose_accel(qemu: Qemu) -> str:
 
 def guest_argv(qemu: Qemu, image, nic_args, cmd: str, ip: str | None = "10.213.0.2/24",
                mem_mb: int = 512, smp: int = 1, accel: str = "tcg", cpu: str | None = None,
-               extra_args=(), append: str = "") -> list[str]:
-    """The QEMU command line for one guest run."""
+               extra_args=(), append: str = "", shared_memory: bool = True) -> list[str]:
+    """The QEMU command line for one guest run.
+
+    shared_memory=False gives the guest plain anonymous RAM: vfio-user then
+    maps it without file descriptors (the device's slow message path)."""
     params = ["console=ttyS0", "panic=-1", "loglevel=6"]
     if ip:
         params.append(f"vnic.ip={ip}")
@@ -90,8 +93,8 @@ def guest_argv(qemu: Qemu, image, nic_args, cmd: str, ip: str | None = "10.213.0
         "-accel", accel, *(["-cpu", cpu] if cpu else []),
         "-smp", str(smp), "-m", f"{mem_mb}M",
         # Shared memfd RAM: lets vfio-user DMA_MAP pass fds (see DESIGN.md).
-        "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
-        "-machine", "pc,memory-backend=mem",
+        *(["-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
+            "-machine", "pc,memory-backend=mem"] if shared_memory else ["-machine", "pc"]),
         "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", cmdline,
         *nic_args, *extra_args,
@@ -109,11 +112,11 @@ class GuestProcess:
     def __init__(self, qemu: Qemu, image, nic_args=(), cmd: str = "true",
                  ip: str | None = "10.213.0.2/24", mem_mb: int = 512, timeout: float = 180,
                  extra_args=(), accel: str | None = None, smp: int = 1, cpu: str | None = None,
-                 pass_fds=(), append: str = "", echo=None):
+                 pass_fds=(), append: str = "", echo=None, shared_memory: bool = True):
         self.qemu, self.timeout, self.pass_fds, self.echo = qemu, timeout, tuple(pass_fds), echo
         accel = accel or os.environ.get("VNIC_ACCEL") or choose_accel(qemu)
         self.argv = guest_argv(qemu, image, list(nic_args), cmd, ip, mem_mb, smp, accel,
-                               cpu, list(extra_args), append)
+                               cpu, list(extra_args), append, shared_memory)
         self.proc: subprocess.Popen | None = None
         self._buf = bytearray()
         self._err = bytearray()
