@@ -20,10 +20,39 @@
 #define VNIC_MAX_INDIRECT  1024        /* descriptors in one indirect table */
 #define VNIC_BATCH         64          /* chains handled before notifying */
 
+#define VNIC_IOV_MAX       1024        /* UIO_MAXIOV: pieces in one writev() */
+#define VNIC_TPL_MAX       256         /* headers the TX engine rewrites per segment */
+
 /* virtio feature bits the data plane cares about */
+#define VIRTIO_NET_F_CSUM        0
+#define VIRTIO_NET_F_HOST_TSO4   11
+#define VIRTIO_NET_F_HOST_TSO6   12
+#define VIRTIO_NET_F_HOST_ECN    13
+#define VIRTIO_NET_F_HOST_UFO    14
+#define VIRTIO_NET_F_MRG_RXBUF   15
 #define VIRTIO_F_INDIRECT_DESC   28
 #define VIRTIO_F_EVENT_IDX       29
-#define VIRTIO_NET_F_MRG_RXBUF   15
+#define VIRTIO_NET_F_HOST_USO    56
+#define VIRTIO_NET_F_GUEST_HDRLEN 59
+
+/* struct virtio_net_hdr_mrg_rxbuf (little-endian fields) */
+struct virtio_net_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
+#define VIRTIO_NET_HDR_F_DATA_VALID 2
+#define VIRTIO_NET_HDR_GSO_NONE   0
+#define VIRTIO_NET_HDR_GSO_TCPV4  1
+#define VIRTIO_NET_HDR_GSO_UDP    3
+#define VIRTIO_NET_HDR_GSO_TCPV6  4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#define VIRTIO_NET_HDR_GSO_ECN    0x80
 
 #define VRING_DESC_F_NEXT      1
 #define VRING_DESC_F_WRITE     2
@@ -84,6 +113,7 @@ struct vq {
     bool configured;
     bool enabled;
     uint16_t last_avail;   /* next avail entry the device will read */
+    uint16_t avail_seen;   /* avail->idx at the last look (vq_has_avail) */
     uint16_t used_idx;     /* shadow of used->idx */
     uint16_t signalled_used;
     bool signalled_valid;
@@ -107,11 +137,56 @@ int vq_pop(struct vq *vq, struct chain *c);
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset);
 void vq_publish_used(struct vq *vq, uint16_t count);
 /* After draining: ask for the next kick (EVENT_IDX avail_event or flags),
- * then re-check for buffers added meanwhile. */
+ * then re-check for buffers added since the last look at the ring. */
 bool vq_enable_notify(struct vq *vq);
 void vq_disable_notify(struct vq *vq);
 bool vq_should_interrupt(struct vq *vq);
 void vq_rewind(struct vq *vq, uint16_t n);
+
+/* ---- checksums (csum.c) ------------------------------------------------------ */
+uint64_t csum_add(uint64_t sum, uint64_t v);
+uint16_t csum_fold(uint64_t sum);
+uint64_t csum_partial(const void *buf, size_t len, uint64_t sum);
+uint64_t csum_copy(void *dst, const void *src, size_t len, uint64_t sum);
+/* a piece's sum, adjusted for starting at an odd offset of the summed range */
+uint64_t csum_shift(uint64_t piece_sum, uint64_t offset);
+
+/* ---- TX offload engine (gso.c) ----------------------------------------------- */
+/* The frame after the virtio header, as pieces of host memory. */
+struct tx_frame {
+    const struct iovec *iov;
+    int n;
+    uint32_t len;
+};
+
+/* Why the TX engine dropped a frame; each has its own counter. */
+enum tx_drop {
+    TX_SENT = 0,
+    TX_DROP_HEADERS,        /* truncated, unparseable or unsupported headers */
+    TX_DROP_CSUM_RANGE,     /* csum_start/csum_offset beyond the frame */
+    TX_DROP_GSO_SIZE,       /* gso_size 0 or larger than the payload */
+    TX_DROP_GSO_TYPE,       /* gso_type unknown or not matching the headers */
+    TX_DROP_UNNEGOTIATED,   /* an offload (or ECN) the driver did not negotiate */
+    TX_DROP_BACKEND         /* the backend refused the frame */
+};
+
+/* Per-queue scratch of the TX engine: allocated once, reused per frame. */
+struct tx_ctx {
+    uint64_t features;
+    atomic_uint *frag_id;             /* IPv6 fragment identification */
+    struct vnic_queue_stats *st;
+    /* Hand one frame to the backend.  iov[0] is free for the backend's own
+     * header; the frame is iov[1..n], len bytes.  0, or -1 if refused. */
+    int (*emit)(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len);
+    void *sink;
+    uint8_t tpl[VNIC_TPL_MAX];
+    uint8_t udp_hdr[8];
+    struct iovec iov[VNIC_IOV_MAX];   /* frames handed to emit */
+    struct iovec frame[VNIC_IOV_MAX]; /* the guest frame's pieces */
+};
+
+int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
+int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 
 /* ---- device ------------------------------------------------------------- */
 struct irq_vector {
@@ -130,6 +205,7 @@ struct qpair {
     uint8_t *rx_frame;           /* one frame read from the backend */
     uint32_t rx_frame_len;       /* 0: none pending */
     uint8_t *tx_bounce;          /* gather buffer for message-based memory */
+    struct tx_ctx *txc;          /* TX engine scratch */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
 };
@@ -148,6 +224,8 @@ struct vnic_dev {
     atomic_uchar isr;
     atomic_int error;
     atomic_bool stopping;
+    atomic_uint frag_id;
+    int tx_mode;                 /* enum vnic_tx_mode */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QP];
 };

@@ -1,13 +1,15 @@
 /* tx.c - transmit: guest TX chains to the backend.
  *
- * The payload is gathered straight from guest memory into one writev();
- * the device supplies its own virtio-net header to the backend so that a
- * guest can never hand the host kernel offload requests it did not
- * negotiate. */
+ * A plain frame is gathered straight from guest memory into one writev().
+ * A frame with offload requests (NEEDS_CSUM, GSO) goes through the offload
+ * engine (gso.c), or, in passthrough mode on a TAP, to the kernel whole with
+ * its header.  The device always writes its own virtio-net header to the
+ * backend, so a guest never hands the host kernel offload requests it did
+ * not negotiate. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#define VNIC_IOV_MAX 1024   /* UIO_MAXIOV */
 #include "internal.h"
 
 #define ETH_HLEN 14
@@ -33,8 +35,8 @@ static int chain_read(struct vnic_dev *dev, const struct chain *c, uint64_t off,
     return len ? -EINVAL : 0;
 }
 
-/* Build iovecs for the chain's bytes from 'skip' on.  Returns the count, or
- * -1 when some piece lives in message-based memory or VNIC_IOV_MAX is hit. */
+/* Iovecs for the chain's bytes from 'skip' on.  Returns the count, or -1
+ * when some piece lives in message-based memory or max is reached. */
 static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, int max)
 {
     int n = 0;
@@ -54,47 +56,102 @@ static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, in
     return n;
 }
 
+/* ---- sinks ------------------------------------------------------------------ */
+
+static const uint8_t plain_hdr[VNIC_NET_HDR_LEN];
+
+static int tap_write(int fd, struct iovec *iov, int n)
+{
+    ssize_t w;
+    do {
+        w = writev(fd, iov, n);
+    } while (w < 0 && errno == EINTR);
+    return w < 0 ? -1 : 0;
+}
+
+static int emit_tap(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
+{
+    struct qpair *qp = ctx->sink;
+    iov[0].iov_base = (void *)plain_hdr;
+    iov[0].iov_len = sizeof(plain_hdr);
+    if (tap_write(qp->dev->backend_fd, iov, n + 1) < 0)
+        return -1;
+    ctx->st->tx_packets++;
+    ctx->st->tx_bytes += len;
+    return 0;
+}
+
+static int emit_null(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
+{
+    ctx->st->tx_packets++;
+    ctx->st->tx_bytes += len;
+    return 0;
+}
+
+static void count_drop(struct vnic_queue_stats *st, int reason)
+{
+    switch (reason) {
+    case TX_DROP_HEADERS: st->tx_drops_headers++; break;
+    case TX_DROP_CSUM_RANGE: st->tx_drops_csum_range++; break;
+    case TX_DROP_GSO_SIZE: st->tx_drops_gso_size++; break;
+    case TX_DROP_GSO_TYPE: st->tx_drops_gso_type++; break;
+    case TX_DROP_UNNEGOTIATED: st->tx_drops_unnegotiated++; break;
+    case TX_DROP_BACKEND: st->tx_drops_backend++; break;
+    default: break;
+    }
+}
+
+/* Hand a super-frame to a TAP whole: the kernel segments it. */
+static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const struct tx_frame *f)
+{
+    struct tx_ctx *ctx = qp->txc;
+    struct virtio_net_hdr out = *h;
+    out.num_buffers = 0;
+    ctx->iov[0].iov_base = &out;
+    ctx->iov[0].iov_len = sizeof(out);
+    memcpy(ctx->iov + 1, f->iov, sizeof(f->iov[0]) * (size_t)f->n);
+    if (tap_write(qp->dev->backend_fd, ctx->iov, f->n + 1) < 0)
+        return TX_DROP_BACKEND;
+    ctx->st->tx_packets++;
+    ctx->st->tx_bytes += f->len;
+    ctx->st->tx_passthrough_packets++;
+    return TX_SENT;
+}
+
 static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    uint8_t guest_hdr[VNIC_NET_HDR_LEN];
+    struct tx_ctx *ctx = qp->txc;
+    struct virtio_net_hdr h;
     if (c->out_len < VNIC_NET_HDR_LEN + ETH_HLEN || c->out_len > VNIC_NET_HDR_LEN + VNIC_MAX_FRAME ||
-        chain_read(dev, c, 0, guest_hdr, sizeof(guest_hdr)) < 0) {
+        chain_read(dev, c, 0, (uint8_t *)&h, sizeof(h)) < 0) {
         st->tx_drops_malformed++;
         return;
     }
-    /* flags (byte 0) and gso_type (byte 1): nothing offloaded is offered yet */
-    if (guest_hdr[0] || guest_hdr[1]) {
-        st->tx_drops_malformed++;
-        return;
-    }
-    uint64_t frame_len = c->out_len - VNIC_NET_HDR_LEN;
-    if (dev->backend_kind == VNIC_BACKEND_TAP) {
-        static const uint8_t plain_hdr[VNIC_NET_HDR_LEN];
-        struct iovec iov[VNIC_IOV_MAX];
-        iov[0].iov_base = (void *)plain_hdr;
-        iov[0].iov_len = sizeof(plain_hdr);
-        int n = chain_iov(c, VNIC_NET_HDR_LEN, iov + 1, VNIC_IOV_MAX - 1);
-        if (n < 0) {   /* message-based memory: gather into the bounce buffer */
-            if (chain_read(dev, c, VNIC_NET_HDR_LEN, qp->tx_bounce, frame_len) < 0) {
-                st->tx_drops_malformed++;
-                return;
-            }
-            iov[1].iov_base = qp->tx_bounce;
-            iov[1].iov_len = frame_len;
-            n = 1;
-        }
-        ssize_t w;
-        do {
-            w = writev(dev->backend_fd, iov, n + 1);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0) {
-            st->tx_drops_backend++;
+    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_LEN);
+    bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+    struct iovec *pieces = offload ? ctx->frame : ctx->iov + 1;
+    int n = chain_iov(c, VNIC_NET_HDR_LEN, pieces, VNIC_IOV_MAX - 1);
+    if (n < 0) {          /* message-based memory (or too scattered): gather it */
+        if (chain_read(dev, c, VNIC_NET_HDR_LEN, qp->tx_bounce, len) < 0) {
+            st->tx_drops_malformed++;
             return;
         }
+        pieces[0].iov_base = qp->tx_bounce;
+        pieces[0].iov_len = len;
+        n = 1;
     }
-    st->tx_packets++;
-    st->tx_bytes += frame_len;
+    if (!offload) {
+        if (ctx->emit(ctx, ctx->iov, n, len))
+            st->tx_drops_backend++;
+        return;
+    }
+    struct tx_frame f = { pieces, n, len };
+    int err = tx_check_negotiated(dev->features, &h);
+    if (!err)
+        err = dev->tx_mode == VNIC_TX_PASSTHROUGH && dev->backend_kind == VNIC_BACKEND_TAP
+              ? passthrough(qp, &h, &f) : tx_offload(ctx, &h, &f);
+    count_drop(st, err);
 }
 
 int tx_process(struct qpair *qp)
@@ -102,6 +159,9 @@ int tx_process(struct qpair *qp)
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->tx;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
+    struct tx_ctx *ctx = qp->txc;
+    ctx->features = dev->features;
+    ctx->emit = dev->backend_kind == VNIC_BACKEND_TAP ? emit_tap : emit_null;
     uint16_t done = 0;
     while (done < VNIC_BATCH) {
         int r = vq_pop(vq, qp->chain);
@@ -120,4 +180,98 @@ int tx_process(struct qpair *qp)
         dev_notify_queue(dev, vq, &st->tx_interrupts);
     }
     return done == VNIC_BATCH;
+}
+
+/* ---- the engine on its own: tests and benchmarks ----------------------------- */
+
+struct vnic_tx_engine {
+    struct tx_ctx ctx;
+    atomic_uint frag_id;
+    uint8_t *out;
+    uint32_t out_cap, out_len;
+    uint32_t *frame_lens;
+    int max_frames, frames;
+};
+
+static int emit_buffer(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
+{
+    struct vnic_tx_engine *e = ctx->sink;
+    if (e->out) {
+        if (e->frames == e->max_frames || e->out_len + len > e->out_cap)
+            return -1;
+        for (int i = 1; i <= n; i++) {
+            memcpy(e->out + e->out_len, iov[i].iov_base, iov[i].iov_len);
+            e->out_len += (uint32_t)iov[i].iov_len;
+        }
+        e->frame_lens[e->frames] = len;
+    }
+    e->frames++;
+    ctx->st->tx_packets++;
+    ctx->st->tx_bytes += len;
+    return 0;
+}
+
+struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features)
+{
+    struct vnic_tx_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->ctx.features = features;
+    e->ctx.frag_id = &e->frag_id;
+    e->ctx.emit = emit_buffer;
+    e->ctx.sink = e;
+    return e;
+}
+
+void vnic_tx_engine_free(struct vnic_tx_engine *e)
+{
+    free(e);
+}
+
+int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
+                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
+                       uint32_t *frame_lens, int max_frames, int repeat,
+                       struct vnic_queue_stats *st)
+{
+    struct virtio_net_hdr h;
+    if (len < sizeof(h) || ncuts < 0 || ncuts >= VNIC_IOV_MAX)
+        return -TX_DROP_HEADERS;
+    memcpy(&h, pkt, sizeof(h));
+    struct iovec *pieces = e->ctx.frame;
+    uint32_t flen = len - (uint32_t)sizeof(h), prev = 0;
+    int n = 0;
+    for (int i = 0; i <= ncuts; i++) {
+        uint32_t end = i < ncuts ? cuts[i] : flen;
+        if (end < prev || end > flen)
+            return -TX_DROP_HEADERS;
+        if (end == prev)
+            continue;
+        pieces[n].iov_base = (void *)(pkt + sizeof(h) + prev);
+        pieces[n].iov_len = end - prev;
+        n++;
+        prev = end;
+    }
+    struct tx_frame f = { pieces, n, flen };
+    e->ctx.st = st;
+    int err = tx_check_negotiated(e->ctx.features, &h);
+    for (int r = 0; r < repeat && !err; r++) {
+        e->out = out;
+        e->out_cap = out_cap;
+        e->out_len = 0;
+        e->frame_lens = frame_lens;
+        e->max_frames = max_frames;
+        e->frames = 0;
+        bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+        if (offload) {
+            err = tx_offload(&e->ctx, &h, &f);
+        } else {
+            memcpy(e->ctx.iov + 1, pieces, sizeof(pieces[0]) * (size_t)n);
+            err = emit_buffer(&e->ctx, e->ctx.iov, n, flen) ? TX_DROP_BACKEND : 0;
+        }
+    }
+    if (err) {
+        count_drop(st, err);
+        return -err;
+    }
+    return e->frames;
 }

@@ -29,7 +29,20 @@ struct vnic_queue_stats {
     uint64_t tx_packets;
     uint64_t tx_bytes;
     uint64_t tx_drops_backend;     /* backend refused the frame */
-    uint64_t tx_drops_malformed;   /* header or length the device cannot send */
+    uint64_t tx_drops_malformed;   /* frame too short or too long to send */
+    uint64_t tx_drops_headers;     /* offload asked on truncated/unsupported headers */
+    uint64_t tx_drops_csum_range;  /* csum_start/csum_offset beyond the frame */
+    uint64_t tx_drops_gso_size;    /* gso_size 0 or larger than the payload */
+    uint64_t tx_drops_gso_type;    /* gso_type unknown or not matching the headers */
+    uint64_t tx_drops_unnegotiated;/* offload flags the driver did not negotiate */
+    uint64_t tx_csum_offloaded;    /* checksums completed by the device */
+    uint64_t tx_tso_packets;       /* TCP super-frames segmented */
+    uint64_t tx_tso_segments;
+    uint64_t tx_ufo_packets;       /* UDP datagrams fragmented */
+    uint64_t tx_ufo_fragments;
+    uint64_t tx_uso_packets;       /* UDP super-frames segmented */
+    uint64_t tx_uso_segments;
+    uint64_t tx_passthrough_packets; /* offloaded frames handed to the backend whole */
     uint64_t tx_interrupts;
     uint64_t tx_kicks;
     uint64_t chain_errors;         /* hostile descriptor chains (NEEDS_RESET) */
@@ -54,8 +67,15 @@ enum vnic_backend_kind {
     VNIC_BACKEND_TAP = 1           /* fd of a TAP opened with IFF_VNET_HDR, hdr size 12 */
 };
 
+/* Where offloaded TX frames are segmented. */
+enum vnic_tx_mode {
+    VNIC_TX_SEGMENT = 0,           /* the device segments: the wire sees MTU-size frames */
+    VNIC_TX_PASSTHROUGH = 1        /* super-frame and its header go to a TAP backend */
+};
+
 struct vnic_dev;
 struct vnic_chan;
+struct vnic_tx_engine;
 
 /* --- device lifetime --------------------------------------------------- */
 struct vnic_dev *vnic_dev_new(int queue_pairs);
@@ -64,6 +84,8 @@ void vnic_dev_free(struct vnic_dev *dev);
  * INDIRECT_DESC from them. */
 void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
+/* enum vnic_tx_mode; passthrough needs a TAP backend.  Takes effect at once. */
+int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode);
 /* Start the worker threads (DRIVER_OK).  Returns 0 or -errno. */
 int vnic_dev_start(struct vnic_dev *dev);
 /* Stop and join the workers; queue state is kept (for quiescing). */
@@ -138,6 +160,20 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 /* Open (creating if needed) TAP ifname with IFF_NO_PI|IFF_VNET_HDR and a
  * 12-byte vnet header.  Returns the fd or -errno. */
 int vnic_tap_open(const char *ifname, char *actual_name, int actual_len);
+
+/* --- the TX offload engine on its own (tests, benchmarks) ------------- */
+/* pkt is a virtio_net_hdr (12 bytes) followed by the frame.  The frame is
+ * split at the cut offsets into separate pieces, as a guest's scattered
+ * buffers would be.  Output frames are concatenated into out (if not NULL)
+ * with their lengths in frame_lens.  The whole run repeats `repeat` times.
+ * Returns the frames of the last run, or -(enum tx_drop) with the counter
+ * in st incremented. */
+struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features);
+void vnic_tx_engine_free(struct vnic_tx_engine *e);
+int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
+                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
+                       uint32_t *frame_lens, int max_frames, int repeat,
+                       struct vnic_queue_stats *st);
 
 /* cdef-end */
 

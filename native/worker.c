@@ -274,12 +274,16 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_MAX_FRAME);
         qp->tx_bounce = malloc(VNIC_MAX_FRAME);
         qp->chain = malloc(sizeof(struct chain));
+        qp->txc = calloc(1, sizeof(struct tx_ctx));
         if (qp->rx.kick_fd < 0 || qp->tx.kick_fd < 0 || qp->stop_fd < 0 ||
-            !qp->rx_frame || !qp->tx_bounce || !qp->chain) {
+            !qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc) {
             dev->nqp = i + 1;
             vnic_dev_free(dev);
             return NULL;
         }
+        qp->txc->frag_id = &dev->frag_id;
+        qp->txc->st = &dev->stats[i];
+        qp->txc->sink = qp;
         vq_clear(&qp->rx);
         vq_clear(&qp->tx);
     }
@@ -299,6 +303,7 @@ void vnic_dev_free(struct vnic_dev *dev)
         free(qp->rx_frame);
         free(qp->tx_bounce);
         free(qp->chain);
+        free(qp->txc);
     }
     for (int v = 0; v < VNIC_MAX_VECTORS; v++)
         if (dev->vec[v].fd >= 0)
@@ -322,6 +327,16 @@ int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)
         return -EBADF;
     dev->backend_kind = kind;
     dev->backend_fd = fd;
+    return 0;
+}
+
+int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode)
+{
+    if (mode != VNIC_TX_SEGMENT && mode != VNIC_TX_PASSTHROUGH)
+        return -EINVAL;
+    if (mode == VNIC_TX_PASSTHROUGH && dev->backend_kind != VNIC_BACKEND_TAP)
+        return -ENOTSUP;
+    dev->tx_mode = mode;       /* read once per frame by the workers */
     return 0;
 }
 

@@ -278,8 +278,8 @@ class Server:
                 self._session.run()
             finally:
                 self._session = None
-                self.sessions_served += 1
                 self.model.client_gone()
+                self.sessions_served += 1       # counted once the device is clean again
                 log.info("vfio-user client disconnected; waiting for the next one")
 
     def start(self) -> threading.Thread:

@@ -1,0 +1,430 @@
+/* gso.c - the TX offload engine: checksum completion and segmentation
+ * (TSO4/TSO6, USO) and UDP fragmentation (UFO), done by the device.
+ *
+ * A super-frame is never copied.  Its headers are read once into a small
+ * template; for every output frame the template's length, ID, sequence,
+ * flag and checksum fields are patched in place, and the frame is handed to
+ * the sink as [template, payload pieces] where the payload pieces point
+ * straight into guest memory.  Each payload byte is read exactly once, by
+ * the checksum, and once more by the sink's writev().  No allocation. */
+#include <string.h>
+#include "internal.h"
+
+#define ETH_P_IPV4   0x0800
+#define ETH_P_IPV6   0x86DD
+#define ETH_P_8021Q  0x8100
+#define ETH_P_8021AD 0x88A8
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_CWR 0x80
+#define IP_MF   0x2000
+#define IP_DF   0x4000
+#define IP_OFFMASK 0x1fff
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)); wr16(p + 2, (uint16_t)v); }
+/* a big-endian 16-bit value as it sits in memory, for host-order sums */
+static inline uint64_t be16_word(uint16_t v) { return (uint16_t)(v << 8 | v >> 8); }
+
+/* ---- reading the frame ------------------------------------------------------ */
+
+/* Copy frame bytes [pos, pos+len) into dst; false if the frame is shorter. */
+static bool frame_copy(const struct tx_frame *f, uint32_t pos, uint8_t *dst, uint32_t len)
+{
+    if ((uint64_t)pos + len > f->len)
+        return false;
+    for (int i = 0; i < f->n && len; i++) {
+        size_t plen = f->iov[i].iov_len;
+        if (pos >= plen) {
+            pos -= (uint32_t)plen;
+            continue;
+        }
+        size_t n = plen - pos < len ? plen - pos : len;
+        memcpy(dst, (uint8_t *)f->iov[i].iov_base + pos, n);
+        dst += n;
+        len -= (uint32_t)n;
+        pos = 0;
+    }
+    return len == 0;
+}
+
+/* A position in the frame's pieces, advanced as segments are cut. */
+struct cursor {
+    const struct tx_frame *f;
+    int i;
+    size_t off;
+};
+
+static void cursor_seek(struct cursor *c, const struct tx_frame *f, uint32_t pos)
+{
+    c->f = f;
+    c->i = 0;
+    while (c->i < f->n && pos >= f->iov[c->i].iov_len) {
+        pos -= (uint32_t)f->iov[c->i].iov_len;
+        c->i++;
+    }
+    c->off = pos;
+}
+
+/* Append the next len bytes as iovecs (at most max) and add their checksum
+ * to *sum; parity is the offset of these bytes within the summed range.
+ * Returns the number of iovecs, or -1 if max is too small. */
+static int cursor_take(struct cursor *c, uint32_t len, struct iovec *out, int max,
+                       uint64_t *sum, uint32_t parity)
+{
+    int n = 0;
+    while (len) {
+        if (n == max || c->i >= c->f->n)
+            return -1;
+        const struct iovec *p = &c->f->iov[c->i];
+        size_t k = p->iov_len - c->off < len ? p->iov_len - c->off : len;
+        out[n].iov_base = (uint8_t *)p->iov_base + c->off;
+        out[n].iov_len = k;
+        if (sum)
+            *sum = csum_add(*sum, csum_shift(csum_partial(out[n].iov_base, k, 0), parity));
+        parity += (uint32_t)k;
+        n++;
+        len -= (uint32_t)k;
+        c->off += k;
+        if (c->off == p->iov_len) {
+            c->i++;
+            c->off = 0;
+        }
+    }
+    return n;
+}
+
+/* ---- header parsing ---------------------------------------------------------- */
+
+struct layout {
+    uint16_t l3;          /* IP header offset (after any VLAN tags) */
+    uint16_t l4;          /* TCP/UDP header offset */
+    uint16_t hdr_len;     /* l4 + TCP/UDP header length */
+    uint8_t proto;        /* IPPROTO_TCP or IPPROTO_UDP */
+    bool ipv6;
+    bool ipv6_ext;        /* extension headers between IPv6 and L4 */
+};
+
+/* Parse Ethernet (up to two VLAN tags), IPv4/IPv6 and TCP/UDP from the
+ * template.  0 or a drop reason. */
+static int parse_headers(const uint8_t *t, uint32_t have, struct layout *lo)
+{
+    uint32_t off = 12;
+    if (have < 14)
+        return TX_DROP_HEADERS;
+    uint16_t type = rd16(t + off);
+    for (int tags = 0; (type == ETH_P_8021Q || type == ETH_P_8021AD) && tags < 2; tags++) {
+        off += 4;
+        if (have < off + 2)
+            return TX_DROP_HEADERS;
+        type = rd16(t + off);
+    }
+    off += 2;
+    lo->l3 = (uint16_t)off;
+    if (type == ETH_P_IPV4) {
+        if (have < off + 20 || t[off] >> 4 != 4)
+            return TX_DROP_HEADERS;
+        uint32_t ihl = (t[off] & 15) * 4u;
+        if (ihl < 20 || have < off + ihl)
+            return TX_DROP_HEADERS;
+        if (rd16(t + off + 6) & (IP_MF | IP_OFFMASK))
+            return TX_DROP_HEADERS;             /* already a fragment */
+        lo->ipv6 = false;
+        lo->ipv6_ext = false;
+        lo->proto = t[off + 9];
+        off += ihl;
+    } else if (type == ETH_P_IPV6) {
+        if (have < off + 40 || t[off] >> 4 != 6)
+            return TX_DROP_HEADERS;
+        uint8_t next = t[off + 6];
+        lo->ipv6 = true;
+        lo->ipv6_ext = false;
+        off += 40;
+        /* hop-by-hop, routing and destination options can be walked;
+         * a fragment header (or anything else) cannot be segmented */
+        for (int ext = 0; next == 0 || next == 43 || next == 60; ext++) {
+            if (ext == 4 || have < off + 8)
+                return TX_DROP_HEADERS;
+            next = t[off];
+            off += (t[off + 1] + 1u) * 8;
+            lo->ipv6_ext = true;
+        }
+        lo->proto = next;
+    } else {
+        return TX_DROP_HEADERS;
+    }
+    lo->l4 = (uint16_t)off;
+    if (lo->proto == IPPROTO_TCP_) {
+        if (have < off + 20)
+            return TX_DROP_HEADERS;
+        uint32_t doff = (t[off + 12] >> 4) * 4u;
+        if (doff < 20 || have < off + doff)
+            return TX_DROP_HEADERS;
+        off += doff;
+    } else if (lo->proto == IPPROTO_UDP_) {
+        if (have < off + 8)
+            return TX_DROP_HEADERS;
+        off += 8;
+    } else {
+        return TX_DROP_HEADERS;
+    }
+    lo->hdr_len = (uint16_t)off;
+    return 0;
+}
+
+/* ---- checksums ------------------------------------------------------------- */
+
+static uint16_t csum_finish(uint64_t sum)
+{
+    uint16_t c = (uint16_t)~csum_fold(sum);
+    return c ? c : 0xffff;       /* 0 means "no checksum" to UDP; same value for TCP */
+}
+
+static void ipv4_header_csum(uint8_t *ip)
+{
+    uint32_t ihl = (ip[0] & 15) * 4u;
+    ip[10] = ip[11] = 0;
+    uint16_t c = (uint16_t)~csum_fold(csum_partial(ip, ihl, 0));
+    memcpy(ip + 10, &c, 2);      /* host-order sum stored as-is is network order */
+}
+
+/* Pseudo-header sum for an L4 length (IPv4 or IPv6, RFC 793 / RFC 8200). */
+static uint64_t pseudo_sum(const uint8_t *tpl, const struct layout *lo, uint32_t l4_len)
+{
+    const uint8_t *ip = tpl + lo->l3;
+    uint64_t sum = lo->ipv6 ? csum_partial(ip + 8, 32, 0) : csum_partial(ip + 12, 8, 0);
+    sum = csum_add(sum, be16_word(lo->proto));
+    sum = csum_add(sum, be16_word((uint16_t)l4_len));
+    if (lo->ipv6)
+        sum = csum_add(sum, be16_word((uint16_t)(l4_len >> 16)));
+    return sum;
+}
+
+/* ---- plain checksum completion ---------------------------------------------- */
+
+/* NEEDS_CSUM without GSO: sum [csum_start, end) as the driver left it (its
+ * partial pseudo-header sum sits in the field) and store the result. */
+static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
+{
+    uint32_t start = h->csum_start, field = (uint32_t)h->csum_start + h->csum_offset;
+    if (field + 2 > f->len || f->len - start < 2)
+        return TX_DROP_CSUM_RANGE;
+    struct cursor c;
+    uint64_t sum = 0;
+    cursor_seek(&c, f, start);
+    if (cursor_take(&c, f->len - start, ctx->iov + 1, VNIC_IOV_MAX - 1, &sum, 0) < 0)
+        return TX_DROP_HEADERS;
+    uint16_t value = csum_finish(sum);
+    /* emit [0, field) + patched 2 bytes + [field+2, end) */
+    struct iovec *iov = ctx->iov + 1;
+    int n = 0;
+    cursor_seek(&c, f, 0);
+    int k = cursor_take(&c, field, iov, VNIC_IOV_MAX - 3, NULL, 0);
+    if (k < 0)
+        return TX_DROP_HEADERS;
+    n += k;
+    memcpy(ctx->tpl, &value, 2);
+    iov[n].iov_base = ctx->tpl;
+    iov[n].iov_len = 2;
+    n++;
+    cursor_seek(&c, f, field + 2);
+    k = cursor_take(&c, f->len - field - 2, iov + n, VNIC_IOV_MAX - 1 - n, NULL, 0);
+    if (k < 0)
+        return TX_DROP_HEADERS;
+    n += k;
+    ctx->st->tx_csum_offloaded++;
+    return ctx->emit(ctx, ctx->iov, n, f->len) ? TX_DROP_BACKEND : 0;
+}
+
+/* ---- segmentation: TSO4/TSO6 and USO --------------------------------------- */
+
+static int segment(struct tx_ctx *ctx, const struct tx_frame *f, const struct layout *lo,
+                   uint32_t mss, bool tcp)
+{
+    uint8_t *t = ctx->tpl;
+    uint8_t *ip = t + lo->l3, *l4 = t + lo->l4;
+    uint32_t hlen = lo->hdr_len, payload = f->len - hlen;
+    uint32_t l4_hlen = hlen - lo->l4;
+    uint16_t id = lo->ipv6 ? 0 : rd16(ip + 4);
+    uint32_t seq = tcp ? rd32(l4 + 4) : 0;
+    uint8_t flags = tcp ? l4[13] : 0;
+    uint32_t nseg = (payload + mss - 1) / mss;
+    struct cursor c;
+    cursor_seek(&c, f, hlen);
+
+    for (uint32_t i = 0, off = 0; i < nseg; i++, off += mss) {
+        uint32_t len = payload - off < mss ? payload - off : mss;
+        if (lo->ipv6) {
+            wr16(ip + 4, (uint16_t)(hlen - lo->l3 - 40 + len));
+        } else {
+            wr16(ip + 2, (uint16_t)(hlen - lo->l3 + len));
+            wr16(ip + 4, (uint16_t)(id + i));
+            ipv4_header_csum(ip);
+        }
+        if (tcp) {
+            wr32(l4 + 4, seq + off);
+            uint8_t fl = flags;
+            if (i + 1 < nseg)
+                fl &= (uint8_t)~(TCP_FIN | TCP_PSH);
+            if (i > 0)
+                fl &= (uint8_t)~TCP_CWR;
+            l4[13] = fl;
+            l4[16] = l4[17] = 0;
+        } else {
+            wr16(l4 + 4, (uint16_t)(8 + len));
+            l4[6] = l4[7] = 0;
+        }
+        uint64_t sum = pseudo_sum(t, lo, l4_hlen + len);
+        sum = csum_partial(l4, l4_hlen, sum);
+        ctx->iov[1].iov_base = t;
+        ctx->iov[1].iov_len = hlen;
+        int n = cursor_take(&c, len, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0);
+        if (n < 0)
+            return TX_DROP_HEADERS;
+        uint16_t value = csum_finish(sum);
+        memcpy(l4 + (tcp ? 16 : 6), &value, 2);
+        if (ctx->emit(ctx, ctx->iov, n + 1, hlen + len))
+            return TX_DROP_BACKEND;
+    }
+    if (tcp) {
+        ctx->st->tx_tso_packets++;
+        ctx->st->tx_tso_segments += nseg;
+    } else {
+        ctx->st->tx_uso_packets++;
+        ctx->st->tx_uso_segments += nseg;
+    }
+    return 0;
+}
+
+/* ---- UFO: fragment one UDP datagram at the IP layer ------------------------ */
+
+static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct layout *lo, uint32_t mss)
+{
+    uint8_t *t = ctx->tpl;
+    uint8_t *ip = t + lo->l3, *udp = t + lo->l4;
+    uint32_t frag_size = mss & ~7u;
+    uint32_t dlen = f->len - lo->l4;               /* UDP header + data */
+    if (!frag_size)
+        return TX_DROP_GSO_SIZE;
+    if (lo->ipv6 ? lo->ipv6_ext : lo->l4 - lo->l3 != 20)
+        return TX_DROP_HEADERS;                    /* options/extensions: not fragmented here */
+
+    /* the UDP checksum covers the whole datagram, computed once */
+    wr16(udp + 4, (uint16_t)dlen);
+    udp[6] = udp[7] = 0;
+    uint64_t sum = csum_partial(udp, 8, pseudo_sum(t, lo, dlen));
+    struct cursor c;
+    cursor_seek(&c, f, lo->l4 + 8);
+    if (cursor_take(&c, dlen - 8, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0) < 0)
+        return TX_DROP_HEADERS;
+    uint16_t value = csum_finish(sum);
+    memcpy(udp + 6, &value, 2);
+
+    /* fragment headers live in the template after the L2+L3 header */
+    uint32_t l3end = lo->l4;
+    uint8_t *fh = t + l3end;                      /* IPv6 fragment header, if any */
+    uint32_t id6 = 0;
+    if (lo->ipv6) {
+        memcpy(ctx->udp_hdr, udp, 8);             /* the header moves after the fragment header */
+        id6 = atomic_fetch_add(ctx->frag_id, 1);
+        ip[6] = 44;
+    }
+    uint32_t nfrag = (dlen + frag_size - 1) / frag_size;
+    cursor_seek(&c, f, lo->l4 + 8);
+    for (uint32_t i = 0, off = 0; i < nfrag; i++, off += frag_size) {
+        uint32_t len = dlen - off < frag_size ? dlen - off : frag_size;
+        bool more = i + 1 < nfrag;
+        uint32_t hdrs = l3end;
+        if (lo->ipv6) {
+            wr16(ip + 4, (uint16_t)(8 + len));
+            fh[0] = IPPROTO_UDP_;
+            fh[1] = 0;
+            wr16(fh + 2, (uint16_t)(off | (more ? 1 : 0)));
+            wr32(fh + 4, id6);
+            hdrs += 8;
+        } else {
+            wr16(ip + 2, (uint16_t)(20 + len));
+            wr16(ip + 6, (uint16_t)((off >> 3) | (more ? IP_MF : 0)));
+            ipv4_header_csum(ip);
+        }
+        int n = 0;
+        ctx->iov[1 + n].iov_base = t;
+        ctx->iov[1 + n].iov_len = hdrs;
+        n++;
+        uint32_t body = len;
+        if (off == 0) {                            /* the UDP header rides in fragment 0 */
+            ctx->iov[1 + n].iov_base = lo->ipv6 ? ctx->udp_hdr : udp;
+            ctx->iov[1 + n].iov_len = 8;
+            n++;
+            body -= 8;
+        }
+        int k = cursor_take(&c, body, ctx->iov + 1 + n, VNIC_IOV_MAX - 1 - n, NULL, 0);
+        if (k < 0)
+            return TX_DROP_HEADERS;
+        if (ctx->emit(ctx, ctx->iov, n + k, hdrs + len))
+            return TX_DROP_BACKEND;
+    }
+    ctx->st->tx_ufo_packets++;
+    ctx->st->tx_ufo_fragments += nfrag;
+    return 0;
+}
+
+/* ---- entry ------------------------------------------------------------------ */
+
+int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h)
+{
+    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !(features >> VIRTIO_NET_F_CSUM & 1))
+        return TX_DROP_UNNEGOTIATED;
+    if ((h->gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(features >> VIRTIO_NET_F_HOST_ECN & 1))
+        return TX_DROP_UNNEGOTIATED;
+    switch (type) {
+    case VIRTIO_NET_HDR_GSO_NONE:
+        return 0;
+    case VIRTIO_NET_HDR_GSO_TCPV4:
+        return features >> VIRTIO_NET_F_HOST_TSO4 & 1 ? 0 : TX_DROP_UNNEGOTIATED;
+    case VIRTIO_NET_HDR_GSO_TCPV6:
+        return features >> VIRTIO_NET_F_HOST_TSO6 & 1 ? 0 : TX_DROP_UNNEGOTIATED;
+    case VIRTIO_NET_HDR_GSO_UDP:
+        return features >> VIRTIO_NET_F_HOST_UFO & 1 ? 0 : TX_DROP_UNNEGOTIATED;
+    case VIRTIO_NET_HDR_GSO_UDP_L4:
+        return features >> VIRTIO_NET_F_HOST_USO & 1 ? 0 : TX_DROP_UNNEGOTIATED;
+    default:
+        return TX_DROP_GSO_TYPE;
+    }
+}
+
+int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
+{
+    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    if (type == VIRTIO_NET_HDR_GSO_NONE)
+        return complete_csum(ctx, h, f);
+
+    uint32_t have = f->len < VNIC_TPL_MAX ? f->len : VNIC_TPL_MAX;
+    struct layout lo;
+    if (!frame_copy(f, 0, ctx->tpl, have))
+        return TX_DROP_HEADERS;
+    int err = parse_headers(ctx->tpl, have, &lo);
+    if (err)
+        return err;
+    bool v6 = lo.ipv6;
+    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
+    if ((type == VIRTIO_NET_HDR_GSO_TCPV4 && v6) || (type == VIRTIO_NET_HDR_GSO_TCPV6 && !v6) ||
+        (want_tcp != (lo.proto == IPPROTO_TCP_)))
+        return TX_DROP_GSO_TYPE;
+    if ((ctx->features >> VIRTIO_NET_F_GUEST_HDRLEN & 1) && h->hdr_len != lo.hdr_len)
+        return TX_DROP_HEADERS;                /* the driver promised the exact length */
+    /* UFO cuts the whole datagram (UDP header included), the others the payload */
+    uint32_t payload = f->len - (type == VIRTIO_NET_HDR_GSO_UDP ? lo.l4 : lo.hdr_len);
+    if (h->gso_size == 0 || f->len == lo.hdr_len || h->gso_size > payload)
+        return TX_DROP_GSO_SIZE;
+    if (lo.hdr_len + (uint32_t)h->gso_size > VNIC_MAX_FRAME)
+        return TX_DROP_GSO_SIZE;
+    if (type == VIRTIO_NET_HDR_GSO_UDP)
+        return fragment(ctx, f, &lo, h->gso_size);
+    return segment(ctx, f, &lo, h->gso_size, want_tcp);
+}
