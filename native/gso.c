@@ -249,37 +249,63 @@ static int segment(struct tx_ctx *ctx, const struct tx_frame *f, const struct la
     uint8_t *ip = t + lo->l3, *l4 = t + lo->l4;
     uint32_t hlen = lo->hdr_len, payload = f->len - hlen;
     uint32_t l4_hlen = hlen - lo->l4;
+    uint32_t ip_hlen = lo->l4 - lo->l3;
     uint16_t id = lo->ipv6 ? 0 : rd16(ip + 4);
     uint32_t seq = tcp ? rd32(l4 + 4) : 0;
     uint8_t flags = tcp ? l4[13] : 0;
     uint32_t nseg = (payload + mss - 1) / mss;
+
+    /* Sum the headers once with every per-segment field zeroed; each
+     * segment then adds just its own lengths, ID, sequence and flags. */
+    uint64_t ip_base = 0;
+    if (lo->ipv6) {
+        wr16(ip + 4, 0);
+    } else {
+        wr16(ip + 2, 0);
+        wr16(ip + 4, 0);
+        wr16(ip + 10, 0);
+        ip_base = csum_partial(ip, ip_hlen, 0);
+    }
+    if (tcp) {
+        wr32(l4 + 4, 0);
+        l4[13] = 0;
+        wr16(l4 + 16, 0);
+    } else {
+        wr16(l4 + 4, 0);
+        wr16(l4 + 6, 0);
+    }
+    uint64_t l4_base = csum_partial(l4, l4_hlen, pseudo_sum(t, lo, 0));
+
     struct cursor c;
     cursor_seek(&c, f, hlen);
-
     for (uint32_t i = 0, off = 0; i < nseg; i++, off += mss) {
         uint32_t len = payload - off < mss ? payload - off : mss;
+        uint32_t l4_len = l4_hlen + len;
+        uint64_t sum = csum_add(l4_base, be16_word((uint16_t)l4_len));   /* pseudo-header length */
         if (lo->ipv6) {
-            wr16(ip + 4, (uint16_t)(hlen - lo->l3 - 40 + len));
+            wr16(ip + 4, (uint16_t)(ip_hlen - 40 + l4_len));
         } else {
-            wr16(ip + 2, (uint16_t)(hlen - lo->l3 + len));
-            wr16(ip + 4, (uint16_t)(id + i));
-            ipv4_header_csum(ip);
+            uint16_t tot = (uint16_t)(ip_hlen + l4_len), seg_id = (uint16_t)(id + i);
+            wr16(ip + 2, tot);
+            wr16(ip + 4, seg_id);
+            uint16_t ipc = (uint16_t)~csum_fold(csum_add(csum_add(ip_base, be16_word(tot)),
+                                                         be16_word(seg_id)));
+            memcpy(ip + 10, &ipc, 2);
         }
         if (tcp) {
-            wr32(l4 + 4, seq + off);
+            uint32_t s = seq + off;
             uint8_t fl = flags;
             if (i + 1 < nseg)
                 fl &= (uint8_t)~(TCP_FIN | TCP_PSH);
             if (i > 0)
                 fl &= (uint8_t)~TCP_CWR;
+            wr32(l4 + 4, s);
             l4[13] = fl;
-            l4[16] = l4[17] = 0;
+            sum = csum_add(sum, be16_word((uint16_t)(s >> 16)) + be16_word((uint16_t)s) + fl * 256u);
         } else {
-            wr16(l4 + 4, (uint16_t)(8 + len));
-            l4[6] = l4[7] = 0;
+            wr16(l4 + 4, (uint16_t)l4_len);
+            sum = csum_add(sum, be16_word((uint16_t)l4_len));       /* the UDP length field */
         }
-        uint64_t sum = pseudo_sum(t, lo, l4_hlen + len);
-        sum = csum_partial(l4, l4_hlen, sum);
         ctx->iov[1].iov_base = t;
         ctx->iov[1].iov_len = hlen;
         int n = cursor_take(&c, len, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0);

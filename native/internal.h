@@ -144,12 +144,33 @@ bool vq_should_interrupt(struct vq *vq);
 void vq_rewind(struct vq *vq, uint16_t n);
 
 /* ---- checksums (csum.c) ------------------------------------------------------ */
-uint64_t csum_add(uint64_t sum, uint64_t v);
-uint16_t csum_fold(uint64_t sum);
 uint64_t csum_partial(const void *buf, size_t len, uint64_t sum);
 uint64_t csum_copy(void *dst, const void *src, size_t len, uint64_t sum);
+
+/* ones' complement addition with end-around carry */
+static inline uint64_t csum_add(uint64_t sum, uint64_t v)
+{
+    uint64_t s = sum + v;
+    return s + (s < v);
+}
+
+static inline uint16_t csum_fold(uint64_t sum)
+{
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
 /* a piece's sum, adjusted for starting at an odd offset of the summed range */
-uint64_t csum_shift(uint64_t piece_sum, uint64_t offset);
+static inline uint64_t csum_shift(uint64_t piece_sum, uint64_t offset)
+{
+    if (!(offset & 1))
+        return piece_sum;
+    uint16_t f = csum_fold(piece_sum);
+    return (uint16_t)(f << 8 | f >> 8);
+}
 
 /* ---- TX offload engine (gso.c) ----------------------------------------------- */
 /* The frame after the virtio header, as pieces of host memory. */

@@ -36,14 +36,14 @@ def qemu_memory_args(mem_mb: int = 512) -> list[str]:
 
 class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
-                 mtu: int = 1500, features: str = ""):
+                 mtu: int = 1500, features: str = "", tx_mode: str = "segment"):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
         features: comma list of +name/-name applied to the default offer."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         if isinstance(mac, str):
             mac = parse_mac(mac)
-        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered)
+        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered, tx_mode=tx_mode)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -108,4 +108,5 @@ class Device:
             "offered_features": self.offered_features,
             "negotiated_features": self.negotiated_features,
             "needs_reset": self.net.failed(),
+            "tx_mode": self.net.tx_mode,
         }

@@ -51,7 +51,8 @@ def guest_feature_names(ready: dict) -> list[str]:
 
 
 def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str = "",
-       mtu: int = 1500, timeout: float | None = None, log=print) -> VmResult:
+       mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
+       log=print) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd."""
     if iperf_seconds is None and cmd is None:
         cmd = "ip -s link show eth0"
@@ -60,7 +61,8 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
         ns.add_tap(TAP_NAME)
         socket_path = Path(tmp) / "vnic.sock"
-        with Device(TapBackend(TAP_NAME, ns.name), mtu=mtu, features=features) as dev:
+        with Device(TapBackend(TAP_NAME, ns.name), mtu=mtu, features=features,
+                    tx_mode=tx_mode) as dev:
             dev.serve(socket_path)
             nic = qemu_device_args(socket_path)
             if iperf_seconds is not None:

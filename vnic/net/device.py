@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DEVICE_TYPE_NET = 1
 STATUS_LINK_UP = 1
 MIN_MTU, MAX_MTU = 68, 65535
+TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
 
 def parse_mac(text: str) -> bytes:
@@ -46,7 +47,7 @@ class VirtioNet:
     queue_pairs = 1
 
     def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500,
-                 features: frozenset[F] = feat.DEFAULT):
+                 features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment"):
         if not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
         self.mac = mac or random_mac()
@@ -66,6 +67,7 @@ class VirtioNet:
         if rc < 0:
             raise OSError(-rc, f"backend {backend.describe()}: {os.strerror(-rc)}")
         self.memory = DmaTable(self.native, self.quiesced)
+        self.set_tx_mode(tx_mode)
         self.counters = stats.view(self.native)
         self.transport = VirtioPciTransport(self)
 
@@ -160,6 +162,17 @@ class VirtioNet:
             finally:
                 if running and lib.vnic_dev_start(self.native) < 0:
                     log.warning("data plane did not restart after quiesce; NEEDS_RESET")
+
+    # ---- offload behaviour ---------------------------------------------------------
+    def set_tx_mode(self, mode: str) -> None:
+        """segment: the device cuts super-frames into wire frames itself;
+        passthrough: a TAP backend gets them whole, with their header."""
+        if mode not in TX_MODES:
+            raise ValueError(f"unknown TX mode {mode!r}: use {' or '.join(TX_MODES)}")
+        rc = lib.vnic_dev_set_tx_mode(self.native, TX_MODES[mode])
+        if rc < 0:
+            raise ValueError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
+        self.tx_mode = mode
 
     # ---- link and statistics -----------------------------------------------------
     def set_link(self, up: bool) -> None:

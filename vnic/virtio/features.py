@@ -35,6 +35,7 @@ class F(enum.IntEnum):
     GUEST_USO4 = 54
     GUEST_USO6 = 55
     HOST_USO = 56
+    GUEST_HDRLEN = 59
     SPEED_DUPLEX = 63
 
 
@@ -63,6 +64,7 @@ NAMES: dict[str, F] = {
     "guest_uso6": F.GUEST_USO6,
     "uso": F.HOST_USO,
     "speed_duplex": F.SPEED_DUPLEX,
+    "guest_hdrlen": F.GUEST_HDRLEN,
 }
 
 # What the device implements today; --features can only narrow or re-add
@@ -70,10 +72,31 @@ NAMES: dict[str, F] = {
 IMPLEMENTED = frozenset({
     F.VERSION_1, F.MAC, F.STATUS, F.MTU, F.MRG_RXBUF,
     F.RING_INDIRECT_DESC, F.RING_EVENT_IDX,
+    F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
 })
 DEFAULT = IMPLEMENTED
 # A modern-only device cannot work without VERSION_1.
 REQUIRED = frozenset({F.VERSION_1})
+# Offloads that make sense only on top of others (virtio 1.2, 5.1.3.1): a
+# feature is offered only if at least one of its alternatives is.
+DEPENDS = {
+    F.HOST_TSO4: {F.CSUM}, F.HOST_TSO6: {F.CSUM}, F.HOST_UFO: {F.CSUM}, F.HOST_USO: {F.CSUM},
+    F.HOST_ECN: {F.HOST_TSO4, F.HOST_TSO6},
+    F.GUEST_TSO4: {F.GUEST_CSUM}, F.GUEST_TSO6: {F.GUEST_CSUM}, F.GUEST_UFO: {F.GUEST_CSUM},
+    F.GUEST_USO4: {F.GUEST_CSUM}, F.GUEST_USO6: {F.GUEST_CSUM},
+    F.GUEST_ECN: {F.GUEST_TSO4, F.GUEST_TSO6},
+}
+
+
+def without_orphans(features: set[F]) -> set[F]:
+    """Drop features whose prerequisites are gone (-csum takes TSO with it)."""
+    result = set(features)
+    changed = True
+    while changed:
+        orphans = {f for f in result if f in DEPENDS and not DEPENDS[f] & result}
+        result -= orphans
+        changed = bool(orphans)
+    return result
 
 
 class FeatureError(ValueError):
@@ -113,4 +136,8 @@ def apply_changes(offered: frozenset[F], spec: str) -> frozenset[F]:
             if feature in REQUIRED:
                 raise FeatureError(f"feature {name!r} is required and cannot be removed")
             result.discard(feature)
-    return frozenset(result)
+    for feature in result - without_orphans(result):
+        if feature not in offered:
+            need = " or ".join(n for n, f in NAMES.items() if f in DEPENDS[feature])
+            raise FeatureError(f"feature {names(1 << feature)[0]!r} needs {need}")
+    return frozenset(without_orphans(result))
