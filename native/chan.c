@@ -399,13 +399,17 @@ static void *reader_main(void *arg)
             break;
         }
         n->len += plen;
-        if (h.flags & FLAG_REPLY) {
+        /* Only the server sends DMA_READ/DMA_WRITE requests, so replies to
+         * those are the data plane's (late ones are dropped).  Any other
+         * reply is a client error that Python answers with EINVAL. */
+        if ((h.flags & FLAG_REPLY) && (h.cmd == CMD_DMA_READ || h.cmd == CMD_DMA_WRITE)) {
             complete_dma(ch, &h, n->data + HDR_SIZE, plen);
             close_fds(fds, nfds);
             free(n);
             continue;
         }
-        if (nfds == 0 && !ctrunc && fast_kick(ch, &h, n->data + HDR_SIZE, plen)) {
+        if (!(h.flags & FLAG_REPLY) && nfds == 0 && !ctrunc &&
+            fast_kick(ch, &h, n->data + HDR_SIZE, plen)) {
             free(n);
             continue;
         }

@@ -87,7 +87,8 @@ int vq_map(struct vq *vq)
 
 bool vq_has_avail(struct vq *vq, uint16_t *count)
 {
-    uint16_t n = (uint16_t)(avail_load(vq, AVAIL_IDX, true) - vq->last_avail);
+    vq->avail_seen = avail_load(vq, AVAIL_IDX, true);
+    uint16_t n = (uint16_t)(vq->avail_seen - vq->last_avail);
     if (count)
         *count = n;
     return n != 0;
@@ -209,13 +210,19 @@ void vq_disable_notify(struct vq *vq)
 
 bool vq_enable_notify(struct vq *vq)
 {
+    /* Compare against what the last look at the ring saw, not against
+     * last_avail: RX may leave buffers unused because they are too few for
+     * its frame (mergeable), and retrying on those would spin forever.  For
+     * the same reason EVENT_IDX must ask for a kick on the next buffer
+     * beyond those, not beyond last_avail, or the driver never kicks. */
+    uint16_t seen = vq->avail_seen;
     if (vq->dev->event_idx)
-        used_store16(vq, USED_RING + 8 * (size_t)vq->size, vq->last_avail, false);
+        used_store16(vq, USED_RING + 8 * (size_t)vq->size, seen, false);
     else
         used_store16(vq, USED_FLAGS, 0, false);
     /* the driver may have added buffers before it saw our request */
     atomic_thread_fence(memory_order_seq_cst);
-    return vq_has_avail(vq, NULL);
+    return avail_load(vq, AVAIL_IDX, true) != seen;
 }
 
 bool vq_should_interrupt(struct vq *vq)

@@ -80,6 +80,7 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
         _close(fds)
         raise region.DeviceError(errno.EINVAL, f"SET_IRQS flags {flags:#x}: need one data type and one action")
     if action == IRQ_SET_ACTION_TRIGGER and data_type == IRQ_SET_DATA_NONE and count == 0:
+        _close(fds)                    # fds sent along with "disable all" are ours to close
         for v in range(msix.vectors):
             sink.set_vector_fd(v, -1)
         return

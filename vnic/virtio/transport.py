@@ -119,8 +119,9 @@ class VirtioPciTransport:
         self._virtio_cap(CAP_ISR, ISR_OFF, 4)
         self._virtio_cap(CAP_DEVICE, DEVICE_OFF, WINDOW)
         # PCI configuration access window: the driver writes bar/offset/length
-        # into the cap, then reads or writes pci_cfg_data.
-        wmask = bytes([0, 0, 0, 0xFF, 0, 0, 0]) + b"\xff" * 8
+        # into the cap, then reads or writes pci_cfg_data.  The mask is laid
+        # over the body (cap_len, cfg_type, bar, id, 2 pad, offset, length).
+        wmask = bytes([0, 0, 0xFF, 0, 0, 0]) + b"\xff" * 8
         self.pci_cfg_cap = self._virtio_cap(CAP_PCI_CFG, 0, 0, bytes(4), wmask)
         data_off = self.pci_cfg_cap + 16
         self.config.hook(data_off, 4, self._pci_cfg_read, self._pci_cfg_write)

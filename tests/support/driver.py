@@ -1,0 +1,583 @@
+"""A minimal virtio-net guest driver on top of the test client.
+
+It does what Linux's virtio_pci_modern + virtio_net do, in the smallest
+readable form: walk the PCI capability list, find the virtio structures in
+their BAR, negotiate features, build split virtqueues in guest memory, post
+RX buffers, transmit frames, kick, take MSI-X interrupts from eventfds and
+read the used rings.
+
+The layouts here come from the virtio 1.2 specification, not from the
+device's code, so the driver is an independent check of the device.
+"""
+from __future__ import annotations
+
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass, field
+
+from .client import GuestMemory, VfioUserClient
+
+# ---- virtio 1.2 constants ------------------------------------------------------
+PCI_STATUS, PCI_COMMAND, PCI_CAP_PTR = 0x06, 0x04, 0x34
+PCI_STATUS_CAP_LIST = 0x10
+PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER = 0x2, 0x4
+CAP_ID_VENDOR, CAP_ID_MSIX = 0x09, 0x11
+MSIX_ENABLE = 0x8000
+
+VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG = 1, 2
+VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_PCI_CFG = 3, 4, 5
+
+ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK = 1, 2, 4, 8
+DEVICE_NEEDS_RESET, FAILED = 0x40, 0x80
+
+# struct virtio_pci_common_cfg: name -> (offset, size)
+COMMON = {
+    "device_feature_select": (0x00, 4), "device_feature": (0x04, 4),
+    "driver_feature_select": (0x08, 4), "driver_feature": (0x0C, 4),
+    "config_msix_vector": (0x10, 2), "num_queues": (0x12, 2),
+    "device_status": (0x14, 1), "config_generation": (0x15, 1),
+    "queue_select": (0x16, 2), "queue_size": (0x18, 2),
+    "queue_msix_vector": (0x1A, 2), "queue_enable": (0x1C, 2),
+    "queue_notify_off": (0x1E, 2), "queue_desc": (0x20, 8),
+    "queue_driver": (0x28, 8), "queue_device": (0x30, 8),
+}
+NO_VECTOR = 0xFFFF
+
+# feature bits
+F_MRG_RXBUF = 15
+F_INDIRECT_DESC = 28
+F_EVENT_IDX = 29
+F_VERSION_1 = 32
+
+VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
+VRING_AVAIL_F_NO_INTERRUPT = 1
+VRING_USED_F_NO_NOTIFY = 1
+
+NET_HDR = struct.Struct("<BBHHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
+NET_HDR_LEN = NET_HDR.size            # 12: virtio_net_hdr_mrg_rxbuf, always with VERSION_1
+RX, TX = 0, 1
+
+
+class DriverError(Exception):
+    pass
+
+
+def vring_need_event(event: int, new: int, old: int) -> bool:
+    """virtio 1.2, 2.7.10: should the other side be notified?"""
+    return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF
+
+
+# ---- PCI discovery ---------------------------------------------------------------
+
+@dataclass
+class Window:
+    """A virtio structure: where it lives in which BAR."""
+    bar: int
+    offset: int
+    length: int
+
+
+@dataclass
+class VirtioCaps:
+    common: Window
+    notify: Window
+    notify_multiplier: int
+    isr: Window
+    device: Window
+    pci_cfg: int | None          # config-space offset of the PCI_CFG access cap
+
+
+@dataclass
+class MsixCap:
+    offset: int
+    vectors: int
+    table_bar: int
+    table_offset: int
+    pba_bar: int
+    pba_offset: int
+
+
+def capability_list(config: bytes) -> list[tuple[int, int]]:
+    """(offset, cap id) of every capability, following the next pointers."""
+    if not struct.unpack_from("<H", config, PCI_STATUS)[0] & PCI_STATUS_CAP_LIST:
+        return []
+    caps = []
+    pos = config[PCI_CAP_PTR] & ~3
+    while pos:
+        if pos < 0x40 or pos + 2 > len(config) or len(caps) >= 48:
+            raise DriverError(f"broken capability list at {pos:#x}")
+        caps.append((pos, config[pos]))
+        pos = config[pos + 1] & ~3
+    return caps
+
+
+def parse_capabilities(config: bytes) -> tuple[VirtioCaps, MsixCap]:
+    windows: dict[int, Window] = {}
+    multiplier = None
+    pci_cfg = None
+    msix = None
+    for off, cap_id in capability_list(config):
+        if cap_id == CAP_ID_MSIX:
+            control, table, pba = struct.unpack_from("<HII", config, off + 2)
+            msix = MsixCap(off, (control & 0x7FF) + 1, table & 7, table & ~7, pba & 7, pba & ~7)
+        elif cap_id == CAP_ID_VENDOR:
+            _len, cfg_type, bar, _id, offset, length = struct.unpack_from("<BBBB2xII", config, off + 2)
+            if cfg_type == VIRTIO_PCI_CAP_PCI_CFG:
+                pci_cfg = off
+            elif cfg_type not in windows:          # the first of each type is the preferred one
+                windows[cfg_type] = Window(bar, offset, length)
+                if cfg_type == VIRTIO_PCI_CAP_NOTIFY_CFG:
+                    multiplier = struct.unpack_from("<I", config, off + 16)[0]
+    needed = (VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_ISR_CFG,
+              VIRTIO_PCI_CAP_DEVICE_CFG)
+    missing = [t for t in needed if t not in windows]
+    if missing or msix is None:
+        raise DriverError(f"missing virtio caps {missing} or MSI-X ({msix})")
+    return VirtioCaps(windows[1], windows[2], multiplier, windows[3], windows[4], pci_cfg), msix
+
+
+# ---- split virtqueue -------------------------------------------------------------
+
+@dataclass
+class Chain:
+    """A descriptor chain the driver made available."""
+    head: int
+    buffers: list[tuple[int, int, bool]]    # (iova, length, device-writable)
+    descs: list[int]                        # ring descriptors it occupies
+    owned: list[int] = field(default_factory=list)   # allocations freed with the chain
+    table: int | None = None                # indirect table
+
+    def written(self, mem: GuestMemory, length: int) -> bytes:
+        """The first `length` bytes the device wrote into the writable buffers."""
+        out = bytearray()
+        for iova, size, writable in self.buffers:
+            if writable and len(out) < length:
+                out += mem.read(iova, min(size, length - len(out)))
+        return bytes(out)
+
+
+@dataclass
+class Used:
+    chain: Chain
+    length: int
+
+
+class SplitQueue:
+    """Descriptor table, avail ring and used ring in guest memory
+    (virtio 1.2, 2.7), driven from the driver's side."""
+
+    def __init__(self, mem: GuestMemory, index: int, size: int, event_idx: bool):
+        self.mem, self.index, self.size, self.event_idx = mem, index, size, event_idx
+        self.desc = mem.alloc(16 * size, 16)
+        self.avail = mem.alloc(6 + 2 * size, 2)
+        self.used = mem.alloc(6 + 8 * size, 4)
+        self.free_descs = list(range(size))
+        self.avail_idx = 0                 # shadow of avail->idx
+        self.last_used = 0                 # next used entry to read
+        self.kicked_idx = 0                # avail idx at the last notification decision
+        self.chains: dict[int, Chain] = {}
+        self.notify_off = 0
+
+    # -- raw access, also for hostile tests --
+    def write_desc(self, i: int, addr: int, length: int, flags: int = 0, nxt: int = 0,
+                   table: int | None = None) -> None:
+        base = self.desc if table is None else table
+        self.mem.write(base + 16 * i, struct.pack("<QIHH", addr, length, flags, nxt))
+
+    def put_avail(self, head: int) -> None:
+        """Put head in the next avail slot and publish it (ring entry before idx)."""
+        self.mem.set_u16(self.avail + 4 + 2 * (self.avail_idx % self.size), head)
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        self.mem.set_u16(self.avail + 2, self.avail_idx)
+
+    def set_avail_idx(self, value: int) -> None:
+        self.avail_idx = value & 0xFFFF
+        self.mem.set_u16(self.avail + 2, self.avail_idx)
+
+    @property
+    def used_idx(self) -> int:
+        return self.mem.u16(self.used + 2)
+
+    @property
+    def used_flags(self) -> int:
+        return self.mem.u16(self.used)
+
+    @property
+    def avail_event(self) -> int:
+        """Written by the device (EVENT_IDX): kick when avail idx passes it."""
+        return self.mem.u16(self.used + 4 + 8 * self.size)
+
+    def set_used_event(self, value: int) -> None:
+        self.mem.set_u16(self.avail + 4 + 2 * self.size, value)
+
+    def set_avail_flags(self, flags: int) -> None:
+        self.mem.set_u16(self.avail, flags)
+
+    # -- chains --
+    def add(self, buffers: list[tuple[int, int, bool]], indirect: bool = False,
+            owned: list[int] | None = None, publish: bool = True) -> Chain:
+        """Make a chain of (iova, length, writable) buffers available."""
+        if not buffers:
+            raise ValueError("empty chain")
+        if indirect:
+            table = self.mem.alloc(16 * len(buffers), 16)
+            for i, (iova, length, writable) in enumerate(buffers):
+                last = i == len(buffers) - 1
+                self.write_desc(i, iova, length, (0 if last else VRING_DESC_F_NEXT) |
+                                (VRING_DESC_F_WRITE if writable else 0), 0 if last else i + 1, table)
+            head = self._take(1)[0]
+            self.write_desc(head, table, 16 * len(buffers), VRING_DESC_F_INDIRECT)
+            chain = Chain(head, buffers, [head], list(owned or []), table)
+        else:
+            descs = self._take(len(buffers))
+            for i, (iova, length, writable) in enumerate(buffers):
+                last = i == len(buffers) - 1
+                self.write_desc(descs[i], iova, length, (0 if last else VRING_DESC_F_NEXT) |
+                                (VRING_DESC_F_WRITE if writable else 0), 0 if last else descs[i + 1])
+            chain = Chain(descs[0], buffers, descs, list(owned or []))
+        self.chains[chain.head] = chain
+        if publish:
+            self.put_avail(chain.head)
+        return chain
+
+    def _take(self, n: int) -> list[int]:
+        if len(self.free_descs) < n:
+            raise DriverError(f"queue {self.index}: {n} descriptors wanted, {len(self.free_descs)} free")
+        taken, self.free_descs = self.free_descs[:n], self.free_descs[n:]
+        return taken
+
+    def pop_used(self) -> list[Used]:
+        """Everything the device has returned since the last call."""
+        out = []
+        end = self.used_idx
+        while self.last_used != end:
+            slot = self.used + 4 + 8 * (self.last_used % self.size)
+            head, length = struct.unpack_from("<II", self.mem.read(slot, 8))
+            chain = self.chains.pop(head, None)
+            if chain is None:
+                raise DriverError(f"queue {self.index}: device returned unknown head {head}")
+            self.free_descs.extend(chain.descs)
+            if chain.table is not None:
+                self.mem.free(chain.table)
+            out.append(Used(chain, length))
+            self.last_used = (self.last_used + 1) & 0xFFFF
+        if self.event_idx:
+            self.set_used_event(self.last_used)      # interrupt me on the next one
+        return out
+
+    def release_chain(self, chain: Chain) -> None:
+        for iova in chain.owned:
+            self.mem.free(iova)
+        chain.owned.clear()
+
+    def should_kick(self) -> bool:
+        """Notification suppression from the driver's side (2.7.10)."""
+        old, new = self.kicked_idx, self.avail_idx
+        self.kicked_idx = new
+        if self.event_idx:
+            return vring_need_event(self.avail_event, new, old)
+        return not self.used_flags & VRING_USED_F_NO_NOTIFY
+
+    def free(self) -> None:
+        for chain in self.chains.values():
+            self.release_chain(chain)
+            if chain.table is not None:
+                self.mem.free(chain.table)
+        self.chains.clear()
+        for iova in (self.desc, self.avail, self.used):
+            self.mem.free(iova)
+
+
+# ---- the driver -----------------------------------------------------------------
+
+@dataclass
+class RxPacket:
+    header: bytes
+    frame: bytes
+    used: list[Used]
+
+    @property
+    def num_buffers(self) -> int:
+        return NET_HDR.unpack(self.header)[6]
+
+
+class VirtioNetDriver:
+    CONFIG_VECTOR = 0
+
+    def __init__(self, client: VfioUserClient, queue_size: int = 256):
+        self.client = client
+        self.mem = client.memory
+        self.queue_size = queue_size
+        config = client.config_read(0, 256)
+        self.caps, self.msix = parse_capabilities(config)
+        self.features = 0
+        self.queues: dict[int, SplitQueue] = {}
+        self.irq_fds: list[int] = []
+        self.kicks_sent = 0
+        self.kicks_suppressed = 0
+        self._rx_pending: list[Used] = []
+
+    # ---- register access ------------------------------------------------------
+    def _bar_read(self, w: Window, offset: int, size: int) -> int:
+        return int.from_bytes(self.client.region_read(w.bar, w.offset + offset, size), "little")
+
+    def _bar_write(self, w: Window, offset: int, size: int, value: int, posted: bool = False) -> None:
+        self.client.region_write(w.bar, w.offset + offset, value.to_bytes(size, "little"), posted)
+
+    def common_read(self, name: str) -> int:
+        off, size = COMMON[name]
+        if size == 8:       # 64-bit registers as two 32-bit halves, like Linux
+            return self._bar_read(self.caps.common, off, 4) | self._bar_read(self.caps.common, off + 4, 4) << 32
+        return self._bar_read(self.caps.common, off, size)
+
+    def common_write(self, name: str, value: int) -> None:
+        off, size = COMMON[name]
+        if size == 8:
+            self._bar_write(self.caps.common, off, 4, value & 0xFFFFFFFF)
+            self._bar_write(self.caps.common, off + 4, 4, value >> 32)
+        else:
+            self._bar_write(self.caps.common, off, size, value)
+
+    @property
+    def status(self) -> int:
+        return self.common_read("device_status")
+
+    def set_status(self, value: int) -> None:
+        self.common_write("device_status", value)
+
+    def read_isr(self) -> int:
+        return self._bar_read(self.caps.isr, 0, 1)
+
+    def net_config(self) -> dict:
+        raw = self.client.region_read(self.caps.device.bar, self.caps.device.offset, 12)
+        status, pairs, mtu = struct.unpack_from("<HHH", raw, 6)
+        return {"mac": raw[:6], "status": status, "max_virtqueue_pairs": pairs, "mtu": mtu}
+
+    def device_features(self) -> int:
+        bits = 0
+        for sel in (0, 1):
+            self.common_write("device_feature_select", sel)
+            bits |= self.common_read("device_feature") << (32 * sel)
+        return bits
+
+    def write_driver_features(self, bits: int) -> None:
+        for sel in (0, 1):
+            self.common_write("driver_feature_select", sel)
+            self.common_write("driver_feature", bits >> (32 * sel) & 0xFFFFFFFF)
+
+    # ---- bring-up ---------------------------------------------------------------
+    def reset(self) -> None:
+        """Status 0, then wait for the device to read back 0 (3.1.1)."""
+        self.set_status(0)
+        deadline = time.monotonic() + self.client.timeout
+        while self.status != 0:
+            if time.monotonic() > deadline:
+                raise DriverError("device did not reset")
+            time.sleep(0.001)
+        self.forget_queues()
+
+    def forget_queues(self) -> None:
+        for q in self.queues.values():
+            q.free()
+        self.queues.clear()
+        self._rx_pending.clear()
+
+    def negotiate(self, accept: int | None = None, drop: int = 0) -> int:
+        """ACKNOWLEDGE, DRIVER, features, FEATURES_OK; returns the features.
+        accept: bits to accept (default: all offered); drop: bits to refuse."""
+        self.set_status(ACKNOWLEDGE)
+        self.set_status(ACKNOWLEDGE | DRIVER)
+        offered = self.device_features()
+        wanted = (offered if accept is None else accept) & ~drop
+        self.write_driver_features(wanted)
+        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK)
+        if not self.status & FEATURES_OK:
+            self.set_status(ACKNOWLEDGE | DRIVER | FAILED)
+            raise DriverError(f"device refused features {wanted:#x} (offered {offered:#x})")
+        self.features = wanted
+        return wanted
+
+    def has(self, bit: int) -> bool:
+        return bool(self.features >> bit & 1)
+
+    def setup_interrupts(self) -> None:
+        """Enable MSI-X and hand one eventfd per vector over, as QEMU does."""
+        control = struct.unpack("<H", self.client.config_read(self.msix.offset + 2, 2))[0]
+        self.client.config_write(self.msix.offset + 2, struct.pack("<H", control | MSIX_ENABLE))
+        if not self.irq_fds:
+            self.irq_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.msix.vectors)]
+        self.client.set_irqs(0, self.irq_fds)
+
+    def setup_queue(self, index: int, size: int | None = None) -> SplitQueue:
+        self.common_write("queue_select", index)
+        max_size = self.common_read("queue_size")
+        if max_size == 0:
+            raise DriverError(f"queue {index} does not exist")
+        size = min(size or self.queue_size, max_size)
+        q = SplitQueue(self.mem, index, size, self.has(F_EVENT_IDX))
+        self.common_write("queue_size", size)
+        self.common_write("queue_desc", q.desc)
+        self.common_write("queue_driver", q.avail)
+        self.common_write("queue_device", q.used)
+        self.common_write("queue_msix_vector", index + 1)
+        if self.common_read("queue_msix_vector") != index + 1:
+            raise DriverError(f"queue {index}: MSI-X vector refused")
+        q.notify_off = self.common_read("queue_notify_off")
+        self.common_write("queue_enable", 1)
+        self.queues[index] = q
+        return q
+
+    def start(self, accept: int | None = None, drop: int = 0, queue_size: int | None = None) -> "VirtioNetDriver":
+        """The whole bring-up: reset, negotiate, MSI-X, queues, DRIVER_OK."""
+        self.client.config_write(PCI_COMMAND, struct.pack("<H", PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER))
+        self.reset()
+        self.negotiate(accept, drop)
+        self.setup_interrupts()
+        self.common_write("config_msix_vector", self.CONFIG_VECTOR)
+        if self.common_read("config_msix_vector") != self.CONFIG_VECTOR:
+            raise DriverError("config MSI-X vector refused")
+        for index in (RX, TX):
+            self.setup_queue(index, queue_size)
+        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
+        if self.status & (DEVICE_NEEDS_RESET | FAILED):
+            raise DriverError(f"device status {self.status:#x} after DRIVER_OK")
+        return self
+
+    def close(self) -> None:
+        for fd in self.irq_fds:
+            os.close(fd)
+        self.irq_fds = []
+
+    # ---- notifications and interrupts ---------------------------------------------
+    def kick(self, index: int, force: bool = False) -> bool:
+        """Notify the device (a posted REGION_WRITE of the queue index to its
+        doorbell, like QEMU), unless the device asked not to be."""
+        q = self.queues[index]
+        if not q.should_kick() and not force:
+            self.kicks_suppressed += 1
+            return False
+        offset = self.caps.notify.offset + q.notify_off * self.caps.notify_multiplier
+        self.client.region_write(self.caps.notify.bar, offset, struct.pack("<H", index), posted=True)
+        self.kicks_sent += 1
+        return True
+
+    def wait_irq(self, vector: int, timeout: float = 2.0) -> int:
+        """Wait for MSI-X `vector`; returns how many times it fired (0: timeout)."""
+        poller = select.poll()
+        poller.register(self.irq_fds[vector], select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            return 0
+        return self.take_irq(vector)
+
+    def take_irq(self, vector: int) -> int:
+        """Read and clear the vector's eventfd without waiting."""
+        try:
+            return os.eventfd_read(self.irq_fds[vector])
+        except BlockingIOError:
+            return 0
+
+    def queue_vector(self, index: int) -> int:
+        return index + 1
+
+    # ---- used rings -------------------------------------------------------------
+    def wait_used(self, index: int, count: int = 1, timeout: float = 2.0) -> list[Used]:
+        """Poll the used ring until `count` entries came back."""
+        q = self.queues[index]
+        got: list[Used] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            got += q.pop_used()
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queue {index}: {len(got)} of {count} used entries after {timeout} s")
+            time.sleep(0.0005)
+
+    # ---- virtio-net -------------------------------------------------------------
+    def post_rx(self, count: int, size: int = 1526, pieces: int = 1, indirect: bool = False,
+                kick: bool = True) -> list[Chain]:
+        """Post `count` receive chains of `size` bytes, each split into `pieces`
+        device-writable buffers."""
+        q = self.queues[RX]
+        chains = []
+        for _ in range(count):
+            sizes = _split(size, pieces)
+            bufs = [(self.mem.alloc(n, 8), n, True) for n in sizes]
+            chains.append(q.add(bufs, indirect, owned=[b[0] for b in bufs]))
+        if kick and chains:
+            self.kick(RX)
+        return chains
+
+    def transmit(self, frame: bytes, header: bytes | None = None, pieces: list[int] | None = None,
+                 indirect: bool = False, kick: bool = True) -> Chain:
+        """Queue one frame with its virtio_net_hdr; `pieces` lists the sizes of
+        the leading descriptors (the rest goes in a last one)."""
+        data = (bytes(NET_HDR_LEN) if header is None else header) + frame
+        sizes = []
+        rest = len(data)
+        for n in pieces or []:
+            n = min(n, rest)
+            if n:
+                sizes.append(n)
+                rest -= n
+        if rest:
+            sizes.append(rest)
+        bufs, pos = [], 0
+        for n in sizes:
+            iova = self.mem.alloc(n, 8)
+            self.mem.write(iova, data[pos:pos + n])
+            bufs.append((iova, n, False))
+            pos += n
+        chain = self.queues[TX].add(bufs, indirect, owned=[b[0] for b in bufs])
+        if kick:
+            self.kick(TX)
+        return chain
+
+    def complete_tx(self, count: int = 1, timeout: float = 2.0) -> list[Used]:
+        used = self.wait_used(TX, count, timeout)
+        for u in used:
+            self.queues[TX].release_chain(u.chain)
+        return used
+
+    def receive(self, count: int = 1, timeout: float = 2.0) -> list[RxPacket]:
+        """Collect `count` packets from the RX used ring (following
+        num_buffers with MRG_RXBUF) and free their buffers."""
+        q = self.queues[RX]
+        packets: list[RxPacket] = []
+        deadline = time.monotonic() + timeout
+        while len(packets) < count:
+            self._rx_pending += q.pop_used()
+            packet = self._take_packet()
+            if packet is not None:
+                packets.append(packet)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(packets)} of {count} packets after {timeout} s")
+            time.sleep(0.0005)
+        return packets
+
+    def _take_packet(self) -> RxPacket | None:
+        if not self._rx_pending:
+            return None
+        first = self._rx_pending[0]
+        data = first.chain.written(self.mem, first.length)
+        if len(data) < NET_HDR_LEN:
+            raise DriverError(f"RX buffer of {first.length} bytes holds no header")
+        nbufs = NET_HDR.unpack_from(data)[6] if self.has(F_MRG_RXBUF) else 1
+        if nbufs < 1:
+            raise DriverError("num_buffers is 0")
+        if len(self._rx_pending) < nbufs:
+            return None
+        used, self._rx_pending = self._rx_pending[:nbufs], self._rx_pending[nbufs:]
+        for u in used[1:]:
+            data += u.chain.written(self.mem, u.length)
+        for u in used:
+            self.queues[RX].release_chain(u.chain)
+        return RxPacket(data[:NET_HDR_LEN], data[NET_HDR_LEN:], used)
+
+
+def _split(total: int, pieces: int) -> list[int]:
+    base, extra = divmod(total, pieces)
+    return [base + (1 if i < extra else 0) for i in range(pieces) if base or i < extra]

@@ -1,0 +1,99 @@
+"""Feature names and the `+name,-name` syntax that narrows what is offered."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from vnic.backends.null import NullBackend
+from vnic.net.device import VirtioNet
+from vnic.virtio import features as feat
+from vnic.virtio.features import DEFAULT, F, FeatureError, IMPLEMENTED, NAMES, apply_changes
+
+
+# Known names the device does not implement (the set shrinks as offloads land).
+UNIMPLEMENTED = sorted(n for n, f in NAMES.items() if f not in IMPLEMENTED)
+
+
+def test_unimplemented_feature_cannot_be_added():
+    assert UNIMPLEMENTED, "every known feature is implemented: pick another test"
+    name = "tso4" if "tso4" in UNIMPLEMENTED else UNIMPLEMENTED[0]
+    with pytest.raises(FeatureError, match=f"'{name}' is not implemented"):
+        apply_changes(DEFAULT, f"+{name}")
+    with pytest.raises(FeatureError, match="not implemented"):
+        apply_changes(DEFAULT, name)                     # a bare name means +name
+
+
+def test_unknown_name_error_lists_known_names():
+    with pytest.raises(FeatureError) as info:
+        apply_changes(DEFAULT, "+warp_drive")
+    message = str(info.value)
+    assert "unknown feature 'warp_drive'" in message
+    known = message.split("known:", 1)[1]
+    assert sorted(n.strip() for n in known.split(",")) == sorted(NAMES)
+
+
+def test_removing_event_idx():
+    result = apply_changes(DEFAULT, "-event_idx")
+    assert result == DEFAULT - {F.RING_EVENT_IDX}
+    assert apply_changes(result, "+event_idx") == DEFAULT
+
+
+def test_version_1_cannot_be_removed():
+    with pytest.raises(FeatureError, match="'version_1' is required"):
+        apply_changes(DEFAULT, "-version_1")
+
+
+def test_list_syntax_tolerates_spaces_and_empty_items():
+    result = apply_changes(DEFAULT, " -mrg_rxbuf , ,-indirect_desc,")
+    assert result == DEFAULT - {F.MRG_RXBUF, F.RING_INDIRECT_DESC}
+    assert apply_changes(DEFAULT, "") == DEFAULT
+
+
+def test_removing_what_is_not_offered_is_harmless():
+    assert apply_changes(DEFAULT, f"-{UNIMPLEMENTED[0]}") == DEFAULT
+
+
+def test_default_is_implemented_and_includes_version_1():
+    assert DEFAULT <= IMPLEMENTED
+    assert F.VERSION_1 in DEFAULT
+
+
+def test_names_and_mask():
+    bits = feat.mask([F.VERSION_1, F.MRG_RXBUF])
+    assert bits == 1 << 32 | 1 << 15
+    assert feat.names(bits) == ["mrg_rxbuf", "version_1"]
+    assert feat.names(1 << 40 | 1) == ["csum", "bit40"]
+
+
+@given(st.lists(st.tuples(st.sampled_from("+-"), st.sampled_from(sorted(n for n, f in NAMES.items()
+                                                                      if f in IMPLEMENTED))),
+                max_size=12))
+def test_any_change_list_stays_implemented_and_modern(changes):
+    spec = ",".join(sign + name for sign, name in changes)
+    try:
+        result = apply_changes(DEFAULT, spec)
+    except FeatureError as exc:
+        assert "version_1" in str(exc)
+        return
+    assert result <= IMPLEMENTED
+    assert F.VERSION_1 in result
+    # the last word about a name wins, except that a feature goes with the
+    # features it depends on (-csum takes the TSOs along)
+    depends = getattr(feat, "DEPENDS", {})
+    last = {name: sign for sign, name in changes}
+    for name, sign in last.items():
+        f = NAMES[name]
+        if sign == "-":
+            assert f not in result
+        elif f not in result:
+            assert f in depends and not depends[f] & result
+
+
+def test_device_offers_exactly_the_configured_set():
+    chosen = apply_changes(DEFAULT, "-event_idx,-mrg_rxbuf")
+    device = VirtioNet(NullBackend(), features=chosen)
+    try:
+        assert device.offered_features() == feat.mask(chosen)
+        assert not device.offered_features() & (1 << F.RING_EVENT_IDX | 1 << F.MRG_RXBUF)
+    finally:
+        device.close()
