@@ -118,8 +118,8 @@ int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size, uint64_t desc, 
     struct vq *vq = queue(dev, q);
     if (!vq || dev->running)
         return -EINVAL;
-    if (size == 0 || size > 32768)
-        return -EINVAL;
+    if (size == 0 || size > 32768 || (size & (size - 1)))
+        return -EINVAL;        /* split rings: a power of two, or indices break at wrap */
     vq->size = size;
     vq->desc_addr = desc;
     vq->avail_addr = avail;

@@ -176,13 +176,15 @@ def test_queues_and_their_notify_offsets(common):
     assert common.read("queue_enable") == 0
 
 
-def test_queue_size_accepts_only_smaller_nonzero_values(common):
+def test_queue_size_accepts_only_smaller_nonzero_powers_of_two(common):
     common.write("queue_select", 0)
     common.write("queue_size", 64)
     assert common.read("queue_size") == 64
     common.write("queue_size", 0)
     assert common.read("queue_size") == 64
     common.write("queue_size", 1024)
+    assert common.read("queue_size") == 64
+    common.write("queue_size", 100)                 # split rings wrap only at powers of two
     assert common.read("queue_size") == 64
 
 

@@ -237,8 +237,8 @@ class VirtioPciTransport:
         if self.status & DRIVER_OK:
             return                     # ring layout is fixed while the device runs
         if name == "queue_size":
-            if 0 < value <= MAX_QUEUE_SIZE:
-                q.size = value
+            if 0 < value <= MAX_QUEUE_SIZE and not value & (value - 1):
+                q.size = value             # split rings must be a power of two
         elif name == "queue_enable":
             q.enabled = value == 1
         elif name in ("queue_desc", "queue_driver", "queue_device"):
