@@ -15,7 +15,8 @@
 #define VNIC_MAX_REGIONS   256
 #define VNIC_NO_VECTOR     0xffff
 #define VNIC_NET_HDR_LEN   12          /* virtio_net_hdr_mrg_rxbuf, VERSION_1 */
-#define VNIC_MAX_FRAME     65535       /* largest frame a backend hands us */
+#define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
+#define VNIC_RX_FRAME_MAX  (65536 + 4096) /* largest GSO frame a TAP hands us, with slack */
 #define VNIC_MAX_SEGS      1024        /* guest memory pieces in one chain */
 #define VNIC_MAX_INDIRECT  1024        /* descriptors in one indirect table */
 #define VNIC_BATCH         64          /* chains handled before notifying */
@@ -25,6 +26,11 @@
 
 /* virtio feature bits the data plane cares about */
 #define VIRTIO_NET_F_CSUM        0
+#define VIRTIO_NET_F_GUEST_CSUM  1
+#define VIRTIO_NET_F_GUEST_TSO4  7
+#define VIRTIO_NET_F_GUEST_TSO6  8
+#define VIRTIO_NET_F_GUEST_ECN   9
+#define VIRTIO_NET_F_GUEST_UFO   10
 #define VIRTIO_NET_F_HOST_TSO4   11
 #define VIRTIO_NET_F_HOST_TSO6   12
 #define VIRTIO_NET_F_HOST_ECN    13
@@ -32,6 +38,8 @@
 #define VIRTIO_NET_F_MRG_RXBUF   15
 #define VIRTIO_F_INDIRECT_DESC   28
 #define VIRTIO_F_EVENT_IDX       29
+#define VIRTIO_NET_F_GUEST_USO4  54
+#define VIRTIO_NET_F_GUEST_USO6  55
 #define VIRTIO_NET_F_HOST_USO    56
 #define VIRTIO_NET_F_GUEST_HDRLEN 59
 
@@ -258,5 +266,9 @@ void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter);
 int tx_process(struct qpair *qp);        /* >0: more work pending */
 int rx_process(struct qpair *qp);        /* >0: more work pending */
 void *worker_main(void *arg);
+
+/* TAP offloads (TUNSETOFFLOAD) matching the receive features the driver
+ * negotiated, so the kernel hands us only what the guest accepts. */
+int tap_set_offload(int fd, uint64_t features);
 
 #endif

@@ -43,7 +43,7 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
     if (dev->backend_kind != VNIC_BACKEND_TAP)
         return 0;
     for (;;) {
-        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_LEN + VNIC_MAX_FRAME);
+        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -61,11 +61,54 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
     }
 }
 
-/* Hand the device's own header to the guest: nothing offloaded yet, so a
- * plain header whatever the backend said, num_buffers filled in later. */
-static void rx_prepare_header(struct qpair *qp)
+static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
 {
-    memset(qp->rx_frame, 0, VNIC_NET_HDR_LEN);
+    if ((gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(f >> VIRTIO_NET_F_GUEST_ECN & 1))
+        return false;
+    switch (gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
+    case VIRTIO_NET_HDR_GSO_TCPV4: return f >> VIRTIO_NET_F_GUEST_TSO4 & 1;
+    case VIRTIO_NET_HDR_GSO_TCPV6: return f >> VIRTIO_NET_F_GUEST_TSO6 & 1;
+    case VIRTIO_NET_HDR_GSO_UDP: return f >> VIRTIO_NET_F_GUEST_UFO & 1;
+    case VIRTIO_NET_HDR_GSO_UDP_L4: return (f >> VIRTIO_NET_F_GUEST_USO4 & 1) || (f >> VIRTIO_NET_F_GUEST_USO6 & 1);
+    default: return false;
+    }
+}
+
+/* Turn the backend's header into one the guest negotiated for.  The TAP's
+ * offloads follow the guest's features, so this only fixes stragglers: a
+ * partial checksum for a guest without GUEST_CSUM is finished here.
+ * true: deliver, false: dropped (counted). */
+static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
+    bool guest_csum = dev->features >> VIRTIO_NET_F_GUEST_CSUM & 1;
+    h->num_buffers = 0;
+    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+        if (!guest_accepts_gso(dev->features, h->gso_type)) {
+            st->rx_drops_offload++;
+            return false;
+        }
+        st->rx_gso_packets++;
+    }
+    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !guest_csum) {
+        uint32_t start = h->csum_start, field = start + h->csum_offset;
+        if (field + 2 > len) {
+            st->rx_drops_offload++;
+            return false;
+        }
+        uint16_t c = (uint16_t)~csum_fold(csum_partial(frame + start, len - start, 0));
+        c = c ? c : 0xffff;
+        memcpy(frame + field, &c, 2);
+        st->rx_csum_completed++;
+    }
+    if (!guest_csum)
+        memset(h, 0, VNIC_NET_HDR_LEN);    /* flags must be zero without GUEST_CSUM */
+    else
+        h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
+    return true;
 }
 
 /* 1 delivered (or dropped and counted), 0 not enough buffers, <0 error. */
@@ -81,7 +124,6 @@ static int rx_deliver(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
     struct seg hdr_seg[VNIC_NET_HDR_LEN];
     int hdr_nseg = 0;
 
-    rx_prepare_header(qp);
     while (written < total) {
         int r = vq_pop(vq, c);
         if (r <= 0) {
@@ -140,6 +182,10 @@ int rx_process(struct qpair *qp)
         if (!qp->rx_frame_len) {
             if (backend_read(qp, st) <= 0)
                 break;
+            if (!rx_fix_header(qp, st)) {
+                qp->rx_frame_len = 0;
+                continue;
+            }
         }
         int r = rx_deliver(qp, &pending, st);
         if (r < 0) {

@@ -6,7 +6,12 @@
 #include <sys/ioctl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
-#include "vnic.h"
+#include "internal.h"
+
+#ifndef TUN_F_USO4              /* Linux 6.2; Debian 12's headers are older */
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
 
 int vnic_tap_open(const char *ifname, char *actual_name, int actual_len)
 {
@@ -30,4 +35,24 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len)
         actual_name[actual_len - 1] = 0;
     }
     return fd;
+}
+
+int tap_set_offload(int fd, uint64_t f)
+{
+    unsigned long flags = 0;
+    if (f >> VIRTIO_NET_F_GUEST_CSUM & 1) {      /* the others build on checksums */
+        flags |= TUN_F_CSUM;
+        if (f >> VIRTIO_NET_F_GUEST_TSO4 & 1) flags |= TUN_F_TSO4;
+        if (f >> VIRTIO_NET_F_GUEST_TSO6 & 1) flags |= TUN_F_TSO6;
+        if ((f >> VIRTIO_NET_F_GUEST_ECN & 1) && (flags & (TUN_F_TSO4 | TUN_F_TSO6)))
+            flags |= TUN_F_TSO_ECN;
+        if (f >> VIRTIO_NET_F_GUEST_UFO & 1) flags |= TUN_F_UFO;
+        if (f >> VIRTIO_NET_F_GUEST_USO4 & 1) flags |= TUN_F_USO4;
+        if (f >> VIRTIO_NET_F_GUEST_USO6 & 1) flags |= TUN_F_USO6;
+    }
+    if (ioctl(fd, TUNSETOFFLOAD, flags) == 0)
+        return 0;
+    /* a kernel before 6.2 knows no USO: keep the rest */
+    flags &= ~(unsigned long)(TUN_F_USO4 | TUN_F_USO6);
+    return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
 }

@@ -24,6 +24,9 @@ struct vnic_queue_stats {
     uint64_t rx_no_buffer;         /* times a packet waited for guest buffers */
     uint64_t rx_drops_too_big;     /* packet larger than the posted chain */
     uint64_t rx_drops_backend;     /* backend read errors */
+    uint64_t rx_drops_offload;     /* backend frame with an offload the guest lacks */
+    uint64_t rx_gso_packets;       /* super-frames handed to the guest whole */
+    uint64_t rx_csum_completed;    /* partial checksums finished for the guest */
     uint64_t rx_interrupts;
     uint64_t rx_kicks;
     uint64_t tx_packets;

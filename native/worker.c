@@ -271,7 +271,7 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         qp->rx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         qp->tx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         qp->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_MAX_FRAME);
+        qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
         qp->tx_bounce = malloc(VNIC_MAX_FRAME);
         qp->chain = malloc(sizeof(struct chain));
         qp->txc = calloc(1, sizeof(struct tx_ctx));
@@ -351,6 +351,8 @@ int vnic_dev_start(struct vnic_dev *dev)
             return -EFAULT;
         }
     }
+    if (dev->backend_kind == VNIC_BACKEND_TAP && tap_set_offload(dev->backend_fd, dev->features) < 0)
+        tap_set_offload(dev->backend_fd, 0);     /* an old kernel: plain frames only */
     atomic_store(&dev->stopping, false);
     dev->running = true;
     for (int i = 0; i < dev->nqp; i++) {
@@ -395,6 +397,8 @@ void vnic_dev_reset(struct vnic_dev *dev)
         qp->backend_paused = false;
     }
     vnic_dev_set_features(dev, 0);
+    if (dev->backend_kind == VNIC_BACKEND_TAP)
+        tap_set_offload(dev->backend_fd, 0);
     dev->config_vector = VNIC_NO_VECTOR;
     atomic_store(&dev->error, VNIC_ERR_NONE);
     atomic_store(&dev->isr, 0);
