@@ -8,27 +8,7 @@
  * straight into guest memory.  Each payload byte is read exactly once, by
  * the checksum, and once more by the sink's writev().  No allocation. */
 #include <string.h>
-#include "internal.h"
-
-#define ETH_P_IPV4   0x0800
-#define ETH_P_IPV6   0x86DD
-#define ETH_P_8021Q  0x8100
-#define ETH_P_8021AD 0x88A8
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
-#define TCP_FIN 0x01
-#define TCP_PSH 0x08
-#define TCP_CWR 0x80
-#define IP_MF   0x2000
-#define IP_DF   0x4000
-#define IP_OFFMASK 0x1fff
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static inline void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)); wr16(p + 2, (uint16_t)v); }
-/* a big-endian 16-bit value as it sits in memory, for host-order sums */
-static inline uint64_t be16_word(uint16_t v) { return (uint16_t)(v << 8 | v >> 8); }
+#include "headers.h"
 
 /* ---- reading the frame ------------------------------------------------------ */
 
@@ -100,109 +80,7 @@ static int cursor_take(struct cursor *c, uint32_t len, struct iovec *out, int ma
 
 /* ---- header parsing ---------------------------------------------------------- */
 
-struct layout {
-    uint16_t l3;          /* IP header offset (after any VLAN tags) */
-    uint16_t l4;          /* TCP/UDP header offset */
-    uint16_t hdr_len;     /* l4 + TCP/UDP header length */
-    uint8_t proto;        /* IPPROTO_TCP or IPPROTO_UDP */
-    bool ipv6;
-    bool ipv6_ext;        /* extension headers between IPv6 and L4 */
-};
-
-/* Parse Ethernet (up to two VLAN tags), IPv4/IPv6 and TCP/UDP from the
- * template.  0 or a drop reason. */
-static int parse_headers(const uint8_t *t, uint32_t have, struct layout *lo)
-{
-    uint32_t off = 12;
-    if (have < 14)
-        return TX_DROP_HEADERS;
-    uint16_t type = rd16(t + off);
-    for (int tags = 0; (type == ETH_P_8021Q || type == ETH_P_8021AD) && tags < 2; tags++) {
-        off += 4;
-        if (have < off + 2)
-            return TX_DROP_HEADERS;
-        type = rd16(t + off);
-    }
-    off += 2;
-    lo->l3 = (uint16_t)off;
-    if (type == ETH_P_IPV4) {
-        if (have < off + 20 || t[off] >> 4 != 4)
-            return TX_DROP_HEADERS;
-        uint32_t ihl = (t[off] & 15) * 4u;
-        if (ihl < 20 || have < off + ihl)
-            return TX_DROP_HEADERS;
-        if (rd16(t + off + 6) & (IP_MF | IP_OFFMASK))
-            return TX_DROP_HEADERS;             /* already a fragment */
-        lo->ipv6 = false;
-        lo->ipv6_ext = false;
-        lo->proto = t[off + 9];
-        off += ihl;
-    } else if (type == ETH_P_IPV6) {
-        if (have < off + 40 || t[off] >> 4 != 6)
-            return TX_DROP_HEADERS;
-        uint8_t next = t[off + 6];
-        lo->ipv6 = true;
-        lo->ipv6_ext = false;
-        off += 40;
-        /* hop-by-hop, routing and destination options can be walked;
-         * a fragment header (or anything else) cannot be segmented */
-        for (int ext = 0; next == 0 || next == 43 || next == 60; ext++) {
-            if (ext == 4 || have < off + 8)
-                return TX_DROP_HEADERS;
-            next = t[off];
-            off += (t[off + 1] + 1u) * 8;
-            lo->ipv6_ext = true;
-        }
-        lo->proto = next;
-    } else {
-        return TX_DROP_HEADERS;
-    }
-    lo->l4 = (uint16_t)off;
-    if (lo->proto == IPPROTO_TCP_) {
-        if (have < off + 20)
-            return TX_DROP_HEADERS;
-        uint32_t doff = (t[off + 12] >> 4) * 4u;
-        if (doff < 20 || have < off + doff)
-            return TX_DROP_HEADERS;
-        off += doff;
-    } else if (lo->proto == IPPROTO_UDP_) {
-        if (have < off + 8)
-            return TX_DROP_HEADERS;
-        off += 8;
-    } else {
-        return TX_DROP_HEADERS;
-    }
-    lo->hdr_len = (uint16_t)off;
-    return 0;
-}
-
 /* ---- checksums ------------------------------------------------------------- */
-
-static uint16_t csum_finish(uint64_t sum)
-{
-    uint16_t c = (uint16_t)~csum_fold(sum);
-    return c ? c : 0xffff;       /* 0 means "no checksum" to UDP; same value for TCP */
-}
-
-static void ipv4_header_csum(uint8_t *ip)
-{
-    uint32_t ihl = (ip[0] & 15) * 4u;
-    ip[10] = ip[11] = 0;
-    uint16_t c = (uint16_t)~csum_fold(csum_partial(ip, ihl, 0));
-    memcpy(ip + 10, &c, 2);      /* host-order sum stored as-is is network order */
-}
-
-/* Pseudo-header sum for an L4 length (IPv4 or IPv6, RFC 793 / RFC 8200). */
-static uint64_t pseudo_sum(const uint8_t *tpl, const struct layout *lo, uint32_t l4_len)
-{
-    const uint8_t *ip = tpl + lo->l3;
-    uint64_t sum = lo->ipv6 ? csum_partial(ip + 8, 32, 0) : csum_partial(ip + 12, 8, 0);
-    sum = csum_add(sum, be16_word(lo->proto));
-    sum = csum_add(sum, be16_word((uint16_t)l4_len));
-    if (lo->ipv6)
-        sum = csum_add(sum, be16_word((uint16_t)(l4_len >> 16)));
-    return sum;
-}
 
 /* ---- plain checksum completion ---------------------------------------------- */
 
@@ -274,7 +152,7 @@ static int segment(struct tx_ctx *ctx, const struct tx_frame *f, const struct la
         wr16(l4 + 4, 0);
         wr16(l4 + 6, 0);
     }
-    uint64_t l4_base = csum_partial(l4, l4_hlen, pseudo_sum(t, lo, 0));
+    uint64_t l4_base = csum_partial(l4, l4_hlen, hdr_pseudo_sum(t, lo, 0));
 
     struct cursor c;
     cursor_seek(&c, f, hlen);
@@ -342,7 +220,7 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
     /* the UDP checksum covers the whole datagram, computed once */
     wr16(udp + 4, (uint16_t)dlen);
     udp[6] = udp[7] = 0;
-    uint64_t sum = csum_partial(udp, 8, pseudo_sum(t, lo, dlen));
+    uint64_t sum = csum_partial(udp, 8, hdr_pseudo_sum(t, lo, dlen));
     struct cursor c;
     cursor_seek(&c, f, lo->l4 + 8);
     if (cursor_take(&c, dlen - 8, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0) < 0)
@@ -434,9 +312,8 @@ int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct 
     struct layout lo;
     if (!frame_copy(f, 0, ctx->tpl, have))
         return TX_DROP_HEADERS;
-    int err = parse_headers(ctx->tpl, have, &lo);
-    if (err)
-        return err;
+    if (hdr_parse(ctx->tpl, have, &lo) < 0)
+        return TX_DROP_HEADERS;
     bool v6 = lo.ipv6;
     bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
     if ((type == VIRTIO_NET_HDR_GSO_TCPV4 && v6) || (type == VIRTIO_NET_HDR_GSO_TCPV6 && !v6) ||

@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "headers.h"
 
 #define NUM_BUFFERS_OFF 10     /* le16 num_buffers in virtio_net_hdr_mrg_rxbuf */
 
@@ -74,6 +74,28 @@ static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
     }
 }
 
+/* Verify a plain frame's TCP/UDP checksum so the guest need not: true when
+ * it is right.  Frames the device cannot parse are left to the guest. */
+static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue_stats *st)
+{
+    struct layout lo;
+    if (hdr_parse(frame, len, &lo) < 0)
+        return false;
+    uint32_t ip_payload = lo.ipv6 ? rd16(frame + lo.l3 + 4) + 40u - (lo.l4 - lo.l3)
+                                  : rd16(frame + lo.l3 + 2) - (uint32_t)(lo.l4 - lo.l3);
+    if (lo.l4 + ip_payload > len || ip_payload < lo.hdr_len - lo.l4)
+        return false;                      /* lengths that lie: let the guest judge */
+    if (lo.proto == IPPROTO_UDP_ && !lo.ipv6 && rd16(frame + lo.l4 + 6) == 0)
+        return true;                       /* IPv4 UDP without a checksum */
+    uint64_t sum = csum_partial(frame + lo.l4, ip_payload, hdr_pseudo_sum(frame, &lo, ip_payload));
+    if (csum_fold(sum) == 0xffff) {
+        st->rx_csum_valid++;
+        return true;
+    }
+    st->rx_csum_bad++;
+    return false;
+}
+
 /* Turn the backend's header into one the guest negotiated for.  The TAP's
  * offloads follow the guest's features, so this only fixes stragglers: a
  * partial checksum for a guest without GUEST_CSUM is finished here.
@@ -104,10 +126,13 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
         memcpy(frame + field, &c, 2);
         st->rx_csum_completed++;
     }
-    if (!guest_csum)
+    if (!guest_csum) {
         memset(h, 0, VNIC_NET_HDR_LEN);    /* flags must be zero without GUEST_CSUM */
-    else
-        h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
+        return true;
+    }
+    h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
+    if (!h->flags && h->gso_type == VIRTIO_NET_HDR_GSO_NONE && rx_checksum_ok(frame, len, st))
+        h->flags = VIRTIO_NET_HDR_F_DATA_VALID;
     return true;
 }
 

@@ -27,6 +27,8 @@ struct vnic_queue_stats {
     uint64_t rx_drops_offload;     /* backend frame with an offload the guest lacks */
     uint64_t rx_gso_packets;       /* super-frames handed to the guest whole */
     uint64_t rx_csum_completed;    /* partial checksums finished for the guest */
+    uint64_t rx_csum_valid;        /* TCP/UDP checksum verified: DATA_VALID set */
+    uint64_t rx_csum_bad;          /* bad checksum: delivered unflagged, the guest drops it */
     uint64_t rx_interrupts;
     uint64_t rx_kicks;
     uint64_t tx_packets;
