@@ -7,6 +7,8 @@ baselines taken in the same run.
   once must pay).
 - TX path: frames posted on a TX virtqueue in batches of 64, through the
   queue engine to the null backend, in ns per frame.
+- RX path: frames from the null backend (one copy, as read() makes) into
+  posted 1536-byte mergeable buffers, batches of 64, in ns per frame.
 """
 from __future__ import annotations
 
@@ -55,10 +57,10 @@ def tso_gbps(repeat: int = 4000) -> float:
     return len(payload) * repeat / best_of(run) / 1e9
 
 
-def tx_ns_per_pkt(size: int, batch: int = 64, rounds: int = 20000) -> float:
-    ns = best_of(lambda: lib.vnic_bench_tx_path(size, batch, rounds))
+def path_ns_per_pkt(bench, size: int, batch: int = 64, rounds: int = 20000) -> float:
+    ns = best_of(lambda: bench(size, batch, rounds))
     if ns < 0:
-        raise RuntimeError(f"TX path benchmark failed ({ns})")
+        raise RuntimeError(f"{bench.__name__} failed ({ns})")
     return ns
 
 
@@ -69,8 +71,10 @@ def run() -> dict:
         "memcpy_gbps": round(memcpy, 2),
         "tso_gbps": round(tso, 2),
         "tso_to_memcpy": round(tso / memcpy, 3),
-        "tx_ns_per_pkt_64": round(tx_ns_per_pkt(64), 1),
-        "tx_ns_per_pkt_1500": round(tx_ns_per_pkt(1500), 1),
+        "tx_ns_per_pkt_64": round(path_ns_per_pkt(lib.vnic_bench_tx_path, 64), 1),
+        "tx_ns_per_pkt_1500": round(path_ns_per_pkt(lib.vnic_bench_tx_path, 1500), 1),
+        "rx_ns_per_pkt_64": round(path_ns_per_pkt(lib.vnic_bench_rx_path, 64), 1),
+        "rx_ns_per_pkt_1500": round(path_ns_per_pkt(lib.vnic_bench_rx_path, 1500), 1),
         "units": "GB/s (10^9 bytes) and ns per frame",
     }
 
@@ -85,4 +89,6 @@ def main(as_json: bool = False) -> int:
           f"= {res['tso_to_memcpy']:.2f} x memcpy")
     print(f"TX path, 64-byte frames, batch 64:       {res['tx_ns_per_pkt_64']:6.1f} ns/frame")
     print(f"TX path, 1500-byte frames, batch 64:     {res['tx_ns_per_pkt_1500']:6.1f} ns/frame")
+    print(f"RX path, 64-byte frames, batch 64:       {res['rx_ns_per_pkt_64']:6.1f} ns/frame")
+    print(f"RX path, 1500-byte frames, batch 64:     {res['rx_ns_per_pkt_1500']:6.1f} ns/frame")
     return 0

@@ -17,16 +17,20 @@ __attribute__((target("avx2")))
 static uint64_t csum_avx2(const uint8_t *p, size_t len, uint64_t *rest_sum)
 {
     const __m256i low32 = _mm256_set1_epi64x(0xffffffff);
+    /* four independent accumulators: the adds do not wait on each other */
     __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    __m256i c = _mm256_setzero_si256(), d = _mm256_setzero_si256();
     size_t done = 0;
     for (; done + 64 <= len; done += 64) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + done));
         __m256i w = _mm256_loadu_si256((const __m256i *)(p + done + 32));
         a = _mm256_add_epi64(a, _mm256_and_si256(v, low32));
         b = _mm256_add_epi64(b, _mm256_srli_epi64(v, 32));
-        a = _mm256_add_epi64(a, _mm256_and_si256(w, low32));
-        b = _mm256_add_epi64(b, _mm256_srli_epi64(w, 32));
+        c = _mm256_add_epi64(c, _mm256_and_si256(w, low32));
+        d = _mm256_add_epi64(d, _mm256_srli_epi64(w, 32));
     }
+    a = _mm256_add_epi64(a, c);
+    b = _mm256_add_epi64(b, d);
     if (done + 32 <= len) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + done));
         a = _mm256_add_epi64(a, _mm256_and_si256(v, low32));

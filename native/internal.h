@@ -237,6 +237,9 @@ struct qpair {
     struct tx_ctx *txc;          /* TX engine scratch */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
+    /* benchmark source (null backend only): this frame, bench_left times */
+    const uint8_t *bench_frame;
+    uint32_t bench_len, bench_left;
 };
 
 struct vnic_dev {
