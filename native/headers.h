@@ -26,16 +26,6 @@ static inline void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)); 
 static inline uint64_t be16_word(uint16_t v) { return (uint16_t)(v << 8 | v >> 8); }
 
 
-/* Where the headers of a frame are. */
-struct layout {
-    uint16_t l3;          /* IP header offset (after any VLAN tags) */
-    uint16_t l4;          /* TCP/UDP header offset */
-    uint16_t hdr_len;     /* l4 + TCP/UDP header length */
-    uint8_t proto;        /* IPPROTO_TCP or IPPROTO_UDP */
-    bool ipv6;
-    bool ipv6_ext;        /* extension headers between IPv6 and L4 */
-};
-
 /* Parse Ethernet (up to two VLAN tags), IPv4/IPv6 and TCP/UDP from the
  * first `have` bytes of a frame.  0, or -1 when truncated or unsupported
  * (IP fragments, IPv6 fragment headers, other protocols). */

@@ -217,6 +217,61 @@ struct tx_ctx {
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 
+/* Where the headers of a frame are. */
+struct layout {
+    uint16_t l3;          /* IP header offset (after any VLAN tags) */
+    uint16_t l4;          /* TCP/UDP header offset */
+    uint16_t hdr_len;     /* l4 + TCP/UDP header length */
+    uint8_t proto;        /* IPPROTO_TCP or IPPROTO_UDP */
+    bool ipv6;
+    bool ipv6_ext;        /* extension headers between IPv6 and L4 */
+};
+
+/* ---- receive coalescing (gro.c) ------------------------------------------- */
+struct qpair;
+#define GRO_FLOWS_MAX 64          /* bound of the flow table */
+
+enum gro_state { GRO_FREE, GRO_OPEN, GRO_READY };
+
+/* One TCP flow's super-frame being assembled in host memory. */
+struct gro_flow {
+    enum gro_state state;
+    uint8_t *buf;                 /* virtio header + frame; allocated on first use */
+    uint32_t len;                 /* bytes in buf, virtio header included */
+    struct layout lo;
+    uint32_t next_seq;
+    uint16_t next_id;             /* IPv4 ID the next segment must carry */
+    uint16_t mss;                 /* payload of the first segment */
+    uint16_t segs;
+    uint64_t touched;             /* batch of the last append: eviction order */
+};
+
+struct gro {
+    struct gro_flow flow[GRO_FLOWS_MAX];
+    int allocated;                /* slots with a buffer: grows with load */
+    int ready[GRO_FLOWS_MAX];     /* closed flows waiting for guest buffers, FIFO */
+    int ready_head, ready_n;
+    uint64_t batch;
+};
+
+enum gro_result { GRO_STUCK = 0, GRO_MERGED = 1, GRO_PASS = 2 };   /* errors are < 0 */
+
+/* Offer qp->rx_frame to the flow table.  GRO_MERGED: it joined (or opened)
+ * a flow; GRO_PASS: deliver it as it is; GRO_STUCK: a flow it breaks could
+ * not be delivered for lack of buffers, the frame must wait. */
+int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+/* Close every open flow (end of batch).  1, or 0 if some wait for buffers. */
+int gro_flush_all(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+/* Deliver flows waiting for buffers, in order.  1 all done, 0 still waiting. */
+int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+void gro_reset(struct gro *g);
+void gro_free(struct gro *g);
+
+/* Put one frame (virtio header included) into the guest's RX buffers.
+ * 1 delivered (or dropped, counted), 0 not enough buffers, <0 error. */
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *pending,
+               struct vnic_queue_stats *st);
+
 /* ---- device ------------------------------------------------------------- */
 struct irq_vector {
     int fd;
@@ -235,6 +290,7 @@ struct qpair {
     uint32_t rx_frame_len;       /* 0: none pending */
     uint8_t *tx_bounce;          /* gather buffer for message-based memory */
     struct tx_ctx *txc;          /* TX engine scratch */
+    struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
     /* benchmark source (null backend only): this frame, bench_left times */
@@ -258,6 +314,7 @@ struct vnic_dev {
     atomic_bool stopping;
     atomic_uint frag_id;
     int tx_mode;                 /* enum vnic_tx_mode */
+    atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QP];
 };

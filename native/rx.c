@@ -142,13 +142,12 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
     return true;
 }
 
-/* 1 delivered (or dropped and counted), 0 not enough buffers, <0 error. */
-static int rx_deliver(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *pending,
+               struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct chain *c = qp->chain;
-    uint32_t total = qp->rx_frame_len;
     uint32_t written = 0;
     uint16_t bufs = 0;
     /* where the header went: the first chain's pieces, kept to patch num_buffers */
@@ -180,7 +179,7 @@ static int rx_deliver(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
                 hdr_seg[hdr_nseg++] = c->seg[i];
         }
         uint32_t n = total - written < c->in_len ? total - written : (uint32_t)c->in_len;
-        int err = segs_write(dev, c->seg + c->nout, c->nin, 0, qp->rx_frame + written, n);
+        int err = segs_write(dev, c->seg + c->nout, c->nin, 0, buf + written, n);
         if (err) {
             vq_rewind(vq, (uint16_t)(bufs + 1));
             return err;
@@ -200,17 +199,38 @@ static int rx_deliver(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
     return 1;
 }
 
+static bool coalescing(const struct vnic_dev *dev)
+{
+    uint64_t f = dev->features;
+    return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VIRTIO_NET_F_GUEST_CSUM & 1) &&
+           ((f >> VIRTIO_NET_F_GUEST_TSO4 & 1) || (f >> VIRTIO_NET_F_GUEST_TSO6 & 1));
+}
+
+/* The guest has too few buffers: ask for a kick.  false if buffers arrived
+ * meanwhile (try again), true if the backend must wait (counted). */
+static bool wait_for_buffers(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    if (vq_enable_notify(&qp->rx))
+        return false;
+    st->rx_no_buffer++;
+    qp->backend_paused = true;
+    return true;
+}
+
 int rx_process(struct qpair *qp)
 {
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
+    bool gro = coalescing(dev);
     uint16_t pending = 0;
     int delivered = 0;
-    int more = 0;
+    int r = 1;
 
     while (delivered < VNIC_BATCH) {
-        if (!qp->rx_frame_len) {
+        /* flows waiting for buffers go before anything read after them */
+        r = gro_deliver_ready(qp, &pending, st);
+        if (r == 1 && !qp->rx_frame_len) {
             if (backend_read(qp, st) <= 0)
                 break;
             if (!rx_fix_header(qp, st)) {
@@ -218,27 +238,29 @@ int rx_process(struct qpair *qp)
                 continue;
             }
         }
-        int r = rx_deliver(qp, &pending, st);
-        if (r < 0) {
-            dev_fail(dev, -r, st);
-            break;
+        if (r == 1) {
+            r = gro ? gro_receive(qp, &pending, st) : GRO_PASS;
+            if (r == GRO_PASS)
+                r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, &pending, st);
         }
-        if (r == 0) {
-            /* out of buffers: ask for a kick, retry once if some came meanwhile */
-            if (vq_enable_notify(vq))
-                continue;
-            st->rx_no_buffer++;
-            qp->backend_paused = true;
+        if (r < 0)
             break;
+        if (r == 0) {
+            if (wait_for_buffers(qp, st))
+                break;
+            continue;
         }
         qp->rx_frame_len = 0;
         delivered++;
     }
-    if (delivered == VNIC_BATCH)
-        more = 1;
+    /* nothing is held past the batch */
+    if (r > 0 && gro_flush_all(qp, &pending, st) == 0)
+        wait_for_buffers(qp, st);
+    if (r < 0)
+        dev_fail(dev, -r, st);
     if (pending) {
         vq_publish_used(vq, pending);
         dev_notify_queue(dev, vq, &st->rx_interrupts);
     }
-    return more;
+    return delivered == VNIC_BATCH && r > 0 && !qp->backend_paused;
 }

@@ -29,6 +29,9 @@ struct vnic_queue_stats {
     uint64_t rx_csum_completed;    /* partial checksums finished for the guest */
     uint64_t rx_csum_valid;        /* TCP/UDP checksum verified: DATA_VALID set */
     uint64_t rx_csum_bad;          /* bad checksum: delivered unflagged, the guest drops it */
+    uint64_t rx_coalesced_packets; /* super-frames the device built from segments */
+    uint64_t rx_coalesced_segments;/* segments that went into them */
+    uint64_t rx_coalesce_evictions;/* flows flushed early: the flow table was full */
     uint64_t rx_interrupts;
     uint64_t rx_kicks;
     uint64_t tx_packets;
@@ -89,6 +92,9 @@ void vnic_dev_free(struct vnic_dev *dev);
  * INDIRECT_DESC from them. */
 void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
+/* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
+ * (on by default).  Takes effect at the next batch. */
+void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);
 /* enum vnic_tx_mode; passthrough needs a TAP backend.  Takes effect at once. */
 int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode);
 /* Start the worker threads (DRIVER_OK).  Returns 0 or -errno. */

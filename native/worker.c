@@ -258,6 +258,7 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
     dev->backend_kind = VNIC_BACKEND_NULL;
     dev->backend_fd = -1;
     dev->config_vector = VNIC_NO_VECTOR;
+    atomic_store(&dev->rx_coalesce, true);
     pthread_mutex_init(&dev->irq_lock, NULL);
     for (int v = 0; v < VNIC_MAX_VECTORS; v++)
         dev->vec[v].fd = -1;
@@ -275,8 +276,9 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         qp->tx_bounce = malloc(VNIC_MAX_FRAME);
         qp->chain = malloc(sizeof(struct chain));
         qp->txc = calloc(1, sizeof(struct tx_ctx));
+        qp->gro = calloc(1, sizeof(struct gro));
         if (qp->rx.kick_fd < 0 || qp->tx.kick_fd < 0 || qp->stop_fd < 0 ||
-            !qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc) {
+            !qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro) {
             dev->nqp = i + 1;
             vnic_dev_free(dev);
             return NULL;
@@ -304,6 +306,7 @@ void vnic_dev_free(struct vnic_dev *dev)
         free(qp->tx_bounce);
         free(qp->chain);
         free(qp->txc);
+        gro_free(qp->gro);
     }
     for (int v = 0; v < VNIC_MAX_VECTORS; v++)
         if (dev->vec[v].fd >= 0)
@@ -328,6 +331,11 @@ int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)
     dev->backend_kind = kind;
     dev->backend_fd = fd;
     return 0;
+}
+
+void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on)
+{
+    atomic_store(&dev->rx_coalesce, on != 0);
 }
 
 int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode)
@@ -395,6 +403,7 @@ void vnic_dev_reset(struct vnic_dev *dev)
         vq_clear(&qp->tx);
         qp->rx_frame_len = 0;
         qp->backend_paused = false;
+        gro_reset(qp->gro);
     }
     vnic_dev_set_features(dev, 0);
     if (dev->backend_kind == VNIC_BACKEND_TAP)

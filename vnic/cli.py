@@ -24,6 +24,9 @@ TX_MODE_HELP = ("segment (default): the device segments TSO/USO/UFO super-frames
                 "passthrough: a TAP backend gets them whole and the host kernel segments")
 
 
+RX_COALESCE_HELP = "merge received TCP segments into super-frames for TSO-capable guests (default on)"
+
+
 def cmd_setup(args) -> int:
     from guest_images.build import ensure_guest_image
     from .qemu import ensure_qemu
@@ -56,7 +59,7 @@ def _wait_for_signal() -> None:
 def cmd_serve(args) -> int:
     from .device import Device, qemu_memory_args
     dev = Device(args.backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
-                 tx_mode=args.tx_mode)
+                 tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on")
     try:
         dev.serve(args.socket)
         control = None
@@ -84,7 +87,8 @@ def cmd_vm(args) -> int:
     from .vm import vm
     log = (lambda *_: None) if args.json else print
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
-             mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode, log=log)
+             mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
+             rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on", log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", help=_features_help())
     s.add_argument("--control", help="JSON-lines control socket path")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")
@@ -139,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mtu", type=int, default=1500)
     s.add_argument("--timeout", type=float, help="seconds before the guest is killed")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--tap-offloads", choices=["on", "off"], default="on",
+                   help="off: the host side of the TAP sends wire-size frames (no TSO/GSO)")
     s.set_defaults(func=cmd_vm)
 
     s = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")

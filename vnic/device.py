@@ -36,14 +36,16 @@ def qemu_memory_args(mem_mb: int = 512) -> list[str]:
 
 class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
-                 mtu: int = 1500, features: str = "", tx_mode: str = "segment"):
+                 mtu: int = 1500, features: str = "", tx_mode: str = "segment",
+                 rx_coalesce: bool = True):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
         features: comma list of +name/-name applied to the default offer."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         if isinstance(mac, str):
             mac = parse_mac(mac)
-        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered, tx_mode=tx_mode)
+        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered, tx_mode=tx_mode,
+                             rx_coalesce=rx_coalesce)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,4 +111,5 @@ class Device:
             "negotiated_features": self.negotiated_features,
             "needs_reset": self.net.failed(),
             "tx_mode": self.net.tx_mode,
+            "rx_coalesce": self.net.rx_coalesce,
         }

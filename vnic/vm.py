@@ -7,6 +7,8 @@ an iperf3 server inside it, the vfio-user server, and QEMU.
 from __future__ import annotations
 
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +52,25 @@ def guest_feature_names(ready: dict) -> list[str]:
     return feat.names(sum(1 << i for i, c in enumerate(bits) if c == "1"))
 
 
+def _tap_offloads_off_once_negotiated(dev: Device, ns: NetNS) -> None:
+    """Negotiation turns the TAP's offloads on for the guest; turn the host
+    side's segmentation off right after, from a watcher thread."""
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while not dev.net.negotiated and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ns.run(["ethtool", "-K", TAP_NAME, "tso", "off", "gso", "off"])
+    threading.Thread(target=watch, name="tap-offloads-off", daemon=True).start()
+
+
 def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str = "",
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
-       log=print) -> VmResult:
-    """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd."""
+       rx_coalesce: bool = True, tap_offloads: bool = True, log=print) -> VmResult:
+    """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
+
+    tap_offloads=False turns segmentation offloads off on the host side of
+    the TAP, so the host sends wire-size frames (as traffic from a real
+    network would arrive) and the device's receive coalescing has work."""
     if iperf_seconds is None and cmd is None:
         cmd = "ip -s link show eth0"
     qemu = ensure_qemu(log=log)
@@ -62,7 +79,9 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
         ns.add_tap(TAP_NAME)
         socket_path = Path(tmp) / "vnic.sock"
         with Device(TapBackend(TAP_NAME, ns.name), mtu=mtu, features=features,
-                    tx_mode=tx_mode) as dev:
+                    tx_mode=tx_mode, rx_coalesce=rx_coalesce) as dev:
+            if not tap_offloads:
+                _tap_offloads_off_once_negotiated(dev, ns)
             dev.serve(socket_path)
             nic = qemu_device_args(socket_path)
             if iperf_seconds is not None:

@@ -47,7 +47,8 @@ class VirtioNet:
     queue_pairs = 1
 
     def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500,
-                 features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment"):
+                 features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
+                 rx_coalesce: bool = True):
         if not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
         self.mac = mac or random_mac()
@@ -68,6 +69,7 @@ class VirtioNet:
             raise OSError(-rc, f"backend {backend.describe()}: {os.strerror(-rc)}")
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
+        self.set_rx_coalesce(rx_coalesce)
         self.counters = stats.view(self.native)
         self.transport = VirtioPciTransport(self)
 
@@ -173,6 +175,12 @@ class VirtioNet:
         if rc < 0:
             raise ValueError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
         self.tx_mode = mode
+
+    def set_rx_coalesce(self, on: bool) -> None:
+        """Merge wire-size TCP segments into super-frames for guests that
+        negotiated GUEST_TSO4/6 (with GUEST_CSUM and MRG_RXBUF)."""
+        lib.vnic_dev_set_rx_coalesce(self.native, int(on))
+        self.rx_coalesce = on
 
     # ---- link and statistics -----------------------------------------------------
     def set_link(self, up: bool) -> None:

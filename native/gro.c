@@ -1,0 +1,256 @@
+/* gro.c - receive coalescing: consecutive in-order TCP segments of a flow
+ * become one super-frame for a guest that negotiated GUEST_TSO4/6, so the
+ * guest's stack handles one packet where the wire carried dozens.
+ *
+ * Rules that keep it safe: a segment joins its flow only if it continues
+ * the sequence exactly, carries only ACK (PSH closes the super-frame), has
+ * a checksum the device verified (or a local sender left partial), and every header field but lengths, IPv4
+ * ID, sequence and checksums matches the flow's first segment (options
+ * included).  Anything else closes the flow first, so a flow is never
+ * reordered, and every flow is closed at the end of the batch, so nothing
+ * is held back.  The flow table grows with the number of concurrent flows
+ * up to GRO_FLOWS_MAX, then evicts the least recently extended flow. */
+#include <stdlib.h>
+#include <string.h>
+#include "headers.h"
+
+#define TCP_ACK 0x10
+#define FRAME_BUF (VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX)
+
+static bool same_flow(const struct layout *a, const uint8_t *fa, const struct layout *b, const uint8_t *fb)
+{
+    if (a->ipv6 != b->ipv6 || a->l3 != b->l3 || a->l4 != b->l4)
+        return false;
+    size_t addr_off = a->ipv6 ? 8 : 12, addr_len = a->ipv6 ? 32 : 8;
+    return !memcmp(fa + a->l3 + addr_off, fb + b->l3 + addr_off, addr_len) &&
+           !memcmp(fa + a->l4, fb + b->l4, 4);                     /* ports */
+}
+
+/* Could this frame extend the flow?  Headers equal but for the fields each
+ * segment owns; sequence and ID continue; size keeps it under 64 KiB. */
+static bool continues(const struct gro_flow *f, const uint8_t *frame, const struct layout *lo, uint32_t payload)
+{
+    const uint8_t *first = f->buf + VNIC_NET_HDR_LEN;
+    if (lo->hdr_len != f->lo.hdr_len || payload > f->mss)
+        return false;
+    if (f->len - VNIC_NET_HDR_LEN - lo->l3 + payload > 65535)
+        return false;
+    if (rd32(frame + lo->l4 + 4) != f->next_seq)
+        return false;
+    uint8_t a[VNIC_TPL_MAX], b[VNIC_TPL_MAX];
+    if (lo->hdr_len > VNIC_TPL_MAX)
+        return false;
+    memcpy(a, first, lo->hdr_len);
+    memcpy(b, frame, lo->hdr_len);
+    if (!lo->ipv6) {
+        if (rd16(b + lo->l3 + 4) != f->next_id)
+            return false;
+        memset(a + lo->l3 + 2, 0, 4);           /* total length, ID */
+        memset(b + lo->l3 + 2, 0, 4);
+        memset(a + lo->l3 + 10, 0, 2);          /* header checksum */
+        memset(b + lo->l3 + 10, 0, 2);
+    } else {
+        memset(a + lo->l3 + 4, 0, 2);           /* payload length */
+        memset(b + lo->l3 + 4, 0, 2);
+    }
+    memset(a + lo->l4 + 4, 0, 4);               /* sequence */
+    memset(b + lo->l4 + 4, 0, 4);
+    a[lo->l4 + 13] &= (uint8_t)~TCP_PSH;        /* flags: PSH may end the flow */
+    b[lo->l4 + 13] &= (uint8_t)~TCP_PSH;
+    memset(a + lo->l4 + 16, 0, 2);              /* checksum */
+    memset(b + lo->l4 + 16, 0, 2);
+    return !memcmp(a, b, lo->hdr_len);
+}
+
+/* Rewrite the assembled frame's headers for the guest: lengths, IPv4
+ * header checksum, and a partial TCP checksum with a GSO header, or a
+ * plain DATA_VALID frame if only one segment came. */
+static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
+{
+    struct virtio_net_hdr *h = (struct virtio_net_hdr *)f->buf;
+    uint8_t *frame = f->buf + VNIC_NET_HDR_LEN;
+    const struct layout *lo = &f->lo;
+    if (f->segs == 1)
+        return;                                     /* the frame as it came, header and all */
+    memset(h, 0, sizeof(*h));
+    uint32_t l4_len = f->len - VNIC_NET_HDR_LEN - lo->l4;
+    if (lo->ipv6) {
+        wr16(frame + lo->l3 + 4, (uint16_t)(lo->l4 - lo->l3 - 40 + l4_len));
+    } else {
+        wr16(frame + lo->l3 + 2, (uint16_t)(lo->l4 - lo->l3 + l4_len));
+        ipv4_header_csum(frame + lo->l3);
+    }
+    uint16_t partial = csum_fold(hdr_pseudo_sum(frame, lo, l4_len));  /* as CHECKSUM_PARTIAL wants */
+    memcpy(frame + lo->l4 + 16, &partial, 2);
+    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->gso_type = lo->ipv6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+    h->gso_size = f->mss;
+    h->hdr_len = lo->hdr_len;
+    h->csum_start = lo->l4;
+    h->csum_offset = 16;
+    st->rx_coalesced_packets++;
+    st->rx_coalesced_segments += f->segs;
+}
+
+/* Close a flow: deliver it, or queue it until the guest posts buffers.
+ * 1 delivered, 0 queued, <0 error. */
+static int close_flow(struct qpair *qp, struct gro_flow *f, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct gro *g = qp->gro;
+    finish(f, st);
+    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, pending, st);
+    if (r == 1) {
+        f->state = GRO_FREE;
+    } else if (r == 0) {
+        f->state = GRO_READY;
+        g->ready[(g->ready_head + g->ready_n++) % GRO_FLOWS_MAX] = (int)(f - g->flow);
+    }
+    return r;
+}
+
+int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct gro *g = qp->gro;
+    while (g->ready_n) {
+        struct gro_flow *f = &g->flow[g->ready[g->ready_head]];
+        int r = rx_deliver(qp, f->buf, f->len, pending, st);
+        if (r <= 0)
+            return r;
+        f->state = GRO_FREE;
+        g->ready_head = (g->ready_head + 1) % GRO_FLOWS_MAX;
+        g->ready_n--;
+    }
+    return 1;
+}
+
+int gro_flush_all(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct gro *g = qp->gro;
+    for (int i = 0; i < g->allocated; i++) {
+        if (g->flow[i].state != GRO_OPEN)
+            continue;
+        int r = close_flow(qp, &g->flow[i], pending, st);
+        if (r < 0)
+            return r;
+    }
+    g->batch++;
+    return g->ready_n ? 0 : 1;
+}
+
+/* A free slot: a released one, a new one (the table grows), or the least
+ * recently extended flow, closed early.  NULL if none can be had. */
+static struct gro_flow *slot(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct gro *g = qp->gro;
+    struct gro_flow *oldest = NULL;
+    for (int i = 0; i < g->allocated; i++) {
+        struct gro_flow *f = &g->flow[i];
+        if (f->state == GRO_FREE)
+            return f;
+        if (f->state == GRO_OPEN && (!oldest || f->touched < oldest->touched))
+            oldest = f;
+    }
+    if (g->allocated < GRO_FLOWS_MAX) {
+        struct gro_flow *f = &g->flow[g->allocated];
+        f->buf = malloc(FRAME_BUF);          /* once per slot, as concurrency grows */
+        if (f->buf) {
+            g->allocated++;
+            return f;
+        }
+    }
+    if (!oldest)
+        return NULL;
+    st->rx_coalesce_evictions++;
+    return close_flow(qp, oldest, pending, st) == 1 ? oldest : NULL;
+}
+
+static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
+{
+    return lo->ipv6 ? (dev->features >> VIRTIO_NET_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
+                    : dev->features >> VIRTIO_NET_F_GUEST_TSO4 & 1;
+}
+
+int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    struct gro *g = qp->gro;
+    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
+    struct layout lo;
+    if (hdr_parse(frame, len, &lo) < 0 || lo.proto != IPPROTO_TCP_)
+        return GRO_PASS;
+
+    struct gro_flow *f = NULL;
+    for (int i = 0; i < g->allocated && !f; i++)
+        if (g->flow[i].state == GRO_OPEN &&
+            same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_LEN, &lo, frame))
+            f = &g->flow[i];
+
+    uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
+    uint8_t flags = frame[lo.l4 + 13];
+    uint32_t payload = len - lo.hdr_len;
+    /* checksum verified by us, or left partial by a local sender: both may merge */
+    bool csum_ok = h->flags == VIRTIO_NET_HDR_F_DATA_VALID ||
+                   (h->flags == VIRTIO_NET_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == 16);
+    bool eligible = csum_ok && h->gso_type == VIRTIO_NET_HDR_GSO_NONE &&
+                    lo.l3 + ip_len == len &&                     /* no padding, no lies */
+                    (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && payload > 0 &&
+                    may_coalesce(dev, &lo);
+
+    if (f && eligible && continues(f, frame, &lo, payload)) {
+        memcpy(f->buf + f->len, frame + lo.hdr_len, payload);
+        f->len += payload;
+        f->next_seq += payload;
+        f->next_id++;
+        f->segs++;
+        f->touched = g->batch;
+        f->buf[VNIC_NET_HDR_LEN + lo.l4 + 13] |= flags & TCP_PSH;
+        /* PSH or a short segment ends what the sender meant as one burst */
+        if ((flags & TCP_PSH) || payload < f->mss) {
+            int r = close_flow(qp, f, pending, st);
+            if (r < 0)
+                return r;
+        }
+        return GRO_MERGED;
+    }
+    if (f) {                                  /* the flow breaks here: it goes first */
+        int r = close_flow(qp, f, pending, st);
+        if (r <= 0)
+            return r < 0 ? r : GRO_STUCK;
+    }
+    if (!eligible || (flags & TCP_PSH))
+        return GRO_PASS;
+    struct gro_flow *n = slot(qp, pending, st);
+    if (!n)
+        return GRO_PASS;
+    /* the flow adopts the frame's buffer; the frame buffer becomes the slot's old one */
+    uint8_t *spare = n->buf;
+    n->buf = qp->rx_frame;
+    qp->rx_frame = spare;
+    n->state = GRO_OPEN;
+    n->len = qp->rx_frame_len;
+    n->lo = lo;
+    n->next_seq = rd32(frame + lo.l4 + 4) + payload;
+    n->next_id = lo.ipv6 ? 0 : (uint16_t)(rd16(frame + lo.l3 + 4) + 1);
+    n->mss = (uint16_t)payload;
+    n->segs = 1;
+    n->touched = g->batch;
+    return GRO_MERGED;
+}
+
+void gro_reset(struct gro *g)
+{
+    for (int i = 0; i < g->allocated; i++)
+        g->flow[i].state = GRO_FREE;
+    g->ready_head = g->ready_n = 0;
+}
+
+void gro_free(struct gro *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; i < g->allocated; i++)
+        free(g->flow[i].buf);
+    free(g);
+}
