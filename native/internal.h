@@ -293,9 +293,10 @@ struct qpair {
     struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
-    /* benchmark source (null backend only): this frame, bench_left times */
-    const uint8_t *bench_frame;
-    uint32_t bench_len, bench_left;
+    /* benchmark source (null backend only): bench_left frames taken in
+     * turn from bench_count frames of bench_len bytes, bench_stride apart */
+    const uint8_t *bench_frames;
+    uint32_t bench_len, bench_stride, bench_count, bench_next, bench_left;
 };
 
 struct vnic_dev {

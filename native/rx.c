@@ -43,8 +43,10 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
     if (dev->backend_kind != VNIC_BACKEND_TAP) {
         if (!qp->bench_left)
             return 0;                      /* the null backend receives nothing */
-        memcpy(qp->rx_frame, qp->bench_frame, qp->bench_len);   /* what read() would copy */
+        const uint8_t *src = qp->bench_frames + (size_t)qp->bench_stride * qp->bench_next;
+        memcpy(qp->rx_frame, src, qp->bench_len);                /* what read() would copy */
         qp->rx_frame_len = qp->bench_len;
+        qp->bench_next = (qp->bench_next + 1) % qp->bench_count;
         qp->bench_left--;
         return 1;
     }

@@ -192,6 +192,10 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds);
 /* The RX path the same way: frames from the null backend into posted
  * 1536-byte mergeable buffers, ns per frame. */
 double vnic_bench_rx_path(int frame_size, int batch, int rounds);
+/* Receive coalescing: `segs` 1448-byte TCP segments of one flow, read from
+ * the null backend, merged and delivered as one super-frame into 4 KiB
+ * mergeable buffers.  ns per super-frame. */
+double vnic_bench_coalesce(int segs, int rounds);
 
 /* cdef-end */
 
