@@ -1,6 +1,6 @@
-/* bench.c - the TX queue path measured without a guest: a synthetic driver
- * in host memory (rings and frames in one region registered as guest
- * memory) feeds the same tx_process() the workers run, into the null
+/* bench.c - the data plane measured without a guest: a synthetic driver in
+ * host memory (one ring and its buffers, registered as guest memory) feeds
+ * the same tx_process()/rx_process() the workers run, with the null
  * backend.  Used by `vnic bench engine`; never on the data path. */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 
 #define BENCH_QSIZE 256
 #define BENCH_IOVA  0x100000000ull
+#define RINGS_BYTES (16 * BENCH_QSIZE + 8192 + 8192)
 
 static double now_ns(void)
 {
@@ -18,118 +19,133 @@ static double now_ns(void)
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
+/* One device, one queue of BENCH_QSIZE single-descriptor buffers of
+ * buf_size bytes, all posted, the avail ring under our control. */
+struct bench {
+    struct vnic_dev *dev;
+    struct qpair *qp;
+    struct vq *vq;
+    uint8_t *mem;
+    uint16_t *avail;
+    uint16_t posted;
+};
+
+static void bench_free(struct bench *b)
+{
+    vnic_dev_free(b->dev);
+    free(b->mem);
+}
+
+static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_size)
+{
+    size_t size = (RINGS_BYTES + buf_size * BENCH_QSIZE + 4095) & ~(size_t)4095;
+    memset(b, 0, sizeof(*b));
+    b->mem = aligned_alloc(4096, size);
+    b->dev = vnic_dev_new(1);
+    if (!b->mem || !b->dev) {
+        bench_free(b);
+        return -ENOMEM;
+    }
+    memset(b->mem, 0, size);
+    vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
+    uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
+    vnic_dev_set_features(b->dev, features | 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX);
+    vnic_queue_setup(b->dev, queue, BENCH_QSIZE, desc, avail, used);
+    b->qp = &b->dev->qp[0];
+    b->vq = queue % 2 ? &b->qp->tx : &b->qp->rx;
+    b->vq->enabled = true;
+    vq_map(b->vq);
+    struct vring_desc *d = (struct vring_desc *)b->mem;
+    uint16_t flags = queue % 2 ? 0 : VRING_DESC_F_WRITE;
+    for (int i = 0; i < BENCH_QSIZE; i++)
+        d[i] = (struct vring_desc){ BENCH_IOVA + RINGS_BYTES + buf_size * (size_t)i,
+                                    (uint32_t)buf_size, flags, 0 };
+    b->avail = (uint16_t *)(b->mem + (avail - BENCH_IOVA));
+    return 0;
+}
+
+static uint8_t *bench_buffer(struct bench *b, size_t buf_size, int i)
+{
+    return b->mem + RINGS_BYTES + buf_size * (size_t)i;
+}
+
+/* Post n descriptors, in ring order, as the driver would. */
+static void bench_post(struct bench *b, int n)
+{
+    for (int i = 0; i < n; i++, b->posted++)
+        b->avail[2 + b->posted % BENCH_QSIZE] = (uint16_t)(b->posted % BENCH_QSIZE);
+    __atomic_store_n(&b->avail[1], b->posted, __ATOMIC_RELEASE);
+}
+
+/* Run process() until idle, timed; then give back what it consumed. */
+static double bench_round(struct bench *b, int (*process)(struct qpair *))
+{
+    uint16_t before = b->vq->last_avail;
+    double t0 = now_ns();
+    while (process(b->qp) > 0)
+        ;
+    double dt = now_ns() - t0;
+    bench_post(b, (uint16_t)(b->vq->last_avail - before));
+    return dt;
+}
+
 double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
     size_t slot = (size_t)(VNIC_NET_HDR_LEN + frame_size + 63) & ~(size_t)63;
-    size_t rings = 16 * BENCH_QSIZE + 8192 + 8192;
-    size_t size = rings + slot * BENCH_QSIZE;
-    uint8_t *mem = aligned_alloc(4096, (size + 4095) & ~(size_t)4095);
-    struct vnic_dev *dev = vnic_dev_new(1);
-    if (!mem || !dev) {
-        free(mem);
-        vnic_dev_free(dev);
+    struct bench b;
+    if (bench_init(&b, 1, 0, slot) < 0)
         return -ENOMEM;
+    struct vring_desc *d = (struct vring_desc *)b.mem;
+    for (int i = 0; i < BENCH_QSIZE; i++) {            /* zero header + a frame */
+        memset(bench_buffer(&b, slot, i) + VNIC_NET_HDR_LEN, 0xab, (size_t)frame_size);
+        d[i].len = (uint32_t)(VNIC_NET_HDR_LEN + frame_size);
     }
-    memset(mem, 0, size);
-    vnic_mem_add(dev, BENCH_IOVA, size, mem, 1);
-    uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
-    vnic_dev_set_features(dev, 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX);
-    vnic_queue_setup(dev, 1, BENCH_QSIZE, desc, avail, used);
-    struct qpair *qp = &dev->qp[0];
-    qp->tx.enabled = true;
-    vq_map(&qp->tx);
-
-    /* one descriptor per frame: zero virtio header + an Ethernet frame */
-    struct vring_desc *d = (struct vring_desc *)mem;
-    for (int i = 0; i < BENCH_QSIZE; i++) {
-        uint8_t *buf = mem + rings + slot * (size_t)i;
-        memset(buf + VNIC_NET_HDR_LEN, 0xab, (size_t)frame_size);
-        d[i] = (struct vring_desc){ BENCH_IOVA + rings + slot * (size_t)i,
-                                    (uint32_t)(VNIC_NET_HDR_LEN + frame_size), 0, 0 };
-    }
-    uint16_t *av = (uint16_t *)(mem + (avail - BENCH_IOVA));
-    uint16_t idx = 0;
     double total = 0;
     for (int r = 0; r < rounds; r++) {
+        uint16_t before = b.vq->last_avail;
+        /* the driver posts a batch; the consumed ones are not re-posted */
         for (int i = 0; i < batch; i++)
-            av[2 + (idx + i) % BENCH_QSIZE] = (uint16_t)((idx + i) % BENCH_QSIZE);
-        idx = (uint16_t)(idx + batch);
+            b.avail[2 + (uint16_t)(before + i) % BENCH_QSIZE] = (uint16_t)((before + i) % BENCH_QSIZE);
         double t0 = now_ns();
-        __atomic_store_n(&av[1], idx, __ATOMIC_RELEASE);      /* the driver's publish */
-        while (tx_process(qp) > 0)
+        __atomic_store_n(&b.avail[1], (uint16_t)(before + batch), __ATOMIC_RELEASE);
+        while (tx_process(b.qp) > 0)
             ;
         total += now_ns() - t0;
     }
-    uint64_t sent = dev->stats[0].tx_packets;
-    vnic_dev_free(dev);
-    free(mem);
-    if (sent != (uint64_t)batch * (uint64_t)rounds)
-        return -EIO;
-    return total / (double)sent;
+    uint64_t sent = b.dev->stats[0].tx_packets;
+    bench_free(&b);
+    return sent == (uint64_t)batch * (uint64_t)rounds ? total / (double)sent : -EIO;
 }
 
 double vnic_bench_rx_path(int frame_size, int batch, int rounds)
 {
-    const size_t buf = 1536;              /* Linux's usual mergeable buffer */
+    const size_t buf = 1536;                /* Linux's usual mergeable buffer */
     size_t per_frame = (VNIC_NET_HDR_LEN + (size_t)frame_size + buf - 1) / buf;
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || rounds < 1 ||
         (size_t)batch * per_frame > BENCH_QSIZE)
         return -EINVAL;
-    size_t rings = 16 * BENCH_QSIZE + 8192 + 8192;
-    size_t size = rings + buf * BENCH_QSIZE;
-    uint8_t *mem = aligned_alloc(4096, (size + 4095) & ~(size_t)4095);
     uint8_t *frame = calloc(1, VNIC_NET_HDR_LEN + (size_t)frame_size);
-    struct vnic_dev *dev = vnic_dev_new(1);
-    if (!mem || !dev || !frame) {
-        free(mem);
+    struct bench b;
+    if (!frame || bench_init(&b, 0, 1ull << VIRTIO_NET_F_MRG_RXBUF, buf) < 0) {
         free(frame);
-        vnic_dev_free(dev);
         return -ENOMEM;
     }
-    memset(mem, 0, size);
     memset(frame + VNIC_NET_HDR_LEN, 0xcd, (size_t)frame_size);
-    vnic_mem_add(dev, BENCH_IOVA, size, mem, 1);
-    uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
-    vnic_dev_set_features(dev, 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX | 1ull << VIRTIO_NET_F_MRG_RXBUF);
-    vnic_queue_setup(dev, 0, BENCH_QSIZE, desc, avail, used);
-    struct qpair *qp = &dev->qp[0];
-    qp->rx.enabled = true;
-    vq_map(&qp->rx);
-    qp->bench_frames = frame;
-    qp->bench_len = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
-    qp->bench_stride = qp->bench_len;
-    qp->bench_count = 1;
-
-    struct vring_desc *d = (struct vring_desc *)mem;
-    uint16_t *av = (uint16_t *)(mem + (avail - BENCH_IOVA));
-    for (int i = 0; i < BENCH_QSIZE; i++) {
-        d[i] = (struct vring_desc){ BENCH_IOVA + rings + buf * (size_t)i, (uint32_t)buf, VRING_DESC_F_WRITE, 0 };
-        av[2 + i] = (uint16_t)i;
-    }
-    uint16_t posted = BENCH_QSIZE;        /* buffers handed to the device so far */
-    __atomic_store_n(&av[1], posted, __ATOMIC_RELEASE);
+    b.qp->bench_frames = frame;
+    b.qp->bench_len = b.qp->bench_stride = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
+    b.qp->bench_count = 1;
+    bench_post(&b, BENCH_QSIZE);
     double total = 0;
     for (int r = 0; r < rounds; r++) {
-        uint16_t before = qp->rx.last_avail;
-        qp->bench_left = (uint32_t)batch;
-        double t0 = now_ns();
-        while (rx_process(qp) > 0)
-            ;
-        total += now_ns() - t0;
-        /* the driver hands back the buffers just used, in the same order */
-        for (uint16_t u = before; u != qp->rx.last_avail; u++, posted++)
-            av[2 + posted % BENCH_QSIZE] = (uint16_t)(u % BENCH_QSIZE);
-        __atomic_store_n(&av[1], posted, __ATOMIC_RELEASE);
+        b.qp->bench_left = (uint32_t)batch;
+        total += bench_round(&b, rx_process);
     }
-    uint64_t got = dev->stats[0].rx_packets;
-    vnic_dev_free(dev);
-    free(mem);
+    uint64_t got = b.dev->stats[0].rx_packets;
+    bench_free(&b);
     free(frame);
-    if (got != (uint64_t)batch * (uint64_t)rounds)
-        return -EIO;
-    return total / (double)got;
+    return got == (uint64_t)batch * (uint64_t)rounds ? total / (double)got : -EIO;
 }
 
 /* A TCP/IPv4 segment with the virtio header a local sender's TAP gives:
@@ -159,61 +175,31 @@ static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
 
 double vnic_bench_coalesce(int segs, int rounds)
 {
-    const uint32_t mss = 1448, buf = 4096;
+    const uint32_t mss = 1448;
     uint32_t frame_len = VNIC_NET_HDR_LEN + 54 + mss;
-    size_t rings = 16 * BENCH_QSIZE + 8192 + 8192;
-    size_t size = rings + (size_t)buf * BENCH_QSIZE;
     if (segs < 2 || segs * mss > 65535 - 40 || rounds < 1)
         return -EINVAL;
-    uint8_t *mem = aligned_alloc(4096, size);
     uint8_t *frames = malloc((size_t)frame_len * (size_t)segs);
-    struct vnic_dev *dev = vnic_dev_new(1);
-    if (!mem || !dev || !frames) {
-        free(mem);
+    struct bench b;
+    uint64_t features = 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_GUEST_CSUM |
+                        1ull << VIRTIO_NET_F_GUEST_TSO4;
+    if (!frames || bench_init(&b, 0, features, 4096) < 0) {
         free(frames);
-        vnic_dev_free(dev);
         return -ENOMEM;
     }
-    memset(mem, 0, size);
     for (int i = 0; i < segs; i++)
         make_segment(frames + (size_t)frame_len * (size_t)i, 1000 + (uint32_t)i * mss, (uint16_t)(7 + i), mss);
-    vnic_mem_add(dev, BENCH_IOVA, size, mem, 1);
-    uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
-    vnic_dev_set_features(dev, 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX | 1ull << VIRTIO_NET_F_MRG_RXBUF |
-                                   1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4);
-    vnic_queue_setup(dev, 0, BENCH_QSIZE, desc, avail, used);
-    struct qpair *qp = &dev->qp[0];
-    qp->rx.enabled = true;
-    vq_map(&qp->rx);
-    qp->bench_frames = frames;
-    qp->bench_len = qp->bench_stride = frame_len;
-    qp->bench_count = (uint32_t)segs;
-
-    struct vring_desc *d = (struct vring_desc *)mem;
-    uint16_t *av = (uint16_t *)(mem + (avail - BENCH_IOVA));
-    for (int i = 0; i < BENCH_QSIZE; i++) {
-        d[i] = (struct vring_desc){ BENCH_IOVA + rings + (size_t)buf * (size_t)i, buf, VRING_DESC_F_WRITE, 0 };
-        av[2 + i] = (uint16_t)i;
-    }
-    uint16_t posted = BENCH_QSIZE;
-    __atomic_store_n(&av[1], posted, __ATOMIC_RELEASE);
+    b.qp->bench_frames = frames;
+    b.qp->bench_len = b.qp->bench_stride = frame_len;
+    b.qp->bench_count = (uint32_t)segs;
+    bench_post(&b, BENCH_QSIZE);
     double total = 0;
     for (int r = 0; r < rounds; r++) {
-        uint16_t before = qp->rx.last_avail;
-        qp->bench_left = (uint32_t)segs;
-        double t0 = now_ns();
-        while (rx_process(qp) > 0)
-            ;
-        total += now_ns() - t0;
-        for (uint16_t u = before; u != qp->rx.last_avail; u++, posted++)
-            av[2 + posted % BENCH_QSIZE] = (uint16_t)(u % BENCH_QSIZE);
-        __atomic_store_n(&av[1], posted, __ATOMIC_RELEASE);
+        b.qp->bench_left = (uint32_t)segs;
+        total += bench_round(&b, rx_process);
     }
-    uint64_t merged = dev->stats[0].rx_coalesced_segments;
-    vnic_dev_free(dev);
-    free(mem);
+    uint64_t merged = b.dev->stats[0].rx_coalesced_segments;
+    bench_free(&b);
     free(frames);
-    if (merged != (uint64_t)segs * (uint64_t)rounds)
-        return -EIO;
-    return total / rounds;
+    return merged == (uint64_t)segs * (uint64_t)rounds ? total / rounds : -EIO;
 }
