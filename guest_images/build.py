@@ -4,8 +4,10 @@ The packages are unpacked with `mmdebstrap --variant=extract` into a temporary
 directory (its own apt config: the host's apt sources stay untouched). From
 that root we copy busybox, the recipe's binaries with exactly the shared
 libraries that root's own loader resolves for them, the kernel modules that
-are not built in (with their dependencies), and `init`. The result is cached
-under cache_dir()/guest/<hash of recipe.json, init and this file>/.
+are not built in (with their dependencies), `init`, and the test tools of
+tools/ (C sources compiled here on the host with `gcc -static`, so they need
+no library in the guest). The result is cached under
+cache_dir()/guest/<hash of recipe.json, init, the tools' sources and this file>/.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from vnic.paths import cache_dir  # noqa: E402
 
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
+# Guest test tools: source under guest_images/ -> path in the initramfs.
+TOOLS = {"tools/vnic-send.c": "usr/bin/vnic-send"}
+TOOL_CFLAGS = ["-static", "-O2", "-s", "-Wall", "-Wextra"]
 
 
 @dataclass
@@ -46,7 +51,7 @@ def recipe() -> dict:
 
 def image_hash() -> str:
     h = hashlib.sha256()
-    for name in ("recipe.json", "init", "build.py"):
+    for name in ("recipe.json", "init", "build.py", *TOOLS):
         h.update(name.encode() + b"\0" + (HERE / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -74,11 +79,13 @@ def _build(out: Path) -> None:
     tmp.mkdir(parents=True)
     try:
         t0 = time.monotonic()
+        stage = tmp / "stage"
+        tools = build_tools(stage)          # first: a compile error fails fast
         root = tmp / "root"
         _extract(r, root)
         t_extract = time.monotonic() - t0
-        stage = tmp / "stage"
         info = _stage(r, root, stage)
+        info["tools"] = tools
         shutil.copyfile(root / "boot" / f"vmlinuz-{info['kernel_version']}", tmp / "vmlinuz")
         with gzip.GzipFile(tmp / "initrd.gz", "wb", compresslevel=6, mtime=0) as f:
             write_cpio(stage, f, extra_nodes=[("dev/console", stat.S_IFCHR | 0o600, 5, 1)])
@@ -92,6 +99,26 @@ def _build(out: Path) -> None:
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_tools(stage: Path) -> list[str]:
+    """Compile TOOLS into the stage tree with the host's gcc, statically."""
+    gcc = shutil.which("gcc")
+    if not gcc:
+        raise RuntimeError("gcc not found (it compiles the guest's test tools): "
+                           "apt-get install gcc libc6-dev")
+    built = []
+    for src, dest in TOOLS.items():
+        out = stage / dest
+        out.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([gcc, *TOOL_CFLAGS, "-o", str(out), str(HERE / src)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            hint = (" (static linking needs libc6-dev: apt-get install libc6-dev)"
+                    if "cannot find -lc" in p.stderr else "")
+            raise RuntimeError(f"compiling {src} failed{hint}:\n{p.stderr[-4000:]}")
+        built.append(dest)
+    return built
 
 
 def _extract(r: dict, root: Path) -> None:

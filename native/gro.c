@@ -166,8 +166,8 @@ static struct gro_flow *slot(struct qpair *qp, uint16_t *pending, struct vnic_qu
 
 static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
 {
-    return lo->ipv6 ? (dev->features >> VIRTIO_NET_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
-                    : dev->features >> VIRTIO_NET_F_GUEST_TSO4 & 1;
+    return lo->ipv6 ? (rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
+                    : rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO4 & 1;
 }
 
 int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)

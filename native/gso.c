@@ -96,7 +96,7 @@ static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, con
     cursor_seek(&c, f, start);
     if (cursor_take(&c, f->len - start, ctx->iov + 1, VNIC_IOV_MAX - 1, &sum, 0) < 0)
         return TX_DROP_HEADERS;
-    uint16_t value = csum_finish(sum);
+    uint16_t value = csum_finish(sum, h->csum_offset == CSUM_OFFSET_UDP);
     /* emit [0, field) + patched 2 bytes + [field+2, end) */
     struct iovec *iov = ctx->iov + 1;
     int n = 0;
@@ -189,7 +189,7 @@ static int segment(struct tx_ctx *ctx, const struct tx_frame *f, const struct la
         int n = cursor_take(&c, len, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0);
         if (n < 0)
             return TX_DROP_HEADERS;
-        uint16_t value = csum_finish(sum);
+        uint16_t value = csum_finish(sum, !tcp);
         memcpy(l4 + (tcp ? 16 : 6), &value, 2);
         if (ctx->emit(ctx, ctx->iov, n + 1, hlen + len))
             return TX_DROP_BACKEND;
@@ -225,7 +225,7 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
     cursor_seek(&c, f, lo->l4 + 8);
     if (cursor_take(&c, dlen - 8, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0) < 0)
         return TX_DROP_HEADERS;
-    uint16_t value = csum_finish(sum);
+    uint16_t value = csum_finish(sum, true);
     memcpy(udp + 6, &value, 2);
 
     /* fragment headers live in the template after the L2+L3 header */

@@ -67,10 +67,12 @@ int hdr_parse(const uint8_t *t, uint32_t have, struct layout *lo)
     return 0;
 }
 
-uint16_t csum_finish(uint64_t sum)
+uint16_t csum_finish(uint64_t sum, bool udp)
 {
     uint16_t c = (uint16_t)~csum_fold(sum);
-    return c ? c : 0xffff;       /* 0 means "no checksum" to UDP; same value for TCP */
+    /* UDP sends a computed 0 as 0xffff (0 means "no checksum", RFC 768);
+     * TCP sends it as it is (RFC 1624: 0xffff cannot come out of a sum) */
+    return c || !udp ? c : 0xffff;
 }
 
 void ipv4_header_csum(uint8_t *ip)

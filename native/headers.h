@@ -32,8 +32,10 @@ static inline uint64_t be16_word(uint16_t v) { return (uint16_t)(v << 8 | v >> 8
 int hdr_parse(const uint8_t *t, uint32_t have, struct layout *lo);
 /* Sum of the IPv4/IPv6 pseudo-header for an L4 length. */
 uint64_t hdr_pseudo_sum(const uint8_t *frame, const struct layout *lo, uint32_t l4_len);
-/* Complement of a folded sum, 0 sent as 0xffff (UDP's "no checksum"). */
-uint16_t csum_finish(uint64_t sum);
+/* Complement of a folded sum; for UDP a 0 is sent as 0xffff. */
+uint16_t csum_finish(uint64_t sum, bool udp);
+/* The checksum field at this offset from csum_start is UDP's (TCP's is 16). */
+#define CSUM_OFFSET_UDP 6
 void ipv4_header_csum(uint8_t *ip);
 
 #endif

@@ -31,6 +31,13 @@
 #define VIRTIO_NET_F_GUEST_TSO6  8
 #define VIRTIO_NET_F_GUEST_ECN   9
 #define VIRTIO_NET_F_GUEST_UFO   10
+#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
+#define VIRTIO_NET_F_CTRL_VQ     17
+#define VIRTIO_NET_F_CTRL_RX     18
+#define VIRTIO_NET_F_CTRL_VLAN   19
+#define VIRTIO_NET_F_CTRL_RX_EXTRA 20
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
+#define VIRTIO_NET_F_CTRL_MAC_ADDR 23
 #define VIRTIO_NET_F_HOST_TSO4   11
 #define VIRTIO_NET_F_HOST_TSO6   12
 #define VIRTIO_NET_F_HOST_ECN    13
@@ -272,6 +279,29 @@ void gro_free(struct gro *g);
 int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *pending,
                struct vnic_queue_stats *st);
 
+/* ---- control queue and receive filter (ctrl.c) -------------------------------- */
+#define RX_FILTER_MACS 64         /* table entries kept; more means "accept all" */
+
+struct rx_filter {
+    bool promisc, allmulti, alluni, nomulti, nouni, nobcast;
+    uint8_t mac[6];
+    int n_uc, n_mc;
+    bool uc_overflow, mc_overflow;
+    uint8_t uc[RX_FILTER_MACS][6], mc[RX_FILTER_MACS][6];
+    uint32_t vlans[4096 / 32];    /* VLAN IDs the driver added */
+};
+
+/* the guest receive features a driver may switch at run time */
+#define GUEST_OFFLOAD_MASK (1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4 | \
+                            1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN | \
+                            1ull << VIRTIO_NET_F_GUEST_UFO | 1ull << VIRTIO_NET_F_GUEST_USO4 | \
+                            1ull << VIRTIO_NET_F_GUEST_USO6)
+
+void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6]);
+int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats *st);
+bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
+                       struct vnic_queue_stats *st);
+
 /* ---- device ------------------------------------------------------------- */
 struct irq_vector {
     int fd;
@@ -302,6 +332,12 @@ struct qpair {
 struct vnic_dev {
     int nqp;
     struct qpair qp[VNIC_MAX_QP];
+    struct vq ctrl;              /* control queue: index 2 * nqp */
+    struct rx_filter filter;
+    uint64_t guest_offloads;     /* receive offloads in force (CTRL_GUEST_OFFLOADS) */
+    atomic_bool announce;        /* VIRTIO_NET_S_ANNOUNCE until the driver acks */
+    int ctrl_last_error;         /* class << 8 | command of the last refused command, or -1 */
+    uint8_t mac[6];              /* the configured address, restored at reset */
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
@@ -321,6 +357,13 @@ struct vnic_dev {
 };
 
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st);
+
+/* Features as the receive path sees them: the GUEST_* ones the driver
+ * currently wants (CTRL_GUEST_OFFLOADS can turn them off and on). */
+static inline uint64_t rx_features(const struct vnic_dev *dev)
+{
+    return (dev->features & ~GUEST_OFFLOAD_MASK) | dev->guest_offloads;
+}
 void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter);
 
 /* per-direction processing, run on the worker thread */

@@ -114,10 +114,10 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
     uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
     uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
-    bool guest_csum = dev->features >> VIRTIO_NET_F_GUEST_CSUM & 1;
+    bool guest_csum = rx_features(dev) >> VIRTIO_NET_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
     if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
-        if (!guest_accepts_gso(dev->features, h->gso_type)) {
+        if (!guest_accepts_gso(rx_features(dev), h->gso_type)) {
             st->rx_drops_offload++;
             return false;
         }
@@ -129,8 +129,8 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
             st->rx_drops_offload++;
             return false;
         }
-        uint16_t c = (uint16_t)~csum_fold(csum_partial(frame + start, len - start, 0));
-        c = c ? c : 0xffff;
+        uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
+                                 h->csum_offset == CSUM_OFFSET_UDP);
         memcpy(frame + field, &c, 2);
         st->rx_csum_completed++;
     }
@@ -203,7 +203,7 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *p
 
 static bool coalescing(const struct vnic_dev *dev)
 {
-    uint64_t f = dev->features;
+    uint64_t f = rx_features(dev);
     return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VIRTIO_NET_F_GUEST_CSUM & 1) &&
            ((f >> VIRTIO_NET_F_GUEST_TSO4 & 1) || (f >> VIRTIO_NET_F_GUEST_TSO6 & 1));
 }
@@ -235,7 +235,9 @@ int rx_process(struct qpair *qp)
         if (r == 1 && !qp->rx_frame_len) {
             if (backend_read(qp, st) <= 0)
                 break;
-            if (!rx_fix_header(qp, st)) {
+            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_LEN,
+                                   qp->rx_frame_len - VNIC_NET_HDR_LEN, st) ||
+                !rx_fix_header(qp, st)) {
                 qp->rx_frame_len = 0;
                 continue;
             }

@@ -53,6 +53,11 @@ struct vnic_queue_stats {
     uint64_t tx_passthrough_packets; /* offloaded frames handed to the backend whole */
     uint64_t tx_interrupts;
     uint64_t tx_kicks;
+    uint64_t rx_filtered_mac;      /* refused by the guest's MAC / rx-mode filter */
+    uint64_t rx_filtered_vlan;     /* refused by the guest's VLAN filter */
+    uint64_t ctrl_commands;        /* control queue commands handled */
+    uint64_t ctrl_errors;          /* ... answered VIRTIO_NET_ERR */
+    uint64_t ctrl_interrupts;
     uint64_t chain_errors;         /* hostile descriptor chains (NEEDS_RESET) */
     uint64_t dma_errors;           /* guest address outside mapped memory */
 };
@@ -111,6 +116,27 @@ uint8_t vnic_dev_read_isr(struct vnic_dev *dev);
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev);
 int vnic_dev_queue_pairs(struct vnic_dev *dev);
 
+/* The receive filter as the driver programmed it (control queue). */
+struct vnic_filter_state {
+    int promisc, allmulti, alluni, nomulti, nouni, nobcast;
+    uint8_t mac[6];
+    int unicast_entries, multicast_entries;
+    int unicast_overflow, multicast_overflow;
+    int vlans;                     /* VLAN IDs in the filter */
+    uint64_t guest_offloads;
+    int announce_pending;
+    int ctrl_last_error;           /* class << 8 | command last answered ERR, or -1 */
+};
+
+/* The MAC address in config space and the filter (restored at reset). */
+void vnic_dev_set_mac(struct vnic_dev *dev, const uint8_t *mac);
+/* The MAC in force: the driver may change it (CTRL_MAC_ADDR). */
+void vnic_dev_get_mac(struct vnic_dev *dev, uint8_t *mac);
+void vnic_dev_filter_state(struct vnic_dev *dev, struct vnic_filter_state *out);
+/* Ask the guest to announce itself (GUEST_ANNOUNCE): status bit + config interrupt. */
+void vnic_dev_announce(struct vnic_dev *dev);
+int vnic_dev_announce_pending(struct vnic_dev *dev);
+
 /* --- guest memory (DMA table) ------------------------------------------ */
 /* host == NULL registers a region reached only through DMA_READ/DMA_WRITE
  * messages on the channel (slow fallback).  Workers must be stopped. */
@@ -123,7 +149,7 @@ int vnic_mem_count(struct vnic_dev *dev);
 int vnic_mem_read(struct vnic_dev *dev, uint64_t iova, void *dst, uint64_t len);
 int vnic_mem_write(struct vnic_dev *dev, uint64_t iova, const void *src, uint64_t len);
 
-/* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX) ---------------- */
+/* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX, 2*pairs control) - */
 int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size,
                      uint64_t desc, uint64_t avail, uint64_t used);
 int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector);

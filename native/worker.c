@@ -107,6 +107,8 @@ uint8_t vnic_dev_read_isr(struct vnic_dev *dev)
 
 static struct vq *queue(struct vnic_dev *dev, int q)
 {
+    if (q == 2 * dev->nqp)
+        return &dev->ctrl;
     if (q < 0 || q >= 2 * dev->nqp)
         return NULL;
     struct qpair *qp = &dev->qp[q / 2];
@@ -198,9 +200,11 @@ void *worker_main(void *arg)
     struct vnic_dev *dev = qp->dev;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     bool tap = dev->backend_kind == VNIC_BACKEND_TAP;
+    bool ctrl = qp->index == 0;       /* pair 0 also serves the control queue */
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    int fds[4] = { qp->stop_fd, qp->tx.kick_fd, qp->rx.kick_fd, tap ? dev->backend_fd : -1 };
-    for (int i = 0; i < 4; i++) {
+    int fds[5] = { qp->stop_fd, qp->tx.kick_fd, qp->rx.kick_fd, tap ? dev->backend_fd : -1,
+                   ctrl ? dev->ctrl.kick_fd : -1 };
+    for (int i = 0; i < 5; i++) {
         if (fds[i] < 0)
             continue;
         struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
@@ -211,6 +215,8 @@ void *worker_main(void *arg)
     while (!atomic_load(&dev->stopping)) {
         int more = 0;
         if (!atomic_load(&dev->error)) {
+            if (ctrl && dev->ctrl.enabled)
+                more |= ctrl_process(dev, qp->chain, st);
             if (qp->tx.enabled)
                 more |= tx_process(qp);
             if (qp->rx.enabled && !qp->backend_paused)
@@ -220,6 +226,8 @@ void *worker_main(void *arg)
             continue;
         if (qp->tx.enabled && !atomic_load(&dev->error) && vq_enable_notify(&qp->tx))
             continue;
+        if (ctrl && dev->ctrl.enabled && !atomic_load(&dev->error) && vq_enable_notify(&dev->ctrl))
+            continue;
         /* while the guest has no RX buffers, don't wake for backend data */
         bool want_backend = tap && qp->rx.enabled && !qp->backend_paused &&
                             !atomic_load(&dev->error);
@@ -227,8 +235,8 @@ void *worker_main(void *arg)
             epoll_set(ep, dev->backend_fd, want_backend ? EPOLLIN : 0);
             backend_watched = want_backend;
         }
-        struct epoll_event evs[4];
-        int n = epoll_wait(ep, evs, 4, -1);
+        struct epoll_event evs[5];
+        int n = epoll_wait(ep, evs, 5, -1);
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             if (fd == qp->tx.kick_fd) {
@@ -236,7 +244,7 @@ void *worker_main(void *arg)
             } else if (fd == qp->rx.kick_fd) {
                 drain_eventfd(fd, &st->rx_kicks);
                 qp->backend_paused = false;
-            } else if (fd == qp->stop_fd) {
+            } else if (fd == qp->stop_fd || (ctrl && fd == dev->ctrl.kick_fd)) {
                 drain_eventfd(fd, NULL);
             }
         }
@@ -262,6 +270,12 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
     pthread_mutex_init(&dev->irq_lock, NULL);
     for (int v = 0; v < VNIC_MAX_VECTORS; v++)
         dev->vec[v].fd = -1;
+    dev->ctrl.dev = dev;
+    dev->ctrl.index = 2 * queue_pairs;
+    dev->ctrl.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    vq_clear(&dev->ctrl);
+    rx_filter_reset(&dev->filter, dev->mac);
+    dev->ctrl_last_error = -1;
     for (int i = 0; i < queue_pairs; i++) {
         struct qpair *qp = &dev->qp[i];
         qp->dev = dev;
@@ -297,6 +311,8 @@ void vnic_dev_free(struct vnic_dev *dev)
     if (!dev)
         return;
     vnic_dev_stop(dev);
+    if (dev->ctrl.kick_fd >= 0)
+        close(dev->ctrl.kick_fd);
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
         if (qp->rx.kick_fd >= 0) close(qp->rx.kick_fd);
@@ -317,6 +333,7 @@ void vnic_dev_free(struct vnic_dev *dev)
 void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
 {
     dev->features = features;
+    dev->guest_offloads = features & GUEST_OFFLOAD_MASK;
     dev->event_idx = features >> VIRTIO_F_EVENT_IDX & 1;
     dev->indirect = features >> VIRTIO_F_INDIRECT_DESC & 1;
     dev->mrg_rxbuf = features >> VIRTIO_NET_F_MRG_RXBUF & 1;
@@ -359,13 +376,17 @@ int vnic_dev_start(struct vnic_dev *dev)
             return -EFAULT;
         }
     }
-    if (dev->backend_kind == VNIC_BACKEND_TAP && tap_set_offload(dev->backend_fd, dev->features) < 0)
+    if (dev->ctrl.enabled && vq_map(&dev->ctrl) < 0) {
+        dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[0]);
+        return -EFAULT;
+    }
+    if (dev->backend_kind == VNIC_BACKEND_TAP && tap_set_offload(dev->backend_fd, rx_features(dev)) < 0)
         tap_set_offload(dev->backend_fd, 0);     /* an old kernel: plain frames only */
     atomic_store(&dev->stopping, false);
     dev->running = true;
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
-        if (!qp->rx.enabled && !qp->tx.enabled)
+        if (!qp->rx.enabled && !qp->tx.enabled && !(i == 0 && dev->ctrl.enabled))
             continue;
         if (pthread_create(&qp->thread, NULL, worker_main, qp) != 0) {
             vnic_dev_stop(dev);
@@ -405,6 +426,10 @@ void vnic_dev_reset(struct vnic_dev *dev)
         qp->backend_paused = false;
         gro_reset(qp->gro);
     }
+    vq_clear(&dev->ctrl);
+    rx_filter_reset(&dev->filter, dev->mac);
+    atomic_store(&dev->announce, false);
+    dev->ctrl_last_error = -1;
     vnic_dev_set_features(dev, 0);
     if (dev->backend_kind == VNIC_BACKEND_TAP)
         tap_set_offload(dev->backend_fd, 0);
@@ -417,3 +442,40 @@ int vnic_dev_running(struct vnic_dev *dev) { return dev->running; }
 int vnic_dev_error(struct vnic_dev *dev) { return atomic_load(&dev->error); }
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev) { return dev->stats; }
 int vnic_dev_queue_pairs(struct vnic_dev *dev) { return dev->nqp; }
+
+/* ---- MAC, filter, announce ------------------------------------------------ */
+
+void vnic_dev_set_mac(struct vnic_dev *dev, const uint8_t *mac)
+{
+    memcpy(dev->mac, mac, 6);
+    memcpy(dev->filter.mac, mac, 6);
+}
+
+void vnic_dev_get_mac(struct vnic_dev *dev, uint8_t *mac)
+{
+    memcpy(mac, dev->filter.mac, 6);
+}
+
+void vnic_dev_filter_state(struct vnic_dev *dev, struct vnic_filter_state *out)
+{
+    const struct rx_filter *f = &dev->filter;   /* a snapshot; the worker may be changing it */
+    *out = (struct vnic_filter_state){
+        f->promisc, f->allmulti, f->alluni, f->nomulti, f->nouni, f->nobcast, { 0 },
+        f->n_uc, f->n_mc, f->uc_overflow, f->mc_overflow, 0,
+        dev->guest_offloads, atomic_load(&dev->announce), dev->ctrl_last_error,
+    };
+    memcpy(out->mac, f->mac, 6);
+    for (int i = 0; i < 4096 / 32; i++)
+        out->vlans += __builtin_popcount(f->vlans[i]);
+}
+
+void vnic_dev_announce(struct vnic_dev *dev)
+{
+    atomic_store(&dev->announce, true);
+    vnic_irq_config_changed(dev);
+}
+
+int vnic_dev_announce_pending(struct vnic_dev *dev)
+{
+    return atomic_load(&dev->announce);
+}

@@ -10,8 +10,11 @@ export VNIC_CACHE="${VNIC_CACHE:-$HOME/.cache/vnic}"
 mkdir -p "$VNIC_CACHE"
 
 # mmdebstrap builds the private QEMU root and the guest image; iperf3 runs on
-# the host side of the test link; gcc and python3-dev compile the data plane.
-DEB_PACKAGES=(mmdebstrap iperf3 ethtool iproute2 gcc python3-dev python3-venv ca-certificates)
+# the host side of the test link; gcc and python3-dev compile the data plane;
+# libc6-dev brings the static libc that the guest's vnic-send is linked with;
+# tshark (with its dumpcap) captures and checks frames in the e2e tests.
+DEB_PACKAGES=(mmdebstrap iperf3 ethtool iproute2 gcc libc6-dev python3-dev python3-venv
+              ca-certificates tshark)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,6 +22,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     apt-get update -qq
+    # wireshark-common asks whether non-root users may capture: answer no
+    # beforehand so the install never waits for a terminal.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -100,6 +100,9 @@ class Device:
     def set_link(self, up: bool) -> None:
         self.net.set_link(up)
 
+    def announce(self) -> bool:
+        return self.net.announce()
+
     def info(self) -> dict:
         return {
             "mac": self.mac,
@@ -111,5 +114,6 @@ class Device:
             "negotiated_features": self.negotiated_features,
             "needs_reset": self.net.failed(),
             "tx_mode": self.net.tx_mode,
+            "rx_filter": self.net.filter_state(),
             "rx_coalesce": self.net.rx_coalesce,
         }

@@ -25,7 +25,7 @@ def test_attach_describes_a_pci_device_with_msix(serve):
     assert sizes == {0: 0, 1: 0x1000, 2: 0, 3: 0, 4: 0x4000, 5: 0, 6: 0, 7: 256, 8: 0}
     for index in (1, 4, 7):
         assert client.regions[index][0] & (P.REGION_FLAG_READ | P.REGION_FLAG_WRITE) == 3
-    assert client.irqs[2] == 3                    # MSI-X: config + RX + TX
+    assert client.irqs[2] == 4                    # MSI-X: config + RX + TX + control
     assert client.irqs[0] == 0                    # no INTx
     assert client.config[:4] == bytes.fromhex("f41a4110")
     assert list(sd.device.memory.mappings) == [(GUEST_IOVA, client.memory.size)]

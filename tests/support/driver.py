@@ -57,7 +57,8 @@ VRING_USED_F_NO_NOTIFY = 1
 
 NET_HDR = struct.Struct("<BBHHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
 NET_HDR_LEN = NET_HDR.size            # 12: virtio_net_hdr_mrg_rxbuf, always with VERSION_1
-RX, TX = 0, 1
+RX, TX, CTRL = 0, 1, 2
+F_CTRL_VQ = 17
 
 
 class DriverError(Exception):
@@ -438,7 +439,7 @@ class VirtioNetDriver:
         self.common_write("config_msix_vector", self.CONFIG_VECTOR)
         if self.common_read("config_msix_vector") != self.CONFIG_VECTOR:
             raise DriverError("config MSI-X vector refused")
-        for index in (RX, TX):
+        for index in (RX, TX) + ((CTRL,) if self.has(F_CTRL_VQ) else ()):
             self.setup_queue(index, queue_size)
         self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
         if self.status & (DEVICE_NEEDS_RESET | FAILED):
@@ -534,6 +535,20 @@ class VirtioNetDriver:
         if kick:
             self.kick(TX)
         return chain
+
+    def control(self, cls: int, cmd: int, data: bytes = b"", timeout: float = 2.0) -> int:
+        """One control-queue command (virtio 1.2, 5.1.6.5); returns the ack
+        byte the device wrote (0 VIRTIO_NET_OK, 1 VIRTIO_NET_ERR)."""
+        out = self.mem.alloc(2 + len(data), 8)
+        self.mem.write(out, bytes([cls, cmd]) + data)
+        ack = self.mem.alloc(1, 8)
+        self.mem.write(ack, b"\xee")
+        chain = self.queues[CTRL].add([(out, 2 + len(data), False), (ack, 1, True)], owned=[out, ack])
+        self.kick(CTRL, force=True)
+        [used] = self.wait_used(CTRL, 1, timeout)
+        value = self.mem.read(ack, 1)[0]
+        self.queues[CTRL].release_chain(used.chain)
+        return value
 
     def complete_tx(self, count: int = 1, timeout: float = 2.0) -> list[Used]:
         used = self.wait_used(TX, count, timeout)

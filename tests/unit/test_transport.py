@@ -163,14 +163,14 @@ def test_64bit_queue_address_written_as_two_halves(common, name):
 
 
 def test_queues_and_their_notify_offsets(common):
-    assert common.read("num_queues") == 2
+    assert common.read("num_queues") == 3             # RX, TX, control
     seen = set()
-    for q in (0, 1):
+    for q in (0, 1, 2):
         common.write("queue_select", q)
         assert common.read("queue_size") == 256
         seen.add(common.read("queue_notify_off"))
-    assert len(seen) == 2
-    common.write("queue_select", 2)                 # beyond num_queues: size 0 says "no queue"
+    assert len(seen) == 3
+    common.write("queue_select", 3)                 # beyond num_queues: size 0 says "no queue"
     assert common.read("queue_size") == 0
     common.write("queue_enable", 1)
     assert common.read("queue_enable") == 0
@@ -189,9 +189,9 @@ def test_queue_size_accepts_only_smaller_nonzero_powers_of_two(common):
 
 
 def test_msix_vectors_beyond_the_table_read_back_no_vector(common):
-    common.write("config_msix_vector", 2)
-    assert common.read("config_msix_vector") == 2
-    common.write("config_msix_vector", 3)           # three vectors: 0..2
+    common.write("config_msix_vector", 3)
+    assert common.read("config_msix_vector") == 3
+    common.write("config_msix_vector", 4)           # four vectors: 0..3
     assert common.read("config_msix_vector") == spec.NO_VECTOR
     common.write("queue_select", 0)
     common.write("queue_msix_vector", 99)

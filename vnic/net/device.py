@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_TYPE_NET = 1
 STATUS_LINK_UP = 1
+STATUS_ANNOUNCE = 2
 MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
@@ -57,12 +58,13 @@ class VirtioNet:
         self.link_up = True
         self.negotiated = 0
         self.backend = backend
-        self.num_queues = 2 * self.queue_pairs
+        self.num_queues = 2 * self.queue_pairs + 1          # the last one is the control queue
         self._lock = threading.RLock()     # session thread vs. control calls
         native = lib.vnic_dev_new(self.queue_pairs)
         if native == ffi.NULL:
             raise MemoryError("cannot create the native device")
         self.native = ffi.gc(native, lib.vnic_dev_free)
+        lib.vnic_dev_set_mac(self.native, self.mac)
         backend.open()
         rc = lib.vnic_dev_set_backend(self.native, backend.kind, backend.fd)
         if rc < 0:
@@ -77,10 +79,18 @@ class VirtioNet:
     def offered_features(self) -> int:
         return feat.mask(self.features)
 
+    @property
+    def current_mac(self) -> bytes:
+        """The address in force: the driver may set it (CTRL_MAC_ADDR)."""
+        out = ffi.new("uint8_t[6]")
+        lib.vnic_dev_get_mac(self.native, out)
+        return bytes(out)
+
     def config_read(self, offset: int, count: int) -> bytes:
-        status = STATUS_LINK_UP if self.link_up else 0
+        status = (STATUS_LINK_UP if self.link_up else 0) | \
+            (STATUS_ANNOUNCE if lib.vnic_dev_announce_pending(self.native) else 0)
         # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu
-        raw = self.mac + struct.pack("<HHH", status, self.queue_pairs, self.mtu)
+        raw = self.current_mac + struct.pack("<HHH", status, self.queue_pairs, self.mtu)
         return raw[offset:offset + count].ljust(count, b"\0")
 
     def config_write(self, offset: int, data: bytes) -> None:
@@ -188,6 +198,26 @@ class VirtioNet:
             self.link_up = up
             self.transport.config_changed()
             lib.vnic_irq_config_changed(self.native)
+
+    def announce(self) -> bool:
+        """Ask the guest to announce itself (gratuitous ARP after a move).
+        False if the driver did not negotiate GUEST_ANNOUNCE."""
+        if not self.negotiated >> F.GUEST_ANNOUNCE & 1:
+            return False
+        self.transport.config_changed()
+        lib.vnic_dev_announce(self.native)
+        return True
+
+    def filter_state(self) -> dict:
+        st = ffi.new("struct vnic_filter_state *")
+        lib.vnic_dev_filter_state(self.native, st)
+        state = {name: getattr(st, name) for name, _ in ffi.typeof("struct vnic_filter_state").fields}
+        state["mac"] = ":".join(f"{b:02x}" for b in bytes(st.mac))
+        for flag in ("promisc", "allmulti", "alluni", "nomulti", "nouni", "nobcast",
+                     "unicast_overflow", "multicast_overflow", "announce_pending"):
+            state[flag] = bool(state[flag])
+        state["guest_offloads"] = feat.names(st.guest_offloads)
+        return state
 
     def stats(self) -> dict[str, int]:
         return stats.totals(self.counters)

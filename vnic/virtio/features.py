@@ -25,6 +25,7 @@ class F(enum.IntEnum):
     CTRL_VQ = 17
     CTRL_RX = 18
     CTRL_VLAN = 19
+    CTRL_RX_EXTRA = 20
     GUEST_ANNOUNCE = 21
     MQ = 22
     CTRL_MAC_ADDR = 23
@@ -56,6 +57,12 @@ NAMES: dict[str, F] = {
     "mrg_rxbuf": F.MRG_RXBUF,
     "status": F.STATUS,
     "ctrl_vq": F.CTRL_VQ,
+    "ctrl_rx": F.CTRL_RX,
+    "ctrl_rx_extra": F.CTRL_RX_EXTRA,
+    "ctrl_vlan": F.CTRL_VLAN,
+    "ctrl_mac_addr": F.CTRL_MAC_ADDR,
+    "ctrl_guest_offloads": F.CTRL_GUEST_OFFLOADS,
+    "guest_announce": F.GUEST_ANNOUNCE,
     "mq": F.MQ,
     "indirect_desc": F.RING_INDIRECT_DESC,
     "event_idx": F.RING_EVENT_IDX,
@@ -74,6 +81,8 @@ IMPLEMENTED = frozenset({
     F.RING_INDIRECT_DESC, F.RING_EVENT_IDX,
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6,
+    F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.CTRL_GUEST_OFFLOADS,
+    F.GUEST_ANNOUNCE,
 })
 DEFAULT = IMPLEMENTED
 # A modern-only device cannot work without VERSION_1.
@@ -86,6 +95,9 @@ DEPENDS = {
     F.GUEST_TSO4: {F.GUEST_CSUM}, F.GUEST_TSO6: {F.GUEST_CSUM}, F.GUEST_UFO: {F.GUEST_CSUM},
     F.GUEST_USO4: {F.GUEST_CSUM}, F.GUEST_USO6: {F.GUEST_CSUM},
     F.GUEST_ECN: {F.GUEST_TSO4, F.GUEST_TSO6},
+    F.CTRL_RX: {F.CTRL_VQ}, F.CTRL_VLAN: {F.CTRL_VQ}, F.CTRL_MAC_ADDR: {F.CTRL_VQ},
+    F.CTRL_GUEST_OFFLOADS: {F.CTRL_VQ}, F.GUEST_ANNOUNCE: {F.CTRL_VQ},
+    F.CTRL_RX_EXTRA: {F.CTRL_RX},
 }
 
 

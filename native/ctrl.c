@@ -1,0 +1,250 @@
+/* ctrl.c - the virtio-net control queue and the receive filter it programs
+ * (virtio 1.2, 5.1.6.5).  Commands are handled on the worker of queue
+ * pair 0, the thread that also filters received frames, so the filter
+ * needs no lock.  Every malformed command gets VIRTIO_NET_ERR and a
+ * counter; none puts the device in NEEDS_RESET, since a driver bug in a
+ * control command harms nothing but its own configuration. */
+#include <string.h>
+#include "internal.h"
+
+#define CLASS_RX 0
+#define CLASS_MAC 1
+#define CLASS_VLAN 2
+#define CLASS_ANNOUNCE 3
+#define CLASS_GUEST_OFFLOADS 5
+#define RX_PROMISC 0
+#define RX_ALLMULTI 1
+#define RX_ALLUNI 2
+#define RX_NOMULTI 3
+#define RX_NOUNI 4
+#define RX_NOBCAST 5
+#define MAC_TABLE_SET 0
+#define MAC_ADDR_SET 1
+#define VLAN_ADD 0
+#define VLAN_DEL 1
+#define ANNOUNCE_ACK 0
+#define OFFLOADS_SET 0
+#define NET_OK 0
+#define NET_ERR 1
+
+#define CTRL_MAX_CMD 4096     /* larger than any table we keep */
+
+void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6])
+{
+    memset(f, 0, sizeof(*f));
+    memcpy(f->mac, mac, 6);
+    f->promisc = true;            /* until the driver says otherwise, as QEMU does */
+}
+
+static bool has(const struct vnic_dev *dev, int bit)
+{
+    return dev->features >> bit & 1;
+}
+
+static int set_rx_mode(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    struct rx_filter *f = &dev->filter;
+    if (len != 1 || !has(dev, VIRTIO_NET_F_CTRL_RX))
+        return NET_ERR;
+    bool on = data[0] != 0;
+    if (cmd > RX_ALLMULTI && !has(dev, VIRTIO_NET_F_CTRL_RX_EXTRA))
+        return NET_ERR;
+    switch (cmd) {
+    case RX_PROMISC: f->promisc = on; break;
+    case RX_ALLMULTI: f->allmulti = on; break;
+    case RX_ALLUNI: f->alluni = on; break;
+    case RX_NOMULTI: f->nomulti = on; break;
+    case RX_NOUNI: f->nouni = on; break;
+    case RX_NOBCAST: f->nobcast = on; break;
+    default: return NET_ERR;
+    }
+    return NET_OK;
+}
+
+/* One table of MAC_TABLE_SET: le32 entries, then entries * 6 bytes.
+ * Returns the bytes it used, or -1. */
+static int mac_table(const uint8_t *data, uint32_t len, uint8_t (*out)[6], int *n, bool *overflow)
+{
+    uint32_t entries;
+    if (len < 4)
+        return -1;
+    memcpy(&entries, data, 4);
+    if (entries > (len - 4) / 6)
+        return -1;
+    /* more than we keep: accept them all rather than drop wanted frames */
+    *overflow = entries > RX_FILTER_MACS;
+    *n = *overflow ? 0 : (int)entries;
+    memcpy(out, data + 4, 6 * (size_t)*n);
+    return 4 + 6 * (int)entries;
+}
+
+static int set_mac(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    struct rx_filter *f = &dev->filter;
+    if (cmd == MAC_ADDR_SET) {
+        if (len != 6 || !has(dev, VIRTIO_NET_F_CTRL_MAC_ADDR) || (data[0] & 1))
+            return NET_ERR;
+        memcpy(f->mac, data, 6);
+        return NET_OK;
+    }
+    if (cmd != MAC_TABLE_SET || !has(dev, VIRTIO_NET_F_CTRL_RX))
+        return NET_ERR;
+    struct rx_filter next = *f;
+    int used = mac_table(data, len, next.uc, &next.n_uc, &next.uc_overflow);
+    if (used < 0)
+        return NET_ERR;
+    int used2 = mac_table(data + used, len - (uint32_t)used, next.mc, &next.n_mc, &next.mc_overflow);
+    if (used2 < 0 || (uint32_t)(used + used2) != len)
+        return NET_ERR;
+    *f = next;                     /* all or nothing */
+    return NET_OK;
+}
+
+static int set_vlan(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    uint16_t vid;
+    if (len != 2 || !has(dev, VIRTIO_NET_F_CTRL_VLAN))
+        return NET_ERR;
+    memcpy(&vid, data, 2);
+    if (vid >= 4096)
+        return NET_ERR;
+    uint32_t bit = 1u << (vid % 32);
+    if (cmd == VLAN_ADD)
+        dev->filter.vlans[vid / 32] |= bit;
+    else if (cmd == VLAN_DEL)
+        dev->filter.vlans[vid / 32] &= ~bit;
+    else
+        return NET_ERR;
+    return NET_OK;
+}
+
+static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    uint64_t want;
+    if (cmd != OFFLOADS_SET || len != 8 || !has(dev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS))
+        return NET_ERR;
+    memcpy(&want, data, 8);
+    /* only receive offloads the driver negotiated can be switched on; Linux
+     * also lists GUEST_HDRLEN among them, which changes nothing here */
+    uint64_t valid = GUEST_OFFLOAD_MASK | 1ull << VIRTIO_NET_F_GUEST_HDRLEN;
+    if (want & ~(dev->features & valid))
+        return NET_ERR;
+    want &= GUEST_OFFLOAD_MASK;
+    dev->guest_offloads = want;
+    if (dev->backend_kind == VNIC_BACKEND_TAP)
+        tap_set_offload(dev->backend_fd, (dev->features & ~GUEST_OFFLOAD_MASK) | want);
+    return NET_OK;
+}
+
+static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    switch (cls) {
+    case CLASS_RX: return set_rx_mode(dev, cmd, data, len);
+    case CLASS_MAC: return set_mac(dev, cmd, data, len);
+    case CLASS_VLAN: return set_vlan(dev, cmd, data, len);
+    case CLASS_ANNOUNCE:
+        if (cmd != ANNOUNCE_ACK || len || !has(dev, VIRTIO_NET_F_GUEST_ANNOUNCE))
+            return NET_ERR;
+        atomic_store(&dev->announce, false);
+        return NET_OK;
+    case CLASS_GUEST_OFFLOADS: return set_offloads(dev, cmd, data, len);
+    default: return NET_ERR;
+    }
+}
+
+/* Copy the readable part of a chain (class, command, data) into buf. */
+static int chain_gather(struct vnic_dev *dev, const struct chain *c, uint8_t *buf, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < c->nout; i++) {
+        const struct seg *s = &c->seg[i];
+        if (n + s->len > cap)
+            return -1;
+        if (s->host)
+            memcpy(buf + n, s->host, s->len);
+        else if (mem_copy_from(&dev->mem, s->iova, buf + n, s->len) < 0)
+            return -1;
+        n += s->len;
+    }
+    return (int)n;
+}
+
+int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats *st)
+{
+    static __thread uint8_t buf[CTRL_MAX_CMD];
+    struct vq *vq = &dev->ctrl;
+    uint16_t done = 0;
+    while (done < VNIC_BATCH) {
+        int r = vq_pop(vq, c);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            dev_fail(dev, -r, st);
+            break;
+        }
+        if (!c->nin) {                      /* nowhere to put the ack */
+            dev_fail(dev, VNIC_ERR_DESC_DIRECTION, st);
+            break;
+        }
+        int len = chain_gather(dev, c, buf, sizeof(buf));
+        uint8_t ack = len < 2 ? NET_ERR : (uint8_t)execute(dev, buf[0], buf[1], buf + 2, (uint32_t)len - 2);
+        st->ctrl_commands++;
+        if (ack != NET_OK) {
+            st->ctrl_errors++;
+            dev->ctrl_last_error = len < 2 ? 0xffff : buf[0] << 8 | buf[1];
+        }
+        /* the ack is the last writable byte of the chain */
+        const struct seg *last = &c->seg[c->nout + c->nin - 1];
+        uint64_t at = last->iova + last->len - 1;
+        if (last->host)
+            last->host[last->len - 1] = ack;
+        else
+            mem_copy_to(&dev->mem, at, &ack, 1);
+        vq_push_used(vq, c->head, 1, done);
+        done++;
+    }
+    if (done) {
+        vq_publish_used(vq, done);
+        dev_notify_queue(dev, vq, &st->ctrl_interrupts);
+    }
+    return done == VNIC_BATCH;
+}
+
+/* Would the guest's receive filter take this frame?  (QEMU's order:
+ * promiscuous first, then VLAN, then broadcast/multicast/unicast.) */
+bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
+                       struct vnic_queue_stats *st)
+{
+    const struct rx_filter *f = &dev->filter;
+    if (f->promisc || len < 14)
+        return true;
+    if (has(dev, VIRTIO_NET_F_CTRL_VLAN) && frame[12] == 0x81 && frame[13] == 0x00 && len >= 16) {
+        uint16_t vid = (uint16_t)((frame[14] & 0x0f) << 8 | frame[15]);
+        if (!(f->vlans[vid / 32] >> (vid % 32) & 1)) {
+            st->rx_filtered_vlan++;
+            return false;
+        }
+    }
+    bool accept;
+    if (frame[0] & 1) {
+        static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+        if (!memcmp(frame, bcast, 6)) {
+            accept = !f->nobcast;
+        } else if (f->nomulti) {
+            accept = false;
+        } else {
+            accept = f->allmulti || f->mc_overflow;
+            for (int i = 0; i < f->n_mc && !accept; i++)
+                accept = !memcmp(frame, f->mc[i], 6);
+        }
+    } else if (f->nouni) {
+        accept = false;
+    } else {
+        accept = f->alluni || f->uc_overflow || !memcmp(frame, f->mac, 6);
+        for (int i = 0; i < f->n_uc && !accept; i++)
+            accept = !memcmp(frame, f->uc[i], 6);
+    }
+    if (!accept)
+        st->rx_filtered_mac++;
+    return accept;
+}
