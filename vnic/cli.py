@@ -113,6 +113,38 @@ def cmd_bench(args) -> int:
     return bench_iperf.main(seconds=args.seconds, as_json=args.json)
 
 
+def cmd_ctl(args) -> int:
+    from .control import Client, ControlError
+    client = Client(args.control)
+    try:
+        if args.action == "stats":
+            result = client.stats(per_queue=args.per_queue)
+            if not args.json:
+                rows = result if args.per_queue else [result]
+                for q, row in enumerate(rows):
+                    if args.per_queue:
+                        print(f"queue pair {q}:")
+                    for name, value in row.items():
+                        if value or args.all:
+                            print(f"  {name:24} {value}")
+                return 0
+        elif args.action == "link":
+            result = client.link(args.state == "up")
+        elif args.action == "features":
+            result = client.features(enable=args.enable.split(",") if args.enable else (),
+                                     disable=args.disable.split(",") if args.disable else ())
+        elif args.action == "mode":
+            coalesce = None if args.rx_coalesce is None else args.rx_coalesce == "on"
+            result = client.mode(tx=args.tx, rx_coalesce=coalesce)
+        else:
+            result = client.call(args.action)
+    except ControlError as exc:
+        print(f"vnic ctl: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vnic", description="An out-of-process virtio-net NIC for QEMU (vfio-user).")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -135,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("ctl", help="talk to a running `vnic serve --control PATH`")
+    s.add_argument("--control", required=True, help="the control socket path")
+    ctl = s.add_subparsers(dest="action", required=True)
+    ctl.add_parser("info", help="offered and negotiated features, filter, modes")
+    c = ctl.add_parser("stats", help="device counters")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--per-queue", action="store_true")
+    c.add_argument("--all", action="store_true", help="also the counters that are zero")
+    c = ctl.add_parser("link", help="carrier up or down (the guest sees it at once)")
+    c.add_argument("state", choices=["up", "down"])
+    c = ctl.add_parser("features", help="show or change the offer (effective at the next negotiation)")
+    c.add_argument("--enable", help="comma list of feature names")
+    c.add_argument("--disable", help="comma list of feature names")
+    c = ctl.add_parser("mode", help="show or change the TX segmentation mode and receive coalescing")
+    c.add_argument("--tx", choices=["segment", "passthrough"])
+    c.add_argument("--rx-coalesce", choices=["on", "off"])
+    ctl.add_parser("announce", help="ask the guest to announce itself (gratuitous ARP)")
+    s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")
     s.add_argument("--iperf", type=int, metavar="SECONDS", help="run iperf3 both ways for SECONDS")

@@ -1,6 +1,9 @@
 """The control socket: JSON lines over a UNIX socket (mode 0600).
 
-Request:  {"cmd": "info"} | {"cmd": "stats"} | {"cmd": "link", "up": false}
+Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
+          {"cmd": "link", "up": false}, {"cmd": "announce"},
+          {"cmd": "features", "enable": ["tso4"], "disable": ["uso"]},
+          {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true}
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -23,19 +26,64 @@ class ControlError(ValueError):
     pass
 
 
+def _names(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ControlError("feature names are a list of strings or a comma list")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _features(device, request: dict):
+    spec = ",".join([f"+{n}" for n in _names(request.get("enable"))] +
+                    [f"-{n}" for n in _names(request.get("disable"))])
+    offered = device.change_features(spec) if spec else device.offered_features
+    return {"offered": offered, "negotiated": device.negotiated_features,
+            "note": "changes take effect when the guest next negotiates" if spec else None}
+
+
+def _mode(device, request: dict):
+    tx, coalesce = request.get("tx"), request.get("rx_coalesce")
+    if coalesce is not None and not isinstance(coalesce, bool):
+        raise ControlError('"rx_coalesce" is true or false')
+    return device.set_mode(tx=tx, rx_coalesce=coalesce)
+
+
+def _link(device, request: dict):
+    up = request.get("up")
+    if not isinstance(up, bool):
+        raise ControlError('link needs "up": true or false')
+    device.set_link(up)
+    return {"link_up": up}
+
+
+def _announce(device, request: dict):
+    if not device.announce():
+        raise ControlError("the guest did not negotiate guest_announce")
+    return {"announced": True}
+
+
+def _stats(device, request: dict):
+    return device.per_queue_stats() if request.get("per_queue") else device.stats()
+
+
+COMMANDS = {
+    "info": lambda device, request: device.info(),
+    "stats": _stats,
+    "link": _link,
+    "features": _features,
+    "mode": _mode,
+    "announce": _announce,
+}
+
+
 def handle(device, request: dict):
-    cmd = request.get("cmd")
-    if cmd == "info":
-        return device.info()
-    if cmd == "stats":
-        return device.stats()
-    if cmd == "link":
-        up = request.get("up")
-        if not isinstance(up, bool):
-            raise ControlError('link needs "up": true or false')
-        device.set_link(up)
-        return {"link_up": up}
-    raise ControlError(f"unknown command {cmd!r}; known: info, stats, link")
+    command = COMMANDS.get(request.get("cmd"))
+    if command is None:
+        raise ControlError(f"unknown command {request.get('cmd')!r}; known: {', '.join(COMMANDS)}")
+    return command(device, request)
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -49,7 +97,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 if not isinstance(request, dict):
                     raise ControlError("a request is a JSON object")
                 reply = {"ok": True, "result": handle(self.server.device, request)}
-            except (ValueError, ControlError) as exc:
+            except (ValueError, ControlError) as exc:     # FeatureError is a ValueError
                 reply = {"ok": False, "error": str(exc)}
             try:
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
@@ -95,3 +143,35 @@ def request(path: str | Path, cmd: dict, timeout: float = 10) -> dict:
                 break
             data += chunk
     return json.loads(data)
+
+
+class Client:
+    """The control socket from Python: `vnic.control.Client(path).stats()`."""
+
+    def __init__(self, path: str | Path, timeout: float = 10):
+        self.path, self.timeout = path, timeout
+
+    def call(self, cmd: str, **args):
+        reply = request(self.path, {"cmd": cmd, **args}, self.timeout)
+        if not reply.get("ok"):
+            raise ControlError(reply.get("error", "request failed"))
+        return reply["result"]
+
+    def info(self) -> dict:
+        return self.call("info")
+
+    def stats(self, per_queue: bool = False):
+        return self.call("stats", per_queue=per_queue)
+
+    def link(self, up: bool) -> dict:
+        return self.call("link", up=up)
+
+    def announce(self) -> dict:
+        return self.call("announce")
+
+    def features(self, enable=(), disable=()) -> dict:
+        return self.call("features", enable=list(enable), disable=list(disable))
+
+    def mode(self, tx: str | None = None, rx_coalesce: bool | None = None) -> dict:
+        args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce)) if v is not None}
+        return self.call("mode", **args)

@@ -15,7 +15,7 @@ import json
 import threading
 from pathlib import Path
 
-from . import backends
+from . import backends, stats
 from .backends import Backend
 from .net.device import VirtioNet, parse_mac
 from .virtio import features as feat
@@ -102,6 +102,22 @@ class Device:
 
     def announce(self) -> bool:
         return self.net.announce()
+
+    def change_features(self, spec: str) -> list[str]:
+        """Change the offer with a +name/-name list; the guest sees it at its
+        next negotiation (driver reload, reboot, or a replug)."""
+        self.net.features = feat.apply_changes(self.net.features, spec)
+        return self.offered_features
+
+    def set_mode(self, tx: str | None = None, rx_coalesce: bool | None = None) -> dict:
+        if tx is not None:
+            self.net.set_tx_mode(tx)
+        if rx_coalesce is not None:
+            self.net.set_rx_coalesce(rx_coalesce)
+        return {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
+
+    def per_queue_stats(self) -> list[dict[str, int]]:
+        return stats.per_queue(self.net.counters)
 
     def info(self) -> dict:
         return {

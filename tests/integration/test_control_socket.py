@@ -1,0 +1,74 @@
+"""The control socket (JSON lines, mode 0600) and its Python client: every
+command works on a served device, bad requests get clear errors, and a
+client that hangs up mid-request leaves the device serving."""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+import pytest
+
+from vnic.control import Client, ControlError, ControlServer
+from vnic.device import Device
+
+
+@pytest.fixture
+def control(tmp_path):
+    with Device("null") as dev:
+        server = ControlServer(tmp_path / "ctl", dev)
+        server.start()
+        yield dev, Client(tmp_path / "ctl"), tmp_path / "ctl"
+        server.close()
+
+
+def test_socket_is_private(control):
+    _, _, path = control
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_info_stats_link_mode(control):
+    dev, client, _ = control
+    info = client.info()
+    assert info["backend"] == "null" and "tso4" in info["offered_features"]
+    assert info["rx_filter"]["promisc"] is True
+    assert client.stats()["tx_packets"] == 0
+    assert len(client.stats(per_queue=True)) == 1
+    assert client.link(False) == {"link_up": False}
+    assert dev.net.link_up is False
+    assert client.mode(rx_coalesce=False) == {"tx": "segment", "rx_coalesce": False}
+    with pytest.raises(ControlError, match="needs a TAP backend"):
+        client.mode(tx="passthrough")
+
+
+def test_features_change_the_next_offer(control):
+    dev, client, _ = control
+    result = client.features(disable=["tso4", "tso6"])
+    assert "tso4" not in result["offered"] and "tso6" not in result["offered"]
+    assert "tso4" not in dev.offered_features
+    assert "tso4" in client.features(enable=["tso4"])["offered"]
+    with pytest.raises(ControlError, match="unknown feature 'warp'"):
+        client.features(enable=["warp"])
+
+
+def test_bad_requests_get_clear_errors(control):
+    _, client, path = control
+    with pytest.raises(ControlError, match="unknown command 'frobnicate'"):
+        client.call("frobnicate")
+    with pytest.raises(ControlError, match='"up": true or false'):
+        client.call("link", up="sideways")
+    with pytest.raises(ControlError, match="guest_announce"):
+        client.announce()                                  # no guest has negotiated it
+    with socket.socket(socket.AF_UNIX) as s:               # not JSON at all
+        s.connect(str(path))
+        s.sendall(b"{not json\n")
+        assert b'"ok": false' in s.recv(4096)
+
+
+def test_client_hanging_up_mid_request_leaves_the_device_serving(control):
+    _, client, path = control
+    for _ in range(5):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(path))
+            s.sendall(b'{"cmd": "st')                      # and gone
+    assert client.stats()["rx_packets"] == 0
