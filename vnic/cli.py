@@ -59,7 +59,7 @@ def _wait_for_signal() -> None:
 def cmd_serve(args) -> int:
     from .device import Device, qemu_memory_args
     dev = Device(args.backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
-                 tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on")
+                 tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed)
     try:
         dev.serve(args.socket)
         control = None
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="null", help="tap:IFNAME, tap:IFNAME@NETNS or null (default)")
     s.add_argument("--mac", help="MAC address (default: random 52:54:00:xx:xx:xx)")
     s.add_argument("--mtu", type=int, default=1500)
+    s.add_argument("--speed", type=int, default=10000, help="link speed reported to the guest, Mbit/s")
     s.add_argument("--features", help=_features_help())
     s.add_argument("--control", help="JSON-lines control socket path")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)

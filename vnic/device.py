@@ -37,14 +37,15 @@ def qemu_memory_args(mem_mb: int = 512) -> list[str]:
 class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
                  mtu: int = 1500, features: str = "", tx_mode: str = "segment",
-                 rx_coalesce: bool = True):
+                 rx_coalesce: bool = True, speed_mbps: int = 10000):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
         features: comma list of +name/-name applied to the default offer."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         if isinstance(mac, str):
             mac = parse_mac(mac)
-        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, features=offered, tx_mode=tx_mode,
+        self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
+                             features=offered, tx_mode=tx_mode,
                              rx_coalesce=rx_coalesce)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 def test_guest_sees_virtio_net_behind_vfio_user_and_pings(qemu, image):
     res = vm(cmd="ethtool -i eth0; cat /sys/class/net/eth0/device/../vendor "
                  "/sys/class/net/eth0/device/../device; "
-                 "cat /sys/class/net/eth0/carrier; ping -c 3 -W 5 10.213.0.1",
+                 "cat /sys/class/net/eth0/carrier; ping -c 3 -W 5 10.213.0.1; ethtool eth0",
              log=lambda *_: None)
     assert res.error is None, res.error
     assert res.rc == 0, res.output
@@ -22,6 +22,7 @@ def test_guest_sees_virtio_net_behind_vfio_user_and_pings(qemu, image):
     assert "0x1af4\n0x1041\n" in res.output
     assert re.search(r"^1$", res.output, re.M), "no carrier"
     assert "3 packets received" in res.output
+    assert "Speed: 10000Mb/s" in res.output and "Duplex: Full" in res.output   # SPEED_DUPLEX
     assert "version_1" in res.guest_features
     # ping requests left through the device, replies came back through it
     assert res.counters["tx_packets"] >= 3

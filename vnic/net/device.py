@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DEVICE_TYPE_NET = 1
 STATUS_LINK_UP = 1
 STATUS_ANNOUNCE = 2
+DUPLEX_FULL = 1
 MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
@@ -47,13 +48,16 @@ class VirtioNet:
     class_code = 0x020000          # network controller, ethernet
     queue_pairs = 1
 
-    def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500,
+    def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
                  features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
                  rx_coalesce: bool = True):
         if not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
+        if not 0 <= speed_mbps < 0xFFFFFFFF:
+            raise ValueError(f"speed {speed_mbps} Mbit/s out of range")
         self.mac = mac or random_mac()
         self.mtu = mtu
+        self.speed_mbps = speed_mbps          # reported with SPEED_DUPLEX (full duplex)
         self.features = frozenset(features)
         self.link_up = True
         self.negotiated = 0
@@ -89,8 +93,9 @@ class VirtioNet:
     def config_read(self, offset: int, count: int) -> bytes:
         status = (STATUS_LINK_UP if self.link_up else 0) | \
             (STATUS_ANNOUNCE if lib.vnic_dev_announce_pending(self.native) else 0)
-        # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu
-        raw = self.current_mac + struct.pack("<HHH", status, self.queue_pairs, self.mtu)
+        # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu, speed, duplex
+        raw = self.current_mac + struct.pack("<HHHIB", status, self.queue_pairs, self.mtu,
+                                             self.speed_mbps, DUPLEX_FULL)
         return raw[offset:offset + count].ljust(count, b"\0")
 
     def config_write(self, offset: int, data: bytes) -> None:
