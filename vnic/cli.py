@@ -67,6 +67,10 @@ def cmd_serve(args) -> int:
             from .control import ControlServer
             control = ControlServer(args.control, dev)
             control.start()
+        if args.metrics_port:
+            from .metrics import serve_metrics
+            serve_metrics(dev.per_queue_stats, args.metrics_port)
+            print(f"vnic: Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
         print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}) "
               f"on {dev.socket_path}" + (f", control on {args.control}" if control else ""))
         print("vnic: offered features: " + ",".join(dev.offered_features))
@@ -111,6 +115,28 @@ def cmd_bench(args) -> int:
         return engine.main(as_json=args.json)
     from benchmarks import iperf as bench_iperf
     return bench_iperf.main(seconds=args.seconds, as_json=args.json)
+
+
+def cmd_stats(args) -> int:
+    from rich.console import Console
+
+    from .control import Client
+    from .metrics import table, watch
+    from .control import ControlError
+    client = Client(args.control)
+    try:
+        if args.watch:
+            watch(lambda: client.stats(per_queue=True), args.interval)
+        elif args.json:
+            print(json.dumps(client.stats(per_queue=args.per_queue), indent=2))
+        else:
+            Console().print(table(client.stats(per_queue=True), show_zero=args.all))
+    except KeyboardInterrupt:
+        pass
+    except ControlError as exc:
+        print(f"vnic stats: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_ctl(args) -> int:
@@ -165,9 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=int, default=10000, help="link speed reported to the guest, Mbit/s")
     s.add_argument("--features", help=_features_help())
     s.add_argument("--control", help="JSON-lines control socket path")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("stats", help="counters of a running `vnic serve --control PATH`")
+    s.add_argument("--control", required=True)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--per-queue", action="store_true", help="with --json: one object per queue pair")
+    s.add_argument("--watch", action="store_true", help="live view with rates (Ctrl-C to stop)")
+    s.add_argument("--interval", type=float, default=1.0)
+    s.add_argument("--all", action="store_true", help="also the counters that are zero")
+    s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("ctl", help="talk to a running `vnic serve --control PATH`")
     s.add_argument("--control", required=True, help="the control socket path")

@@ -134,7 +134,11 @@ def request(path: str | Path, cmd: dict, timeout: float = 10) -> dict:
     """One request to a running `vnic serve --control PATH`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(path))
+        try:
+            s.connect(str(path))
+        except OSError as exc:
+            raise ControlError(f"no vnic control socket at {path} ({exc.strerror}): "
+                               f"is `vnic serve --control {path}` running?") from None
         s.sendall(json.dumps(cmd).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
