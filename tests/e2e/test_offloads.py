@@ -22,37 +22,25 @@ What the 6.12 guest does (measured, and asserted below):
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import math
 import os
 import re
 import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from vnic.backends.tap import TapBackend
-from vnic.device import Device
-from vnic.guest import GuestProcess, GuestResult
 from vnic.iperf import received_bytes
-from vnic.netns import GUEST_IP, HOST_IP, NetNS
+from vnic.netns import NetNS
+
+from .support import GUEST4, GUEST6, HOST4, HOST6, IPERF_PORT, MTU, TAP, Link, section
 
 pytestmark = pytest.mark.e2e
 
-TAP = "vnic0"
-MTU = 1500
-HOST4, GUEST4 = HOST_IP.split("/")[0], GUEST_IP.split("/")[0]
-HOST6, GUEST6 = "fd00:213::1", "fd00:213::2"
-IPERF_PORT = 5201
-CLONE_NEWNET = 0x40000000
-SO_RCVBUFFORCE = 33            # Linux; the socket module does not name it
 NO_TSHARK = not all(os.path.exists(f"/usr/bin/{t}") for t in ("tshark", "dumpcap"))
 needs_tshark = pytest.mark.skipif(NO_TSHARK, reason="tshark/dumpcap missing: run scripts/setup.sh")
 
@@ -62,80 +50,7 @@ def pattern(n: int, seq: int = 0) -> bytes:
     return bytes((i * 7 + seq) & 0xFF for i in range(n))
 
 
-def section(output: str, name: str) -> str:
-    """Text the guest printed between `echo @@NAME@@` and the next @@ marker."""
-    m = re.search(rf"@@{name}@@\n(.*?)(?=@@\w+@@|\Z)", output, re.S)
-    assert m, f"no {name} section in the guest output:\n{output}"
-    return m.group(1)
-
-
-# ---- the host side of the link ---------------------------------------------------
-
-def in_netns(name: str, fn):
-    """fn() on a thread that entered namespace `name`; sockets it creates stay there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    box: dict = {}
-
-    def run() -> None:
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {name}")
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-class UdpSink:
-    """A UDP socket bound inside the namespace; a thread collects datagrams."""
-
-    def __init__(self, ns: NetNS, addr: str, port: int):
-        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-
-        def make() -> socket.socket:
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
-            s.bind((addr, port))
-            return s
-
-        self.sock = in_netns(ns.name, make)
-        self.sock.settimeout(0.1)
-        self.datagrams: list[tuple[bytes, str]] = []    # (payload, source address)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, src = self.sock.recvfrom(70000)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.datagrams.append((data, src[0]))
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.datagrams) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return len(self.datagrams) >= n
-
-    def close(self) -> None:
-        time.sleep(0.2)                   # the last datagrams of the guest's run
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
+# ---- the host side of the link: a capture (the rest is in support.py) ----------
 
 class Capture:
     """dumpcap on the TAP inside the namespace: frames the device sent
@@ -194,64 +109,11 @@ class Capture:
         return int(m.group(1)) if m else None
 
 
-class Link:
-    """NetNS + TAP + a vnic Device serving it; everything torn down on exit.
-
-    The host side has HOST4 and HOST6 (no DAD); the guest boots with GUEST4
-    and adds GUEST6 itself when its command needs IPv6."""
-
-    def __init__(self, features: str = ""):
-        self.features = features
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> "Link":
-        try:
-            s = self._stack
-            self.ns = s.enter_context(NetNS())
-            self.ns.add_tap(TAP)
-            r = self.ns.run(["ip", "-6", "addr", "add", f"{HOST6}/64", "dev", TAP, "nodad"])
-            if r.returncode != 0:
-                raise RuntimeError(f"cannot add {HOST6} to {TAP}: {r.stderr}")
-            self.tap_mac = self.ns.run(["cat", f"/sys/class/net/{TAP}/address"]).stdout.strip()
-            self.tmp = Path(s.enter_context(tempfile.TemporaryDirectory(prefix="vnic-offl-")))
-            self.dev = s.enter_context(Device(TapBackend(TAP, self.ns.name),
-                                              features=self.features))
-            self.dev.serve(self.tmp / "vnic.sock")
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-    def udp_sink(self, addr: str, port: int) -> UdpSink:
-        sink = UdpSink(self.ns, addr, port)
-        self._stack.callback(sink.close)
-        return sink
-
-    def capture(self, path: Path, count: int) -> Capture:
-        """Capture into `path` (pytest's tmp_path keeps it for a post-mortem)."""
-        cap = Capture(self.ns, path, self.dev.mac, count, on_stop=self.dev.stats)
-        self._stack.callback(cap.stop)
-        return cap
-
-    def iperf_server(self) -> None:
-        p = self.ns.popen(["iperf3", "-s", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-        self._stack.callback(self.ns.stop, p)
-        self.ns.wait_listening(IPERF_PORT)
-
-    def guest(self, qemu, image, cmd: str, timeout: float = 150) -> GuestProcess:
-        g = GuestProcess(qemu, image, self.dev.qemu_args(), cmd, ip=GUEST_IP, timeout=timeout)
-        self._stack.callback(g.kill)
-        return g.start()
-
-    def run(self, qemu, image, cmd: str, timeout: float = 150) -> GuestResult:
-        res = self.guest(qemu, image, cmd, timeout).wait()
-        assert res.rc == 0 and res.error is None, \
-            f"guest: rc={res.rc} error={res.error}\n{res.output}\n{res.console_log[-3000:]}"
-        return res
+def start_capture(link: Link, path: Path, count: int) -> Capture:
+    """Capture into `path` (pytest's tmp_path keeps it for a post-mortem)."""
+    cap = Capture(link.ns, path, link.dev.mac, count, on_stop=link.dev.stats)
+    link.defer(cap.stop)
+    return cap
 
 
 # ---- checking captures -------------------------------------------------------------
@@ -337,7 +199,7 @@ def default_run(qemu, image, tmp_path_factory):
     with Link() as link:
         link.iperf_server()
         sink = link.udp_sink(HOST4, UDP_PORT)
-        cap = link.capture(tmp_path_factory.mktemp("default") / "tx.pcap", count=8000)
+        cap = start_capture(link, tmp_path_factory.mktemp("default") / "tx.pcap", count=8000)
         g = link.guest(qemu, image, cmd)
         udp_arrived = sink.wait_for(n_udp, timeout=120)
         after_udp = link.dev.stats()
@@ -461,7 +323,7 @@ def test_uso_segments_udp_super_buffers(qemu, image, tmp_path):
            f"vnic-send uso {HOST6} {USO_PORT} {t6} {USO_GSO} {n6}")
     with Link() as link:
         sink4, sink6 = link.udp_sink(HOST4, USO_PORT), link.udp_sink(HOST6, USO_PORT)
-        cap = link.capture(tmp_path / "tx.pcap", count=1000)
+        cap = start_capture(link, tmp_path / "tx.pcap", count=1000)
         res = link.run(qemu, image, cmd)
         nseg = n4 * math.ceil(t4 / USO_GSO) + n6 * math.ceil(t6 / USO_GSO)
         sink4.wait_for(n4 * math.ceil(t4 / USO_GSO), 10)
@@ -503,7 +365,7 @@ def test_ufo_datagrams_leave_as_correct_ip_fragments(qemu, image, tmp_path):
                f"vnic-send ufo eth0 {mac} {GUEST4} {HOST4} {UFO_PORT} {UFO_TOTAL} {UFO_FRAG4} && "
                f"vnic-send ufo eth0 {mac} {GUEST6} {HOST6} {UFO_PORT} {UFO_TOTAL} {UFO_FRAG6}")
         sink4, sink6 = link.udp_sink(HOST4, UFO_PORT), link.udp_sink(HOST6, UFO_PORT)
-        cap = link.capture(tmp_path / "tx.pcap", count=1000)
+        cap = start_capture(link, tmp_path / "tx.pcap", count=1000)
         res = link.run(qemu, image, cmd)
         sink4.wait_for(1, 10)
         sink6.wait_for(1, 10)
