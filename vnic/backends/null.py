@@ -15,5 +15,8 @@ class NullBackend:
     def close(self) -> None:
         pass
 
+    def kernel_drops(self) -> int:
+        return 0
+
     def describe(self) -> str:
         return "null"

@@ -9,6 +9,7 @@ where it was created.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import threading
@@ -48,6 +49,17 @@ class TapBackend:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
             raise TapError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
         return fd
+
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped on their way to us because the TAP's
+        queue (txqueuelen) was full: what happens while the guest posts no
+        receive buffers for longer than the queue lasts."""
+        cmd = ["ip", "-j", "-s"] + (["-n", self.netns] if self.netns else []) + \
+            ["link", "show", "dev", self.ifname]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            return 0                       # the interface is gone: nothing to count
+        return int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
 
     def close(self) -> None:
         if self.fd >= 0:

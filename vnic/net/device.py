@@ -225,7 +225,9 @@ class VirtioNet:
         return state
 
     def stats(self) -> dict[str, int]:
-        return stats.totals(self.counters)
+        """Device counters, plus the backend's own queue drops (frames the
+        host kernel could not hand over while the guest had no buffers)."""
+        return {**stats.totals(self.counters), "rx_backend_queue_drops": self.backend.kernel_drops()}
 
     def close(self) -> None:
         with self._lock:
