@@ -249,9 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _glue_feature_lists(argv: list[str]) -> list[str]:
+    """`--features -csum,-tso4` reads naturally but argparse takes the
+    leading '-' for an option: glue such a value to its flag."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--features" and arg[:1] in "+-" and not arg.startswith("--"):
+            out[-1] = f"--features={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_feature_lists(sys.argv[1:] if argv is None else argv))
     if args.command == "vm" and args.iperf is not None and args.cmd:
         parser.error("give either --iperf or --cmd")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]

@@ -97,3 +97,11 @@ def test_device_offers_exactly_the_configured_set():
         assert not device.offered_features() & (1 << F.RING_EVENT_IDX | 1 << F.MRG_RXBUF)
     finally:
         device.close()
+
+
+def test_cli_takes_a_feature_list_that_starts_with_a_minus():
+    from vnic.cli import build_parser, _glue_feature_lists
+    argv = _glue_feature_lists(["vm", "--iperf", "3", "--features", "-csum,-tso4", "--json"])
+    args = build_parser().parse_args(argv)
+    assert args.features == "-csum,-tso4" and args.iperf == 3 and args.json
+    assert _glue_feature_lists(["vm", "--features", "--json"]) == ["vm", "--features", "--json"]
