@@ -114,7 +114,7 @@ def cmd_bench(args) -> int:
         from benchmarks import engine
         return engine.main(as_json=args.json)
     from benchmarks import iperf as bench_iperf
-    return bench_iperf.main(seconds=args.seconds, as_json=args.json)
+    return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode)
 
 
 def cmd_stats(args) -> int:
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("iperf", help="vnic against QEMU's built-in virtio-net, iperf3 both ways")
     b.add_argument("--seconds", type=int, default=5)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")
     b.add_argument("--json", action="store_true")
