@@ -158,7 +158,7 @@ static int chain_gather(struct vnic_dev *dev, const struct chain *c, uint8_t *bu
     uint32_t n = 0;
     for (int i = 0; i < c->nout; i++) {
         const struct seg *s = &c->seg[i];
-        if (n + s->len > cap)
+        if (s->len > cap - n)          /* no wrap: a piece may be 4 GiB long */
             return -1;
         if (s->host)
             memcpy(buf + n, s->host, s->len);

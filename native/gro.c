@@ -222,6 +222,8 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     if (!eligible || (flags & TCP_PSH))
         return GRO_PASS;
     struct gro_flow *n = slot(qp, pending, st);
+    if (g->ready_n)
+        return GRO_STUCK;                     /* an evicted flow waits: nothing overtakes it */
     if (!n)
         return GRO_PASS;
     /* the flow adopts the frame's buffer; the frame buffer becomes the slot's old one */

@@ -36,7 +36,8 @@ static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uin
 }
 
 /* Read one frame (vnet header + packet) from the backend into rx_frame.
- * 1: got one, 0: nothing to read, -1: backend error (counted). */
+ * 1: read one (rx_frame_len stays 0 for a runt, dropped and counted),
+ * 0: nothing to read, -1: backend error (counted). */
 static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
@@ -60,9 +61,9 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
             st->rx_drops_backend++;
             return -1;
         }
-        if (n <= VNIC_NET_HDR_LEN) {   /* runt frame: drop it, read the next */
+        if (n <= VNIC_NET_HDR_LEN) {   /* runt frame: dropped */
             st->rx_drops_backend++;
-            continue;
+            return 1;
         }
         qp->rx_frame_len = (uint32_t)n;
         return 1;
@@ -89,10 +90,12 @@ static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue
     struct layout lo;
     if (hdr_parse(frame, len, &lo) < 0)
         return false;
-    uint32_t ip_payload = lo.ipv6 ? rd16(frame + lo.l3 + 4) + 40u - (lo.l4 - lo.l3)
-                                  : rd16(frame + lo.l3 + 2) - (uint32_t)(lo.l4 - lo.l3);
-    if (lo.l4 + ip_payload > len || ip_payload < lo.hdr_len - lo.l4)
+    /* the IP length field is the sender's word: check it before any arithmetic */
+    uint32_t ip_hdrs = lo.l4 - lo.l3;
+    uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
+    if (ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len)
         return false;                      /* lengths that lie: let the guest judge */
+    uint32_t ip_payload = ip_len - ip_hdrs;
     if (lo.proto == IPPROTO_UDP_ && !lo.ipv6 && rd16(frame + lo.l4 + 6) == 0)
         return true;                       /* IPv4 UDP without a checksum */
     uint64_t sum = csum_partial(frame + lo.l4, ip_payload, hdr_pseudo_sum(frame, &lo, ip_payload));
@@ -226,15 +229,26 @@ int rx_process(struct qpair *qp)
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     bool gro = coalescing(dev);
     uint16_t pending = 0;
-    int delivered = 0;
+    int handled = 0;              /* every frame read counts: a flood of refused
+                                   * frames must not keep the worker here */
     int r = 1;
+    bool more = false;
 
-    while (delivered < VNIC_BATCH) {
+    /* coalescing just turned off: open flows go out before anything newer */
+    if (!gro) {
+        int fr = gro_flush_all(qp, &pending, st);
+        r = fr < 0 ? fr : 1;
+    }
+    while (r > 0 && handled < VNIC_BATCH) {
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
         if (r == 1 && !qp->rx_frame_len) {
-            if (backend_read(qp, st) <= 0)
+            int got = backend_read(qp, st);
+            if (got <= 0)
                 break;
+            handled++;
+            if (!qp->rx_frame_len)
+                continue;                  /* a runt, dropped */
             if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_LEN,
                                    qp->rx_frame_len - VNIC_NET_HDR_LEN, st) ||
                 !rx_fix_header(qp, st)) {
@@ -252,19 +266,25 @@ int rx_process(struct qpair *qp)
         if (r == 0) {
             if (wait_for_buffers(qp, st))
                 break;
+            r = 1;                         /* buffers came meanwhile: go on */
             continue;
         }
         qp->rx_frame_len = 0;
-        delivered++;
     }
+    more = handled == VNIC_BATCH;
     /* nothing is held past the batch */
-    if (r > 0 && gro_flush_all(qp, &pending, st) == 0)
-        wait_for_buffers(qp, st);
+    if (r > 0) {
+        int fr = gro_flush_all(qp, &pending, st);
+        if (fr < 0)
+            r = fr;
+        else if (fr == 0 && !wait_for_buffers(qp, st))
+            more = true;                   /* buffers came meanwhile: deliver them now */
+    }
     if (r < 0)
         dev_fail(dev, -r, st);
     if (pending) {
         vq_publish_used(vq, pending);
         dev_notify_queue(dev, vq, &st->rx_interrupts);
     }
-    return delivered == VNIC_BATCH && r > 0 && !qp->backend_paused;
+    return more && r >= 0 && !qp->backend_paused;
 }

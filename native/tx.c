@@ -234,7 +234,7 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
                        struct vnic_queue_stats *st)
 {
     struct virtio_net_hdr h;
-    if (len < sizeof(h) || ncuts < 0 || ncuts >= VNIC_IOV_MAX)
+    if (len < sizeof(h) || ncuts < 0 || ncuts >= VNIC_IOV_MAX - 1)
         return -TX_DROP_HEADERS;
     memcpy(&h, pkt, sizeof(h));
     struct iovec *pieces = e->ctx.frame;

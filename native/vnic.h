@@ -95,7 +95,7 @@ struct vnic_dev *vnic_dev_new(int queue_pairs);
 void vnic_dev_free(struct vnic_dev *dev);
 /* Negotiated feature bits: the data plane reads EVENT_IDX, MRG_RXBUF,
  * INDIRECT_DESC from them. */
-void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
+int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */

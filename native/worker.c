@@ -59,6 +59,12 @@ int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd)
     if (v->fd >= 0)
         close(v->fd);
     v->fd = fd;
+    if (fd >= 0 && !v->masked && v->pending) {  /* fired while it had no eventfd */
+        uint64_t one = 1;
+        v->pending = false;
+        ssize_t r = write(fd, &one, sizeof(one));
+        (void)r;
+    }
     pthread_mutex_unlock(&dev->irq_lock);
     return 0;
 }
@@ -167,15 +173,17 @@ int vnic_queue_kick_fd(struct vnic_dev *dev, int q)
     return vq ? vq->kick_fd : -EINVAL;
 }
 
+/* Forget a queue's ring state.  kick_fd, dev and index stay: the channel
+ * thread may kick the queue at any moment. */
 static void vq_clear(struct vq *vq)
 {
-    int fd = vq->kick_fd;
-    struct vnic_dev *dev = vq->dev;
-    int index = vq->index;
-    memset(vq, 0, sizeof(*vq));
-    vq->kick_fd = fd;
-    vq->dev = dev;
-    vq->index = index;
+    vq->size = 0;
+    vq->desc_addr = vq->avail_addr = vq->used_addr = 0;
+    vq->desc = NULL;
+    vq->avail = vq->used = NULL;
+    vq->configured = vq->enabled = false;
+    vq->last_avail = vq->avail_seen = vq->used_idx = vq->signalled_used = 0;
+    vq->signalled_valid = false;
     vq->vector = VNIC_NO_VECTOR;
 }
 
@@ -330,13 +338,16 @@ void vnic_dev_free(struct vnic_dev *dev)
     free(dev);
 }
 
-void vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
+int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
 {
+    if (dev->running)
+        return -EBUSY;          /* the workers read these without a lock */
     dev->features = features;
     dev->guest_offloads = features & GUEST_OFFLOAD_MASK;
     dev->event_idx = features >> VIRTIO_F_EVENT_IDX & 1;
     dev->indirect = features >> VIRTIO_F_INDIRECT_DESC & 1;
     dev->mrg_rxbuf = features >> VIRTIO_NET_F_MRG_RXBUF & 1;
+    return 0;
 }
 
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)

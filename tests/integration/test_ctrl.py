@@ -3,6 +3,7 @@ filtering, guest offloads and announce acks, each checked by what the
 device then accepts or filters; malformed commands get VIRTIO_NET_ERR."""
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -164,3 +165,27 @@ def test_malformed_commands_get_err_and_the_device_goes_on(ctrl_dev, cls, cmd, d
     assert after["ctrl_errors"] == before["ctrl_errors"] + 1
     assert d.control(RX, PROMISC, b"\1") == OK                      # still serving
     assert not d.status & 0x40
+
+
+def test_a_4gib_control_descriptor_is_refused_not_copied(ctrl_dev):
+    """A readable piece as long as 4 GiB - 1 must not wrap the length check
+    of the control-command buffer (it once overflowed it)."""
+    d, client = ctrl_dev.driver, ctrl_dev.driver.client
+    big = os.memfd_create("vnic-test-big")
+    try:
+        os.ftruncate(big, 5 << 30)                 # sparse: no memory is used
+        client.dma_map(iova=0x40_0000_0000, size=5 << 30, fd=big)
+        head = d.mem.alloc(2, 8)
+        d.mem.write(head, bytes([RX, PROMISC]))
+        ack = d.mem.alloc(1, 8)
+        d.mem.write(ack, b"\xee")
+        chain = d.queues[CTRL].add([(head, 2, False), (0x40_0000_0000, 0xFFFFFFFF, False), (ack, 1, True)],
+                                   owned=[head, ack])
+        d.kick(CTRL, force=True)
+        [used] = d.wait_used(CTRL, 1)
+        assert d.mem.read(ack, 1)[0] == ERR
+        d.queues[CTRL].release_chain(used.chain)
+        assert d.control(RX, PROMISC, b"\1") == OK             # and the device goes on
+        assert ctrl_dev.harness.alive
+    finally:
+        os.close(big)

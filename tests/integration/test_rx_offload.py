@@ -105,3 +105,21 @@ def test_guest_without_tso_gets_wire_size_frames(tap_device):
     assert all(header(p)[1] == 0 and len(p.frame) <= 1514 for p in packets)
     assert b"".join(p.frame[54:] for p in packets) == frame[54:]
     assert sd.stats()["rx_gso_packets"] == 0
+
+
+def test_lying_ip_lengths_are_left_to_the_guest(tap_device):
+    """An IP total length of 0 (or shorter than the headers) once wrapped the
+    checksum length to ~4 GiB: such frames must arrive unverified, no crash."""
+    d, tap, sd = tap_device.driver, tap_device.tap, tap_device.harness
+    d.post_rx(8)
+    frames = []
+    for length in (0, 20, 30):
+        f = bytearray(bytes(Ether(src=PEER_MAC, dst=GUEST_MAC) / IP(src="10.213.0.1", dst="10.213.0.2")
+                            / TCP(sport=1, dport=2) / bytes(100)))
+        struct.pack_into("!H", f, 14 + 2, length)
+        frames.append(bytes(f))
+        tap.send(bytes(f))
+    got = d.receive(3)
+    assert [p.frame for p in got] == frames
+    assert all(header(p)[0] == 0 for p in got)               # not claimed as verified
+    assert sd.stats()["rx_csum_valid"] == 0 and sd.alive

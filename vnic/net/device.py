@@ -104,8 +104,10 @@ class VirtioNet:
     # ---- lifecycle (from the transport's status machine) ---------------------
     def start(self, features: int, queues: list[QueueConfig], config_vector: int) -> bool:
         with self._lock:
+            if lib.vnic_dev_set_features(self.native, features) < 0:
+                log.warning("features changed while the device runs: refused")
+                return False
             self.negotiated = features
-            lib.vnic_dev_set_features(self.native, features)
             lib.vnic_irq_set_config_vector(self.native, config_vector)
             for index, q in enumerate(queues):
                 if not q.enabled:

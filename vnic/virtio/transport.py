@@ -252,6 +252,9 @@ class VirtioPciTransport:
         if value == 0:
             self.reset()
             return
+        # a driver may only add bits (virtio 1.2, 3.1.1); clearing one, e.g.
+        # FEATURES_OK to renegotiate under running queues, is ignored
+        value |= self.status
         new = value & ~self.status
         if new & FEATURES_OK and not self._features_acceptable():
             value &= ~FEATURES_OK      # the driver reads it back and gives up
