@@ -350,7 +350,7 @@ struct vnic_dev {
     atomic_int error;
     atomic_bool stopping;
     atomic_uint frag_id;
-    int tx_mode;                 /* enum vnic_tx_mode */
+    atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QP];

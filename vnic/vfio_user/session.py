@@ -46,6 +46,7 @@ class Session:
         self.chan = lib.vnic_chan_new(sock.detach(), P.MAX_MSG_SIZE)
         if self.chan == ffi.NULL:
             raise OSError(errno.ENOMEM, "cannot start the vfio-user channel")
+        self._chan_lock = threading.Lock()
         self.client_caps: dict = {}
         self.negotiated = False
         self.errors = 0
@@ -86,12 +87,14 @@ class Session:
                 self._dispatch(header, body, received)
         finally:
             self.model.detach_channel()
-            lib.vnic_chan_free(self.chan)
-            self.chan = ffi.NULL
+            with self._chan_lock:              # shutdown() from another thread must not
+                chan, self.chan = self.chan, ffi.NULL   # see a freed channel
+            lib.vnic_chan_free(chan)
 
     def shutdown(self) -> None:
-        if self.chan != ffi.NULL:
-            lib.vnic_chan_shutdown(self.chan)
+        with self._chan_lock:
+            if self.chan != ffi.NULL:
+                lib.vnic_chan_shutdown(self.chan)
 
     def _dispatch(self, header: Header, body: bytes, fds: list[int]) -> None:
         handler = self._handlers.get(header.command)
