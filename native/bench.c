@@ -89,6 +89,23 @@ static double bench_round(struct bench *b, int (*process)(struct qpair *))
     return dt;
 }
 
+/* Feed `count` frames of frame_len bytes (taken in turn) through RX,
+ * per_round frames a round, buffers given back after each; total ns. */
+static double bench_rx_rounds(struct bench *b, const uint8_t *frames, uint32_t frame_len,
+                              uint32_t count, uint32_t per_round, int rounds)
+{
+    b->qp->bench_frames = frames;
+    b->qp->bench_len = b->qp->bench_stride = frame_len;
+    b->qp->bench_count = count;
+    bench_post(b, BENCH_QSIZE);
+    double total = 0;
+    for (int r = 0; r < rounds; r++) {
+        b->qp->bench_left = per_round;
+        total += bench_round(b, rx_process);
+    }
+    return total;
+}
+
 double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
@@ -133,15 +150,8 @@ double vnic_bench_rx_path(int frame_size, int batch, int rounds)
         return -ENOMEM;
     }
     memset(frame + VNIC_NET_HDR_LEN, 0xcd, (size_t)frame_size);
-    b.qp->bench_frames = frame;
-    b.qp->bench_len = b.qp->bench_stride = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
-    b.qp->bench_count = 1;
-    bench_post(&b, BENCH_QSIZE);
-    double total = 0;
-    for (int r = 0; r < rounds; r++) {
-        b.qp->bench_left = (uint32_t)batch;
-        total += bench_round(&b, rx_process);
-    }
+    double total = bench_rx_rounds(&b, frame, VNIC_NET_HDR_LEN + (uint32_t)frame_size, 1,
+                                   (uint32_t)batch, rounds);
     uint64_t got = b.dev->stats[0].rx_packets;
     bench_free(&b);
     free(frame);
@@ -189,15 +199,7 @@ double vnic_bench_coalesce(int segs, int rounds)
     }
     for (int i = 0; i < segs; i++)
         make_segment(frames + (size_t)frame_len * (size_t)i, 1000 + (uint32_t)i * mss, (uint16_t)(7 + i), mss);
-    b.qp->bench_frames = frames;
-    b.qp->bench_len = b.qp->bench_stride = frame_len;
-    b.qp->bench_count = (uint32_t)segs;
-    bench_post(&b, BENCH_QSIZE);
-    double total = 0;
-    for (int r = 0; r < rounds; r++) {
-        b.qp->bench_left = (uint32_t)segs;
-        total += bench_round(&b, rx_process);
-    }
+    double total = bench_rx_rounds(&b, frames, frame_len, (uint32_t)segs, (uint32_t)segs, rounds);
     uint64_t merged = b.dev->stats[0].rx_coalesced_segments;
     bench_free(&b);
     free(frames);

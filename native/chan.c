@@ -317,26 +317,26 @@ static int dma_request(struct vnic_chan *ch, uint16_t cmd, uint64_t iova, uint8_
     return err;
 }
 
-int chan_dma_read(struct vnic_chan *ch, uint64_t iova, void *dst, uint64_t len)
+/* A transfer of any length as DMA_CHUNK-sized requests. */
+static int dma_transfer(struct vnic_chan *ch, uint16_t cmd, uint64_t iova, uint8_t *buf, uint64_t len)
 {
     for (uint64_t off = 0; off < len; off += DMA_CHUNK) {
         uint64_t n = len - off < DMA_CHUNK ? len - off : DMA_CHUNK;
-        int err = dma_request(ch, CMD_DMA_READ, iova + off, (uint8_t *)dst + off, n);
+        int err = dma_request(ch, cmd, iova + off, buf + off, n);
         if (err)
             return err;
     }
     return 0;
 }
 
+int chan_dma_read(struct vnic_chan *ch, uint64_t iova, void *dst, uint64_t len)
+{
+    return dma_transfer(ch, CMD_DMA_READ, iova, dst, len);
+}
+
 int chan_dma_write(struct vnic_chan *ch, uint64_t iova, const void *src, uint64_t len)
 {
-    for (uint64_t off = 0; off < len; off += DMA_CHUNK) {
-        uint64_t n = len - off < DMA_CHUNK ? len - off : DMA_CHUNK;
-        int err = dma_request(ch, CMD_DMA_WRITE, iova + off, (uint8_t *)src + off, n);
-        if (err)
-            return err;
-    }
-    return 0;
+    return dma_transfer(ch, CMD_DMA_WRITE, iova, (uint8_t *)src, len);   /* only read from */
 }
 
 void vnic_chan_attach_dma(struct vnic_chan *ch, struct vnic_dev *dev)
