@@ -62,6 +62,8 @@ def cmd_serve(args) -> int:
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed)
     try:
         dev.serve(args.socket)
+        if args.qmp:
+            dev.attach_qmp(args.qmp, args.qemu_id)
         control = None
         if args.control:
             from .control import ControlServer
@@ -75,7 +77,8 @@ def cmd_serve(args) -> int:
               f"on {dev.socket_path}" + (f", control on {args.control}" if control else ""))
         print("vnic: offered features: " + ",".join(dev.offered_features))
         print("Attach it to QEMU (guest RAM must be shared memory) with:")
-        print("  " + " ".join(shlex.quote(a) for a in qemu_memory_args(512) + dev.qemu_args()))
+        monitor = ["-qmp", f"unix:{args.qmp},server=on,wait=off"] if args.qmp else []
+        print("  " + " ".join(shlex.quote(a) for a in qemu_memory_args(512) + dev.qemu_args() + monitor))
         sys.stdout.flush()
         _wait_for_signal()
         if control:
@@ -92,7 +95,8 @@ def cmd_vm(args) -> int:
     log = (lambda *_: None) if args.json else print
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
-             rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on", log=log)
+             rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
+             control=args.control, log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -158,7 +162,10 @@ def cmd_ctl(args) -> int:
             result = client.link(args.state == "up")
         elif args.action == "features":
             result = client.features(enable=args.enable.split(",") if args.enable else (),
-                                     disable=args.disable.split(",") if args.disable else ())
+                                     disable=args.disable.split(",") if args.disable else (),
+                                     replug=args.replug)
+        elif args.action == "reset":
+            result = client.reset(replug=args.replug)
         elif args.action == "mode":
             coalesce = None if args.rx_coalesce is None else args.rx_coalesce == "on"
             result = client.mode(tx=args.tx, rx_coalesce=coalesce)
@@ -191,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=int, default=10000, help="link speed reported to the guest, Mbit/s")
     s.add_argument("--features", help=_features_help())
     s.add_argument("--control", help="JSON-lines control socket path")
+    s.add_argument("--qmp", help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off), for replug")
+    s.add_argument("--qemu-id", default="vnic0", help="the id QEMU knows the device by (default vnic0)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
@@ -218,10 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = ctl.add_parser("features", help="show or change the offer (effective at the next negotiation)")
     c.add_argument("--enable", help="comma list of feature names")
     c.add_argument("--disable", help="comma list of feature names")
+    c.add_argument("--replug", action="store_true",
+                   help="have QEMU unplug and replug the NIC so the guest renegotiates now (needs serve --qmp)")
     c = ctl.add_parser("mode", help="show or change the TX segmentation mode and receive coalescing")
     c.add_argument("--tx", choices=["segment", "passthrough"])
     c.add_argument("--rx-coalesce", choices=["on", "off"])
     ctl.add_parser("announce", help="ask the guest to announce itself (gratuitous ARP)")
+    ctl.add_parser("replug", help="have QEMU unplug and replug the NIC (the guest renegotiates)")
+    c = ctl.add_parser("reset", help="back to the start-up offer, modes and link up; counters from zero")
+    c.add_argument("--replug", action="store_true", help="and replug so the guest renegotiates now")
     s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")
@@ -233,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="seconds before the guest is killed")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
     s.add_argument("--tap-offloads", choices=["on", "off"], default="on",
                    help="off: the host side of the TAP sends wire-size frames (no TSO/GSO)")
     s.set_defaults(func=cmd_vm)

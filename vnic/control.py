@@ -2,8 +2,10 @@
 
 Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "link", "up": false}, {"cmd": "announce"},
-          {"cmd": "features", "enable": ["tso4"], "disable": ["uso"]},
-          {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true}
+          {"cmd": "features", "enable": ["tso4"], "disable": ["uso"], "replug": false},
+          {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true},
+          {"cmd": "replug"}   (QEMU unplugs and replugs the NIC: the guest renegotiates)
+          {"cmd": "reset", "replug": false}  (start-up offer, modes and link; counters from 0)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -17,6 +19,8 @@ import socket
 import socketserver
 import threading
 from pathlib import Path
+
+from .qmp import ReplugError
 
 log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
@@ -36,12 +40,39 @@ def _names(value) -> list[str]:
     return [v.strip() for v in value if v.strip()]
 
 
+def _flag(request: dict, name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise ControlError(f'"{name}" is true or false')
+    return value
+
+
+def _replug(device, request: dict | None = None):
+    try:
+        return {"replugged": device.replug()}
+    except ReplugError as exc:
+        raise ControlError(f"replug failed: {exc}") from None
+
+
 def _features(device, request: dict):
     spec = ",".join([f"+{n}" for n in _names(request.get("enable"))] +
                     [f"-{n}" for n in _names(request.get("disable"))])
+    replug = _flag(request, "replug")
     offered = device.change_features(spec) if spec else device.offered_features
-    return {"offered": offered, "negotiated": device.negotiated_features,
-            "note": "changes take effect when the guest next negotiates" if spec else None}
+    if replug:
+        _replug(device)
+        note = "replugged: the guest has renegotiated"
+    else:
+        note = "changes take effect when the guest next negotiates (or with replug)" if spec else None
+    return {"offered": offered, "negotiated": device.negotiated_features, "note": note}
+
+
+def _reset(device, request: dict):
+    replug = _flag(request, "replug")
+    info = device.reset()
+    if replug:
+        _replug(device)
+    return {**info, "replugged": replug}
 
 
 def _mode(device, request: dict):
@@ -76,6 +107,8 @@ COMMANDS = {
     "features": _features,
     "mode": _mode,
     "announce": _announce,
+    "replug": _replug,
+    "reset": _reset,
 }
 
 
@@ -130,8 +163,9 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
 
-def request(path: str | Path, cmd: dict, timeout: float = 10) -> dict:
-    """One request to a running `vnic serve --control PATH`."""
+def request(path: str | Path, cmd: dict, timeout: float = 90) -> dict:
+    """One request to a running `vnic serve --control PATH`.  The timeout is
+    generous: a replug waits for the guest to release the device."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
@@ -139,20 +173,25 @@ def request(path: str | Path, cmd: dict, timeout: float = 10) -> dict:
         except OSError as exc:
             raise ControlError(f"no vnic control socket at {path} ({exc.strerror}): "
                                f"is `vnic serve --control {path}` running?") from None
-        s.sendall(json.dumps(cmd).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            s.sendall(json.dumps(cmd).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise ControlError(f"no reply from {path} within {timeout:.0f} s") from None
+    if not data:
+        raise ControlError(f"{path} closed the connection without a reply")
     return json.loads(data)
 
 
 class Client:
     """The control socket from Python: `vnic.control.Client(path).stats()`."""
 
-    def __init__(self, path: str | Path, timeout: float = 10):
+    def __init__(self, path: str | Path, timeout: float = 90):
         self.path, self.timeout = path, timeout
 
     def call(self, cmd: str, **args):
@@ -173,8 +212,15 @@ class Client:
     def announce(self) -> dict:
         return self.call("announce")
 
-    def features(self, enable=(), disable=()) -> dict:
-        return self.call("features", enable=list(enable), disable=list(disable))
+    def features(self, enable=(), disable=(), replug: bool = False) -> dict:
+        return self.call("features", enable=list(enable), disable=list(disable), replug=replug)
+
+    def replug(self) -> dict:
+        """QEMU unplugs and replugs the NIC; returns once it is plugged back."""
+        return self.call("replug")
+
+    def reset(self, replug: bool = False) -> dict:
+        return self.call("reset", replug=replug)
 
     def mode(self, tx: str | None = None, rx_coalesce: bool | None = None) -> dict:
         args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce)) if v is not None}

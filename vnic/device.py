@@ -15,17 +15,17 @@ import json
 import threading
 from pathlib import Path
 
-from . import backends, stats
+from . import backends, qmp, stats
 from .backends import Backend
 from .net.device import VirtioNet, parse_mac
 from .virtio import features as feat
 from .vfio_user.session import Server
 
 
-def qemu_device_args(socket_path: str | Path) -> list[str]:
-    """QEMU arguments that attach a vfio-user NIC listening on socket_path."""
-    spec = {"driver": "vfio-user-pci", "socket": {"path": str(socket_path), "type": "unix"}}
-    return ["-device", json.dumps(spec, separators=(",", ":"))]
+def qemu_device_args(socket_path: str | Path, device_id: str | None = qmp.DEFAULT_DEVICE_ID) -> list[str]:
+    """QEMU arguments that attach a vfio-user NIC listening on socket_path.
+    The id is what a replug over QMP finds the device by."""
+    return ["-device", json.dumps(qmp.device_spec(socket_path, device_id), separators=(",", ":"))]
 
 
 # QEMU needs guest RAM in shared memory so DMA_MAP carries file descriptors.
@@ -42,6 +42,12 @@ class Device:
         features: comma list of +name/-name applied to the default offer."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
+        # what `reset` goes back to
+        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce}
+        self.qmp_path: str | None = None           # QEMU's monitor, for replug
+        self.device_id = qmp.DEFAULT_DEVICE_ID
+        self._stats_base: dict[str, int] = {}      # totals at the last reset()
+        self._queue_base = None                     # per-queue rows at the last reset()
         if isinstance(mac, str):
             mac = parse_mac(mac)
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
@@ -66,7 +72,21 @@ class Device:
     def qemu_args(self) -> list[str]:
         if not self.server:
             raise RuntimeError("not serving yet: call serve() first")
-        return qemu_device_args(self.server.path)
+        return qemu_device_args(self.server.path, self.device_id)
+
+    def attach_qmp(self, qmp_path: str | Path, device_id: str = qmp.DEFAULT_DEVICE_ID) -> None:
+        """Where QEMU's QMP socket is and the id QEMU knows this NIC by."""
+        self.qmp_path, self.device_id = str(qmp_path), device_id
+
+    def replug(self, timeout: float = 60.0) -> dict:
+        """Unplug and replug the NIC through QMP: the guest renegotiates now
+        (new offer in force).  Blocks until QEMU has plugged it back."""
+        if not self.qmp_path:
+            raise qmp.ReplugError("no QMP socket: start QEMU with -qmp unix:PATH,server=on,wait=off "
+                                  "and serve with --qmp PATH (vnic vm does this)")
+        if not self.server:
+            raise qmp.ReplugError("not serving: nothing to replug")
+        return qmp.replug(self.qmp_path, qmp.device_spec(self.server.path, self.device_id), timeout)
 
     def close(self) -> None:
         if self.server:
@@ -96,7 +116,20 @@ class Device:
         return feat.names(self.net.negotiated)
 
     def stats(self) -> dict[str, int]:
-        return self.net.stats()
+        """Device totals since start, or since the last reset()."""
+        return {k: v - self._stats_base.get(k, 0) for k, v in self.net.stats().items()}
+
+    def reset(self) -> dict:
+        """Back to the start-up configuration: the offer (the guest sees it at
+        its next negotiation), TX mode, coalescing, link up; counters from zero.
+        The workers never stop: counters restart from a baseline, not by
+        writing under them."""
+        self.net.features = self._initial["features"]
+        self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"])
+        self.set_link(True)
+        self._stats_base = self.net.stats()
+        self._queue_base = self.net.counters.copy()
+        return self.info()
 
     def set_link(self, up: bool) -> None:
         self.net.set_link(up)
@@ -118,7 +151,10 @@ class Device:
         return {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
 
     def per_queue_stats(self) -> list[dict[str, int]]:
-        return stats.per_queue(self.net.counters)
+        rows = stats.per_queue(self.net.counters)
+        if self._queue_base is not None:
+            rows = [{k: v - int(b[k]) for k, v in row.items()} for row, b in zip(rows, self._queue_base)]
+        return rows
 
     def info(self) -> dict:
         return {

@@ -2,10 +2,13 @@
 
 Everything it creates is private and torn down on the way out, also when
 interrupted: a network namespace holding the TAP (host side 10.213.0.1),
-an iperf3 server inside it, the vfio-user server, and QEMU.
+an iperf3 server inside it, the vfio-user server, and QEMU (with a QMP
+socket, so the device can be replugged).  With control=PATH the device is
+scriptable while the guest runs (`vnic ctl --control PATH ...`).
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -16,7 +19,8 @@ from guest_images.build import ensure_guest_image
 
 from . import iperf
 from .backends.tap import TapBackend
-from .device import Device, qemu_device_args
+from .control import ControlServer
+from .device import Device
 from .guest import GuestProcess
 from .netns import GUEST_IP, NetNS
 from .qemu import ensure_qemu
@@ -65,7 +69,8 @@ def _tap_offloads_off_once_negotiated(dev: Device, ns: NetNS) -> None:
 
 def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str = "",
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
-       rx_coalesce: bool = True, tap_offloads: bool = True, log=print) -> VmResult:
+       rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
+       log=print) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     tap_offloads=False turns segmentation offloads off on the host side of
@@ -83,19 +88,34 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
             if not tap_offloads:
                 _tap_offloads_off_once_negotiated(dev, ns)
             dev.serve(socket_path)
-            nic = qemu_device_args(socket_path)
-            if iperf_seconds is not None:
-                res = iperf.run_iperf_pair(qemu, image, nic, ns, seconds=iperf_seconds,
-                                           extra="", timeout=timeout)
-                guest = res["guest"]
-                return VmResult(guest.rc, guest.output, guest.error,
-                                guest_feature_names(guest.ready), dev.stats(),
-                                tx_gbps=res["tx_gbps"], rx_gbps=res["rx_gbps"],
-                                boot_s=guest.boot_s,
-                                extra={"tx_retransmits": res["tx_retransmits"],
-                                       "iperf_tx_bytes": iperf.received_bytes(res["tx"]),
-                                       "iperf_rx_bytes": iperf.received_bytes(res["rx"])})
-            with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180) as g:
-                guest = g.wait()
-            return VmResult(guest.rc, guest.output, guest.error,
-                            guest_feature_names(guest.ready), dev.stats(), boot_s=guest.boot_s)
+            qmp_path = Path(tmp) / "qmp.sock"
+            dev.attach_qmp(qmp_path)
+            monitor = ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
+            nic = dev.qemu_args()
+            with contextlib.ExitStack() as stack:
+                if control:
+                    server = ControlServer(control, dev)
+                    server.start()
+                    stack.callback(server.close)
+                    log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
+                return _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout)
+
+
+def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout) -> VmResult:
+    """Boot the guest; iperf3 both ways or the command; the result with counters."""
+    if iperf_seconds is not None:
+        res = iperf.run_iperf_pair(qemu, image, nic, ns, seconds=iperf_seconds,
+                                   extra="", timeout=timeout, extra_args=monitor)
+        guest = res["guest"]
+        return VmResult(guest.rc, guest.output, guest.error,
+                        guest_feature_names(guest.ready), dev.stats(),
+                        tx_gbps=res["tx_gbps"], rx_gbps=res["rx_gbps"],
+                        boot_s=guest.boot_s,
+                        extra={"tx_retransmits": res["tx_retransmits"],
+                               "iperf_tx_bytes": iperf.received_bytes(res["tx"]),
+                               "iperf_rx_bytes": iperf.received_bytes(res["rx"])})
+    with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180,
+                      extra_args=monitor) as g:
+        guest = g.wait()
+    return VmResult(guest.rc, guest.output, guest.error,
+                    guest_feature_names(guest.ready), dev.stats(), boot_s=guest.boot_s)

@@ -242,8 +242,9 @@ class Link:
         self.defer(self.ns.stop, p)
         self.ns.wait_listening(IPERF_PORT)
 
-    def guest(self, qemu, image, cmd: str, timeout: float = 150) -> GuestProcess:
-        g = GuestProcess(qemu, image, self.dev.qemu_args(), cmd, ip=GUEST_IP, timeout=timeout)
+    def guest(self, qemu, image, cmd: str, timeout: float = 150, extra_args=()) -> GuestProcess:
+        g = GuestProcess(qemu, image, self.dev.qemu_args(), cmd, ip=GUEST_IP, timeout=timeout,
+                         extra_args=extra_args)
         self.defer(g.kill)
         return g.start()
 

@@ -72,3 +72,56 @@ def test_client_hanging_up_mid_request_leaves_the_device_serving(control):
             s.connect(str(path))
             s.sendall(b'{"cmd": "st')                      # and gone
     assert client.stats()["rx_packets"] == 0
+
+
+def test_reset_restores_the_start_up_configuration_and_zeroes_counters(tmp_path):
+    from tests.support.client import VfioUserClient
+    from tests.support.driver import VirtioNetDriver
+    from tests.support.frames import udp_frame
+
+    with Device("null", features="-uso") as dev:
+        dev.serve(tmp_path / "vnic.sock")
+        server = ControlServer(tmp_path / "ctl", dev)
+        server.start()
+        client = Client(tmp_path / "ctl")
+        qemu = VfioUserClient(dev.socket_path).attach()
+        driver = VirtioNetDriver(qemu)
+        driver.start()
+        try:
+            for i in range(5):
+                driver.transmit(udp_frame(100, i))
+            driver.complete_tx(5)
+            client.features(disable=["tso4"], enable=["uso"])
+            client.link(False)
+            client.mode(rx_coalesce=False)
+            assert client.stats()["tx_packets"] == 5
+
+            info = client.reset()
+            assert info["replugged"] is False and info["link_up"] is True
+            assert "tso4" in info["offered_features"] and "uso" not in info["offered_features"]
+            assert info["rx_coalesce"] is True and info["tx_mode"] == "segment"
+            assert client.stats()["tx_packets"] == 0
+            assert client.stats(per_queue=True)[0]["tx_bytes"] == 0
+            # counting goes on from the reset
+            driver.transmit(udp_frame(100, 9))
+            driver.complete_tx(1)
+            assert client.stats()["tx_packets"] == 1
+            assert dev.net.stats()["tx_packets"] == 6          # the device's own counters never went back
+        finally:
+            driver.close()
+            qemu.close()
+            server.close()
+
+
+def test_replug_without_qemu_monitor_is_a_clear_error(control):
+    dev, client, _ = control
+    with pytest.raises(ControlError, match="no QMP socket"):
+        client.replug()
+    with pytest.raises(ControlError, match="no QMP socket"):
+        client.features(disable=["tso4"], replug=True)
+    assert "tso4" not in dev.offered_features      # the offer changed all the same
+    with pytest.raises(ControlError, match='"replug" is true or false'):
+        client.call("reset", replug="yes")
+    dev.attach_qmp("/nonexistent/qmp.sock")
+    with pytest.raises(ControlError, match="replug failed: not serving"):
+        client.replug()
