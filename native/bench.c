@@ -1,7 +1,9 @@
 /* bench.c - the data plane measured without a guest: a synthetic driver in
  * host memory (one ring and its buffers, registered as guest memory) feeds
  * the same tx_process()/rx_process() the workers run, with the null
- * backend.  Used by `vnic bench engine`; never on the data path. */
+ * backend, between the same per-batch housekeeping.  Frames are UDP/IPv4
+ * of BENCH_FLOWS flows, so the flow statistics (at the default bound) are
+ * measured too.  Used by `vnic bench engine`; never on the data path. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,9 @@
 #define BENCH_QSIZE 256
 #define BENCH_IOVA  0x100000000ull
 #define RINGS_BYTES (16 * BENCH_QSIZE + 8192 + 8192)
+#define BENCH_FLOWS 64
+
+static const uint8_t bench_mac[6] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x01 };
 
 static double now_ns(void)
 {
@@ -30,6 +35,36 @@ struct bench {
     uint16_t posted;
 };
 
+/* One worker loop iteration: housekeeping between batches, then a batch. */
+static int bench_batch(struct qpair *qp, int (*process)(struct qpair *))
+{
+    flows_batch_begin(&qp->flows);
+    return process(qp);
+}
+
+/* A UDP/IPv4 frame of `size` bytes (its first `size` bytes if shorter than
+ * the headers) for the device's MAC, of flow `flow` (the source port). */
+static void bench_frame(uint8_t *f, int size, int flow)
+{
+    uint8_t h[42] = { 0 };
+    memcpy(h, bench_mac, 6);
+    h[6] = 0x52; h[7] = 0x54; h[11] = 0x02;
+    h[12] = 0x08;                                        /* IPv4 */
+    uint8_t *ip = h + 14, *udp = ip + 20;
+    uint16_t ip_len = size > 14 ? (uint16_t)(size - 14) : 0;
+    uint16_t udp_len = size > 34 ? (uint16_t)(size - 34) : 0;
+    ip[0] = 0x45;
+    ip[2] = (uint8_t)(ip_len >> 8); ip[3] = (uint8_t)ip_len;
+    ip[8] = 64; ip[9] = 17;
+    ip[12] = 192; ip[14] = 2; ip[15] = 1; ip[16] = 192; ip[18] = 2; ip[19] = 2;
+    uint16_t sport = (uint16_t)(40000 + flow);
+    udp[0] = (uint8_t)(sport >> 8); udp[1] = (uint8_t)sport;
+    udp[2] = 0x14; udp[3] = 0x51;                        /* 5201 */
+    udp[4] = (uint8_t)(udp_len >> 8); udp[5] = (uint8_t)udp_len;
+    memset(f, 0xab, (size_t)size);
+    memcpy(f, h, size < 42 ? (size_t)size : sizeof(h));
+}
+
 static void bench_free(struct bench *b)
 {
     vnic_dev_free(b->dev);
@@ -47,6 +82,7 @@ static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_
         return -ENOMEM;
     }
     memset(b->mem, 0, size);
+    vnic_dev_set_mac(b->dev, bench_mac);
     vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
     uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
     vnic_dev_set_features(b->dev, features | 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX);
@@ -82,7 +118,7 @@ static double bench_round(struct bench *b, int (*process)(struct qpair *))
 {
     uint16_t before = b->vq->last_avail;
     double t0 = now_ns();
-    while (process(b->qp) > 0)
+    while (bench_batch(b->qp, process) > 0)
         ;
     double dt = now_ns() - t0;
     bench_post(b, (uint16_t)(b->vq->last_avail - before));
@@ -116,7 +152,7 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
         return -ENOMEM;
     struct vring_desc *d = (struct vring_desc *)b.mem;
     for (int i = 0; i < BENCH_QSIZE; i++) {            /* zero header + a frame */
-        memset(bench_buffer(&b, slot, i) + VNIC_NET_HDR_LEN, 0xab, (size_t)frame_size);
+        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_LEN, frame_size, i % BENCH_FLOWS);
         d[i].len = (uint32_t)(VNIC_NET_HDR_LEN + frame_size);
     }
     double total = 0;
@@ -127,7 +163,7 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
             b.avail[2 + (uint16_t)(before + i) % BENCH_QSIZE] = (uint16_t)((before + i) % BENCH_QSIZE);
         double t0 = now_ns();
         __atomic_store_n(&b.avail[1], (uint16_t)(before + batch), __ATOMIC_RELEASE);
-        while (tx_process(b.qp) > 0)
+        while (bench_batch(b.qp, tx_process) > 0)
             ;
         total += now_ns() - t0;
     }
@@ -143,18 +179,19 @@ double vnic_bench_rx_path(int frame_size, int batch, int rounds)
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || rounds < 1 ||
         (size_t)batch * per_frame > BENCH_QSIZE)
         return -EINVAL;
-    uint8_t *frame = calloc(1, VNIC_NET_HDR_LEN + (size_t)frame_size);
+    uint32_t frame_len = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
+    uint8_t *frames = calloc(BENCH_FLOWS, frame_len);    /* zero headers + frames */
     struct bench b;
-    if (!frame || bench_init(&b, 0, 1ull << VIRTIO_NET_F_MRG_RXBUF, buf) < 0) {
-        free(frame);
+    if (!frames || bench_init(&b, 0, 1ull << VIRTIO_NET_F_MRG_RXBUF, buf) < 0) {
+        free(frames);
         return -ENOMEM;
     }
-    memset(frame + VNIC_NET_HDR_LEN, 0xcd, (size_t)frame_size);
-    double total = bench_rx_rounds(&b, frame, VNIC_NET_HDR_LEN + (uint32_t)frame_size, 1,
-                                   (uint32_t)batch, rounds);
+    for (int i = 0; i < BENCH_FLOWS; i++)
+        bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_LEN, frame_size, i);
+    double total = bench_rx_rounds(&b, frames, frame_len, BENCH_FLOWS, (uint32_t)batch, rounds);
     uint64_t got = b.dev->stats[0].rx_packets;
     bench_free(&b);
-    free(frame);
+    free(frames);
     return got == (uint64_t)batch * (uint64_t)rounds ? total / (double)got : -EIO;
 }
 

@@ -92,13 +92,19 @@ static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
     st->rx_coalesced_segments += f->segs;
 }
 
+/* What the flow statistics learn of a flow's frame beyond its header. */
+static uint32_t flow_offloads(const struct gro_flow *f)
+{
+    return f->segs > 1 ? VNIC_FLOW_COALESCED : 0;
+}
+
 /* Close a flow: deliver it, or queue it until the guest posts buffers.
  * 1 delivered, 0 queued, <0 error. */
 static int close_flow(struct qpair *qp, struct gro_flow *f, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct gro *g = qp->gro;
     finish(f, st);
-    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, pending, st);
+    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, flow_offloads(f), pending, st);
     if (r == 1) {
         f->state = GRO_FREE;
     } else if (r == 0) {
@@ -113,7 +119,7 @@ int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
     struct gro *g = qp->gro;
     while (g->ready_n) {
         struct gro_flow *f = &g->flow[g->ready[g->ready_head]];
-        int r = rx_deliver(qp, f->buf, f->len, pending, st);
+        int r = rx_deliver(qp, f->buf, f->len, flow_offloads(f), pending, st);
         if (r <= 0)
             return r;
         f->state = GRO_FREE;

@@ -275,9 +275,12 @@ void gro_reset(struct gro *g);
 void gro_free(struct gro *g);
 
 /* Put one frame (virtio header included) into the guest's RX buffers.
- * 1 delivered (or dropped, counted), 0 not enough buffers, <0 error. */
-int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *pending,
-               struct vnic_queue_stats *st);
+ * offloads: VNIC_FLOW_* bits for what the device did to the frame that its
+ * header does not show (coalesced, checksum completed), for the flow
+ * statistics.  1 delivered (or dropped, counted), 0 not enough buffers,
+ * <0 error. */
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
+               uint16_t *pending, struct vnic_queue_stats *st);
 
 /* ---- control queue and receive filter (ctrl.c) -------------------------------- */
 #define RX_FILTER_MACS 64         /* table entries kept; more means "accept all" */
@@ -302,6 +305,78 @@ int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats 
 bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
                        struct vnic_queue_stats *st);
 
+/* ---- per-flow statistics (flow_key.c, flows.c) ------------------------------ */
+#define FLOW_HEAD      128        /* frame bytes read to find the flow: the headers */
+#define FLOW_NONE      UINT32_MAX /* end of a bucket chain */
+
+/* Direction, ethertype and 5-tuple: five words, hashed and compared as
+ * such.  The small fields share one word, assembled in a register so that
+ * the hash reads it back whole (no store-forwarding stall per packet). */
+struct flow_key {
+    uint8_t src[16], dst[16];     /* IPv4 as v4-mapped IPv6 */
+    uint64_t meta;                /* FLOW_META() */
+};
+#define FLOW_META(sport, dport, ethertype, proto, dir) \
+    ((uint64_t)(sport) | (uint64_t)(dport) << 16 | (uint64_t)(ethertype) << 32 | \
+     (uint64_t)(proto) << 48 | (uint64_t)(dir) << 56)
+#define FLOW_SPORT(meta)     ((uint16_t)(meta))
+#define FLOW_DPORT(meta)     ((uint16_t)((meta) >> 16))
+#define FLOW_ETHERTYPE(meta) ((uint16_t)((meta) >> 32))
+#define FLOW_PROTO(meta)     ((uint8_t)((meta) >> 48))
+#define FLOW_DIR(meta)       ((uint8_t)((meta) >> 56))
+
+struct flow_entry {
+    struct flow_key key;
+    /* odd while the worker rewrites the key (eviction): readers retry */
+    atomic_uint seq;
+    uint32_t next;                /* bucket chain: worker only */
+    uint32_t hash;
+    uint32_t offloads;
+    uint64_t packets, bytes;
+    uint64_t first_ns, last_ns;
+};
+
+/* One queue pair's flows.  Its worker is the only writer; the control plane
+ * reads entries racily (statistics) but under `lock`, which the worker takes
+ * only to replace or empty the arrays, so no array is freed under a reader.
+ * Entries sit densely in entry[0, used) and never move except then. */
+struct flow_table {
+    pthread_mutex_t lock;
+    struct flow_entry *entry;
+    uint32_t *bucket;             /* nbuckets chain heads */
+    uint32_t capacity, nbuckets;
+    atomic_uint used;             /* release-stored after a new entry's key */
+    uint32_t max;                 /* bound in force (0: off) */
+    uint32_t hand;                /* where the next eviction sample starts */
+    uint64_t now;                 /* CLOCK_MONOTONIC ns, once per batch */
+    uint64_t secret[6];           /* hash key: flows are chosen by guests and peers */
+    struct vnic_queue_stats *st;  /* flow_evictions, flow_table_grows */
+    /* requests from the control plane, served between batches: the
+     * requester takes a ticket from `asked` and waits for `served` */
+    atomic_uint max_wanted;
+    atomic_bool clear_wanted;
+    atomic_uint asked, served;
+};
+
+/* The flow of a frame from its first `have` bytes (at most FLOW_HEAD are read). */
+void flow_key_parse(struct flow_key *k, int dir, const uint8_t *frame, uint32_t have);
+/* The same for a frame in pieces (a guest TX chain), len bytes in all. */
+void flow_key_from_iov(struct flow_key *k, int dir, const struct iovec *iov, int n, uint32_t len);
+
+int flows_init(struct flow_table *t, struct vnic_queue_stats *st);
+void flows_destroy(struct flow_table *t);
+/* Between batches, on the worker: the batch's time, control-plane requests
+ * (bound, clear), and growth while below the bound. */
+void flows_batch_begin(struct flow_table *t);
+/* Count packets/bytes and offload bits for the flow (created if new). */
+void flows_add(struct flow_table *t, const struct flow_key *k, uint64_t packets, uint64_t bytes,
+               uint32_t offloads);
+
+static inline bool flows_on(const struct flow_table *t)
+{
+    return t->max != 0;
+}
+
 /* ---- device ------------------------------------------------------------- */
 struct irq_vector {
     int fd;
@@ -315,7 +390,7 @@ struct qpair {
     struct vq rx, tx;
     pthread_t thread;
     bool thread_started;
-    int stop_fd;                 /* eventfd: wake the worker to stop */
+    int stop_fd;                 /* eventfd: wake the worker to stop, or to serve a flow request */
     uint8_t *rx_frame;           /* one frame read from the backend */
     uint32_t rx_frame_len;       /* 0: none pending */
     uint8_t *tx_bounce;          /* gather buffer for message-based memory */
@@ -323,6 +398,8 @@ struct qpair {
     struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
+    uint32_t rx_frame_offloads;  /* VNIC_FLOW_* bits the device applied to rx_frame */
+    struct flow_table flows;     /* per-flow statistics of this pair */
     /* benchmark source (null backend only): bench_left frames taken in
      * turn from bench_count frames of bench_len bytes, bench_stride apart */
     const uint8_t *bench_frames;

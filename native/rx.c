@@ -119,6 +119,7 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
     uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
     bool guest_csum = rx_features(dev) >> VIRTIO_NET_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
+    qp->rx_frame_offloads = 0;
     if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
         if (!guest_accepts_gso(rx_features(dev), h->gso_type)) {
             st->rx_drops_offload++;
@@ -136,6 +137,7 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
                                  h->csum_offset == CSUM_OFFSET_UDP);
         memcpy(frame + field, &c, 2);
         st->rx_csum_completed++;
+        qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
     }
     if (!guest_csum) {
         memset(h, 0, VNIC_NET_HDR_LEN);    /* flags must be zero without GUEST_CSUM */
@@ -147,8 +149,22 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
     return true;
 }
 
-int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *pending,
-               struct vnic_queue_stats *st)
+/* Credit a delivered frame to its flow: the offloads its header shows to
+ * the guest, and those the caller knows of. */
+static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads)
+{
+    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)buf;
+    if (h->flags & VIRTIO_NET_HDR_F_DATA_VALID)
+        offloads |= VNIC_FLOW_CSUM_VALID;
+    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
+        offloads |= VNIC_FLOW_GSO;
+    struct flow_key k;
+    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_LEN, total - VNIC_NET_HDR_LEN);
+    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_LEN, offloads);
+}
+
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
+               uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
@@ -201,6 +217,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint16_t *p
     st->rx_packets++;
     st->rx_bytes += total - VNIC_NET_HDR_LEN;
     st->rx_buffers_used += bufs;
+    if (flows_on(&qp->flows))
+        count_flow(qp, buf, total, offloads);
     return 1;
 }
 
@@ -259,7 +277,8 @@ int rx_process(struct qpair *qp)
         if (r == 1) {
             r = gro ? gro_receive(qp, &pending, st) : GRO_PASS;
             if (r == GRO_PASS)
-                r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, &pending, st);
+                r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, qp->rx_frame_offloads,
+                               &pending, st);
         }
         if (r < 0)
             break;

@@ -118,6 +118,21 @@ static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const s
     return TX_SENT;
 }
 
+/* The offloads a frame asked for, as flow statistics bits; whole: handed
+ * to the TAP with its header, the kernel doing the work. */
+static uint32_t flow_offloads(const struct virtio_net_hdr *h, bool whole)
+{
+    uint32_t bits = h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM ? VNIC_FLOW_CSUM : 0;
+    switch (h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
+    case VIRTIO_NET_HDR_GSO_TCPV4:
+    case VIRTIO_NET_HDR_GSO_TCPV6: bits |= VNIC_FLOW_TSO; break;
+    case VIRTIO_NET_HDR_GSO_UDP: bits |= VNIC_FLOW_UFO; break;
+    case VIRTIO_NET_HDR_GSO_UDP_L4: bits |= VNIC_FLOW_USO; break;
+    default: break;
+    }
+    return whole ? bits | VNIC_FLOW_PASSTHROUGH : bits;
+}
+
 static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
@@ -141,17 +156,26 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
         pieces[0].iov_len = len;
         n = 1;
     }
+    /* the flow is credited with what this frame became on the wire */
+    uint64_t packets = st->tx_packets, bytes = st->tx_bytes;
+    uint32_t offloads = 0;
     if (!offload) {
         if (ctx->emit(ctx, ctx->iov, n, len))
             st->tx_drops_backend++;
-        return;
+    } else {
+        struct tx_frame f = { pieces, n, len };
+        bool whole = dev->tx_mode == VNIC_TX_PASSTHROUGH && dev->backend_kind == VNIC_BACKEND_TAP;
+        int err = tx_check_negotiated(dev->features, &h);
+        if (!err)
+            err = whole ? passthrough(qp, &h, &f) : tx_offload(ctx, &h, &f);
+        count_drop(st, err);
+        offloads = flow_offloads(&h, whole);
     }
-    struct tx_frame f = { pieces, n, len };
-    int err = tx_check_negotiated(dev->features, &h);
-    if (!err)
-        err = dev->tx_mode == VNIC_TX_PASSTHROUGH && dev->backend_kind == VNIC_BACKEND_TAP
-              ? passthrough(qp, &h, &f) : tx_offload(ctx, &h, &f);
-    count_drop(st, err);
+    if (flows_on(&qp->flows) && st->tx_packets != packets) {
+        struct flow_key k;
+        flow_key_from_iov(&k, VNIC_FLOW_TX, pieces, n, len);
+        flows_add(&qp->flows, &k, st->tx_packets - packets, st->tx_bytes - bytes, offloads);
+    }
 }
 
 int tx_process(struct qpair *qp)

@@ -60,6 +60,8 @@ struct vnic_queue_stats {
     uint64_t ctrl_interrupts;
     uint64_t chain_errors;         /* hostile descriptor chains (NEEDS_RESET) */
     uint64_t dma_errors;           /* guest address outside mapped memory */
+    uint64_t flow_evictions;       /* flows dropped from the full flow table for new ones */
+    uint64_t flow_table_grows;     /* times the flow table doubled */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -222,6 +224,83 @@ double vnic_bench_rx_path(int frame_size, int batch, int rounds);
  * the null backend, merged and delivered as one super-frame into 4 KiB
  * mergeable buffers.  ns per super-frame. */
 double vnic_bench_coalesce(int segs, int rounds);
+
+/* --- per-flow statistics ------------------------------------------------ */
+/* Each queue pair keeps a table of the flows its worker saw, keyed by
+ * direction and 5-tuple.  It starts small, doubles between batches as flows
+ * come, up to a bound; at the bound a new flow replaces the least recently
+ * seen of a small sample (flow_evictions).  Non-IP frames make one flow per
+ * ethertype and direction; IP fragments are keyed without ports (only the
+ * first fragment carries them). */
+enum vnic_flow_direction {
+    VNIC_FLOW_TX = 0,              /* guest to backend */
+    VNIC_FLOW_RX = 1               /* backend to guest */
+};
+
+/* The offloads a flow's frames used, OR-ed over them.  TX bits name what
+ * the guest left to the device; with PASSTHROUGH the TAP did that work. */
+enum vnic_flow_offload {
+    VNIC_FLOW_CSUM = 0x1,          /* TX: checksum completed (NEEDS_CSUM) */
+    VNIC_FLOW_TSO = 0x2,           /* TX: TCP super-frame segmented */
+    VNIC_FLOW_USO = 0x4,           /* TX: UDP super-frame segmented */
+    VNIC_FLOW_UFO = 0x8,           /* TX: UDP datagram fragmented */
+    VNIC_FLOW_PASSTHROUGH = 0x10,  /* TX: handed whole to the TAP, header and all */
+    VNIC_FLOW_GSO = 0x100,         /* RX: backend super-frame delivered whole */
+    VNIC_FLOW_COALESCED = 0x200,   /* RX: super-frame the device built from segments */
+    VNIC_FLOW_CSUM_VALID = 0x400,  /* RX: checksum verified, DATA_VALID set */
+    VNIC_FLOW_CSUM_COMPLETED = 0x800 /* RX: partial checksum finished for the guest */
+};
+
+enum vnic_flow_table_limits {
+    VNIC_FLOW_TABLE_DEFAULT = 4096,   /* bound of each pair's table unless set */
+    VNIC_FLOW_TABLE_LIMIT = 1048576   /* largest bound accepted: ~90 MB per pair */
+};
+
+/* One flow as vnic_flows_snapshot() reports it.  packets and bytes count
+ * what the device put on the wire (TX: a TSO super-frame counts its
+ * segments) or into the guest (RX: a coalesced super-frame counts once),
+ * as tx_packets/tx_bytes and rx_packets/rx_bytes do. */
+struct vnic_flow_record {
+    uint8_t src_addr[16];          /* IPv6, or IPv4 mapped (::ffff:a.b.c.d); 0 for non-IP */
+    uint8_t dst_addr[16];
+    uint16_t src_port;             /* TCP/UDP ports, host order; 0 for other protocols */
+    uint16_t dst_port;
+    uint16_t ethertype;            /* 0x0800, 0x86dd, or the non-IP type (0 for 802.3 lengths) */
+    uint8_t ip_version;            /* 4, 6, or 0 for non-IP */
+    uint8_t protocol;              /* IP protocol number */
+    uint8_t direction;             /* enum vnic_flow_direction */
+    uint8_t queue_pair;
+    uint16_t reserved;
+    uint32_t offloads;             /* enum vnic_flow_offload bits */
+    uint64_t packets;
+    uint64_t bytes;
+    uint64_t first_seen_ns;        /* CLOCK_MONOTONIC, at the batch that saw it */
+    uint64_t last_seen_ns;
+};
+
+struct vnic_flow_table_info {
+    uint64_t entries;              /* flows held, all pairs */
+    uint64_t capacity;             /* entries allocated, all pairs */
+    uint64_t max_entries;          /* the bound of each pair's table (0: off) */
+    uint64_t evictions;            /* sum of flow_evictions */
+    uint64_t grows;                /* sum of flow_table_grows */
+};
+
+/* Bound of each pair's table (VNIC_FLOW_TABLE_DEFAULT unless set, at most
+ * VNIC_FLOW_TABLE_LIMIT; 0 turns flow statistics off).  Before start, or
+ * while running: each worker takes it at its next batch, and this waits
+ * for that.  A bound below the flows held empties the table.  0, -EINVAL
+ * or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+int vnic_dev_set_flow_table_max(struct vnic_dev *dev, uint32_t max_entries);
+/* Copy up to max live flows into out; returns how many there were (more
+ * than max: call again with room for them).  Safe while the workers run:
+ * a flow being replaced at that moment may be missing from the copy. */
+int vnic_flows_snapshot(struct vnic_dev *dev, struct vnic_flow_record *out, int max);
+void vnic_flows_info(struct vnic_dev *dev, struct vnic_flow_table_info *out);
+/* Forget every flow (device counters keep counting).  While the workers
+ * run, each empties its own table at its next batch; this waits for that.
+ * 0 or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+int vnic_flows_clear(struct vnic_dev *dev);
 
 /* cdef-end */
 

@@ -221,6 +221,7 @@ void *worker_main(void *arg)
     bool backend_watched = true;
 
     while (!atomic_load(&dev->stopping)) {
+        flows_batch_begin(&qp->flows);       /* between batches: clock, requests, growth */
         int more = 0;
         if (!atomic_load(&dev->error)) {
             if (ctrl && dev->ctrl.enabled)
@@ -294,12 +295,13 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         qp->rx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         qp->tx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         qp->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        int flows_err = flows_init(&qp->flows, &dev->stats[i]);
         qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
         qp->tx_bounce = malloc(VNIC_MAX_FRAME);
         qp->chain = malloc(sizeof(struct chain));
         qp->txc = calloc(1, sizeof(struct tx_ctx));
         qp->gro = calloc(1, sizeof(struct gro));
-        if (qp->rx.kick_fd < 0 || qp->tx.kick_fd < 0 || qp->stop_fd < 0 ||
+        if (qp->rx.kick_fd < 0 || qp->tx.kick_fd < 0 || qp->stop_fd < 0 || flows_err ||
             !qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro) {
             dev->nqp = i + 1;
             vnic_dev_free(dev);
@@ -331,6 +333,7 @@ void vnic_dev_free(struct vnic_dev *dev)
         free(qp->chain);
         free(qp->txc);
         gro_free(qp->gro);
+        flows_destroy(&qp->flows);
     }
     for (int v = 0; v < VNIC_MAX_VECTORS; v++)
         if (dev->vec[v].fd >= 0)

@@ -59,7 +59,8 @@ def _wait_for_signal() -> None:
 def cmd_serve(args) -> int:
     from .device import Device, qemu_memory_args
     dev = Device(args.backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
-                 tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed)
+                 tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
+                 flow_table_max=args.flow_table_max)
     try:
         dev.serve(args.socket)
         if args.qmp:
@@ -96,7 +97,7 @@ def cmd_vm(args) -> int:
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
-             control=args.control, log=log)
+             control=args.control, flow_table_max=args.flow_table_max, log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -125,11 +126,20 @@ def cmd_stats(args) -> int:
     from rich.console import Console
 
     from .control import Client
-    from .metrics import table, watch
+    from .metrics import flow_table, table, watch, watch_flows
     from .control import ControlError
     client = Client(args.control)
     try:
-        if args.watch:
+        if args.flows:
+            read = lambda: client.flows(top=args.top, sort=args.sort)  # noqa: E731
+            if args.watch:
+                watch_flows(read, args.interval)
+            elif args.json:
+                print(json.dumps(read(), indent=2))
+            else:
+                # piped: no terminal width to fit, keep addresses whole
+                Console(width=None if sys.stdout.isatty() else 200).print(flow_table(read()))
+        elif args.watch:
             watch(lambda: client.stats(per_queue=True), args.interval)
         elif args.json:
             print(json.dumps(client.stats(per_queue=args.per_queue), indent=2))
@@ -164,6 +174,8 @@ def cmd_ctl(args) -> int:
             result = client.features(enable=args.enable.split(",") if args.enable else (),
                                      disable=args.disable.split(",") if args.disable else (),
                                      replug=args.replug)
+        elif args.action == "flows":
+            result = client.flows(top=args.top, sort=args.sort)
         elif args.action == "reset":
             result = client.reset(replug=args.replug)
         elif args.action == "mode":
@@ -198,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=int, default=10000, help="link speed reported to the guest, Mbit/s")
     s.add_argument("--features", help=_features_help())
     s.add_argument("--control", help="JSON-lines control socket path")
+    s.add_argument("--flow-table-max", type=int, metavar="N",
+                   help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")
     s.add_argument("--qmp", help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off), for replug")
     s.add_argument("--qemu-id", default="vnic0", help="the id QEMU knows the device by (default vnic0)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
@@ -212,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", action="store_true", help="live view with rates (Ctrl-C to stop)")
     s.add_argument("--interval", type=float, default=1.0)
     s.add_argument("--all", action="store_true", help="also the counters that are zero")
+    s.add_argument("--flows", action="store_true", help="per-flow statistics (5-tuple, direction, offloads)")
+    s.add_argument("--top", type=int, metavar="N", help="with --flows: the N largest flows")
+    s.add_argument("--sort", choices=["bytes", "packets", "last_seen"], default="bytes",
+                   help="with --flows: order (largest or most recent first)")
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("ctl", help="talk to a running `vnic serve --control PATH`")
@@ -233,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tx", choices=["segment", "passthrough"])
     c.add_argument("--rx-coalesce", choices=["on", "off"])
     ctl.add_parser("announce", help="ask the guest to announce itself (gratuitous ARP)")
+    c = ctl.add_parser("flows", help="per-flow statistics as JSON")
+    c.add_argument("--top", type=int, metavar="N")
+    c.add_argument("--sort", choices=["bytes", "packets", "last_seen"], default="bytes")
     ctl.add_parser("replug", help="have QEMU unplug and replug the NIC (the guest renegotiates)")
     c = ctl.add_parser("reset", help="back to the start-up offer, modes and link up; counters from zero")
     c.add_argument("--replug", action="store_true", help="and replug so the guest renegotiates now")
@@ -248,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
+    s.add_argument("--flow-table-max", type=int, metavar="N",
+                   help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")
     s.add_argument("--tap-offloads", choices=["on", "off"], default="on",
                    help="off: the host side of the TAP sends wire-size frames (no TSO/GSO)")
     s.set_defaults(func=cmd_vm)

@@ -5,6 +5,7 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "features", "enable": ["tso4"], "disable": ["uso"], "replug": false},
           {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true},
           {"cmd": "replug"}   (QEMU unplugs and replugs the NIC: the guest renegotiates)
+          {"cmd": "flows", "top": 20, "sort": "bytes"|"packets"|"last_seen"}
           {"cmd": "reset", "replug": false}  (start-up offer, modes and link; counters from 0)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
@@ -96,6 +97,15 @@ def _announce(device, request: dict):
     return {"announced": True}
 
 
+def _flows(device, request: dict):
+    top, sort = request.get("top"), request.get("sort", "bytes")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
+        raise ControlError('"top" is a number of flows (0 or more)')
+    if not isinstance(sort, str):
+        raise ControlError('"sort" is bytes, packets or last_seen')
+    return device.flows(top=top, sort=sort)
+
+
 def _stats(device, request: dict):
     return device.per_queue_stats() if request.get("per_queue") else device.stats()
 
@@ -103,6 +113,7 @@ def _stats(device, request: dict):
 COMMANDS = {
     "info": lambda device, request: device.info(),
     "stats": _stats,
+    "flows": _flows,
     "link": _link,
     "features": _features,
     "mode": _mode,
@@ -214,6 +225,9 @@ class Client:
 
     def features(self, enable=(), disable=(), replug: bool = False) -> dict:
         return self.call("features", enable=list(enable), disable=list(disable), replug=replug)
+
+    def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
+        return self.call("flows", sort=sort, **({} if top is None else {"top": top}))
 
     def replug(self) -> dict:
         """QEMU unplugs and replugs the NIC; returns once it is plugged back."""

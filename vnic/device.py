@@ -37,9 +37,11 @@ def qemu_memory_args(mem_mb: int = 512) -> list[str]:
 class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
                  mtu: int = 1500, features: str = "", tx_mode: str = "segment",
-                 rx_coalesce: bool = True, speed_mbps: int = 10000):
+                 rx_coalesce: bool = True, speed_mbps: int = 10000,
+                 flow_table_max: int | None = None):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
-        features: comma list of +name/-name applied to the default offer."""
+        features: comma list of +name/-name applied to the default offer.
+        flow_table_max: flows kept per queue pair (0: no per-flow statistics)."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         # what `reset` goes back to
@@ -50,9 +52,10 @@ class Device:
         self._queue_base = None                     # per-queue rows at the last reset()
         if isinstance(mac, str):
             mac = parse_mac(mac)
+        flow_kw = {} if flow_table_max is None else {"flow_table_max": flow_table_max}
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
                              features=offered, tx_mode=tx_mode,
-                             rx_coalesce=rx_coalesce)
+                             rx_coalesce=rx_coalesce, **flow_kw)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -121,12 +124,14 @@ class Device:
 
     def reset(self) -> dict:
         """Back to the start-up configuration: the offer (the guest sees it at
-        its next negotiation), TX mode, coalescing, link up; counters from zero.
+        its next negotiation), TX mode, coalescing, link up; counters from zero,
+        no flows.
         The workers never stop: counters restart from a baseline, not by
         writing under them."""
         self.net.features = self._initial["features"]
         self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"])
         self.set_link(True)
+        self.net.clear_flows()
         self._stats_base = self.net.stats()
         self._queue_base = self.net.counters.copy()
         return self.info()
@@ -149,6 +154,11 @@ class Device:
         if rx_coalesce is not None:
             self.net.set_rx_coalesce(rx_coalesce)
         return {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
+
+    def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
+        """Per-flow statistics: {"table": entries/capacity/bound/evictions,
+        "flows": [one dict per flow, largest first by `sort`]}."""
+        return {"table": self.net.flow_table_info(), "flows": self.net.flows(top=top, sort=sort)}
 
     def per_queue_stats(self) -> list[dict[str, int]]:
         rows = stats.per_queue(self.net.counters)

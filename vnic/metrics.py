@@ -39,6 +39,48 @@ def table(per_queue: PerQueue, previous: PerQueue | None = None, interval: float
     return t
 
 
+def _size(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def _endpoint(addr: str | None, port: int) -> str:
+    if addr is None:
+        return "-"
+    addr = f"[{addr}]" if ":" in addr and port else addr
+    return f"{addr}:{port}" if port else addr
+
+
+def flow_table(result: dict) -> Table:
+    """`vnic stats --flows`: one row per flow, as the control socket gives them."""
+    info = result["table"]
+    t = Table(title=f"vnic flows: {info['entries']} held (bound {info['max_entries']} per queue pair), "
+                    f"{info['evictions']} evicted")
+    for name, justify in (("dir", "left"), ("proto", "left"), ("source", "left"),
+                          ("destination", "left"), ("packets", "right"), ("bytes", "right"),
+                          ("last seen", "right"), ("offloads", "left")):
+        t.add_column(name, justify=justify)
+    for f in result["flows"]:
+        t.add_row(f["direction"], f["protocol"], _endpoint(f["src"], f["src_port"]),
+                  _endpoint(f["dst"], f["dst_port"]), f"{f['packets']:,}", _size(f["bytes"]),
+                  f"{f['last_seen_ago']:.1f}s ago", ",".join(f["offloads"]) or "-")
+    return t
+
+
+def watch_flows(read: Callable[[], dict], interval: float = 1.0, count: int | None = None,
+                console: Console | None = None) -> None:
+    """Live flow table, refreshed every interval (until Ctrl-C, or `count` frames)."""
+    shown = 0
+    with Live(flow_table(read()), console=console, refresh_per_second=4) as live:
+        while count is None or shown < count:
+            time.sleep(interval)
+            live.update(flow_table(read()))
+            shown += 1
+
+
 def watch(read: Callable[[], PerQueue], interval: float = 1.0, count: int | None = None,
           console: Console | None = None) -> None:
     """Live view, refreshed every interval (until Ctrl-C, or `count` frames)."""

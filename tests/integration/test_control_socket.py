@@ -125,3 +125,14 @@ def test_replug_without_qemu_monitor_is_a_clear_error(control):
     dev.attach_qmp("/nonexistent/qmp.sock")
     with pytest.raises(ControlError, match="replug failed: not serving"):
         client.replug()
+
+
+def test_flows_command_and_its_bad_input(control):
+    dev, client, _ = control
+    result = client.flows(top=5)
+    assert result["flows"] == [] and result["table"]["max_entries"] == 4096
+    for bad, message in (({"top": -1}, '"top" is a number'), ({"top": "x"}, '"top" is a number'),
+                         ({"sort": "colour"}, "cannot sort flows by 'colour'")):
+        with pytest.raises(ControlError, match=message):
+            client.call("flows", **bad)
+    assert client.info()["backend"] == "null"          # still serving

@@ -159,11 +159,14 @@ class GuestMemory:
     def u32(self, iova: int) -> int:
         return struct.unpack_from("<I", self.map, self._offset(iova, 4))[0]
 
+    # Ring fields are read by the device while we write them: store each in
+    # one copy.  struct.pack_into zeroes its target before packing into it,
+    # so the device could read 0 (an avail idx of 0 looks hostile).
     def set_u16(self, iova: int, value: int) -> None:
-        struct.pack_into("<H", self.map, self._offset(iova, 2), value & 0xFFFF)
+        self.write(iova, struct.pack("<H", value & 0xFFFF))
 
     def set_u32(self, iova: int, value: int) -> None:
-        struct.pack_into("<I", self.map, self._offset(iova, 4), value & 0xFFFFFFFF)
+        self.write(iova, struct.pack("<I", value & 0xFFFFFFFF))
 
     def close(self) -> None:
         self.map.close()

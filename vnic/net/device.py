@@ -10,6 +10,7 @@ import struct
 import threading
 from contextlib import contextmanager
 
+from .. import flows as flow_stats
 from .. import stats
 from .._native import ffi, lib
 from ..virtio import features as feat
@@ -50,7 +51,7 @@ class VirtioNet:
 
     def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
                  features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
-                 rx_coalesce: bool = True):
+                 rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX):
         if not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
         if not 0 <= speed_mbps < 0xFFFFFFFF:
@@ -76,6 +77,7 @@ class VirtioNet:
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
         self.set_rx_coalesce(rx_coalesce)
+        self.set_flow_table_max(flow_table_max)
         self.counters = stats.view(self.native)
         self.transport = VirtioPciTransport(self)
 
@@ -230,6 +232,35 @@ class VirtioNet:
         """Device counters, plus the backend's own queue drops (frames the
         host kernel could not hand over while the guest had no buffers)."""
         return {**stats.totals(self.counters), "rx_backend_queue_drops": self.backend.kernel_drops()}
+
+    # ---- per-flow statistics ------------------------------------------------------
+    def set_flow_table_max(self, entries: int) -> None:
+        """Bound of each queue pair's flow table (0: no flow statistics).
+        While running, the workers take it between batches; a bound below
+        the flows held empties the table."""
+        if not 0 <= entries <= flow_stats.LIMIT:
+            raise ValueError(f"flow table bound {entries} outside 0..{flow_stats.LIMIT}")
+        with self._lock:                  # the C call must not race start/stop
+            rc = lib.vnic_dev_set_flow_table_max(self.native, entries)
+        if rc < 0:
+            raise OSError(-rc, f"flow table bound: {os.strerror(-rc)}")
+        self.flow_table_max = entries
+
+    def flows(self, top: int | None = None, sort: str = "bytes") -> list[dict]:
+        """The flows seen (see vnic.flows.row for the keys), largest first by
+        `sort` ("bytes", "packets" or "last_seen"), the `top` first if given."""
+        return flow_stats.rows(flow_stats.snapshot(self.native), top=top, sort=sort)
+
+    def flow_table_info(self) -> dict[str, int]:
+        """entries, capacity, max_entries, evictions, grows."""
+        return flow_stats.info(self.native)
+
+    def clear_flows(self) -> None:
+        """Forget every flow (safe while traffic runs; counters keep counting)."""
+        with self._lock:
+            rc = lib.vnic_flows_clear(self.native)
+        if rc < 0:
+            raise OSError(-rc, f"clearing flows: {os.strerror(-rc)}")
 
     def close(self) -> None:
         with self._lock:
