@@ -30,10 +30,11 @@ def builtin(qemu, image, seconds: int) -> dict:
         return run_iperf_pair(qemu, image, nic, ns, seconds=seconds, pass_fds=[fd])
 
 
-def vnic(qemu, image, seconds: int, tx_mode: str = "segment") -> dict:
+def vnic(qemu, image, seconds: int, tx_mode: str = "segment",
+         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> dict:
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-bench-") as tmp:
         ns.add_tap("tap0")
-        with Device(TapBackend("tap0", ns.name), tx_mode=tx_mode) as dev:
+        with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode) as dev:
             dev.serve(Path(tmp) / "vnic.sock")
             res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds)
             res["counters"] = dev.stats()
@@ -44,16 +45,19 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
 
-def run(seconds: int = 5, tx_mode: str = "segment", log=print) -> dict:
+def run(seconds: int = 5, tx_mode: str = "segment",
+        tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, log=print) -> dict:
     qemu = ensure_qemu(log=log)
     image = ensure_guest_image(log=log)
     log(f"bench: built-in virtio-net (TAP, vhost off), iperf3 {seconds} s each way ...")
     b = builtin(qemu, image, seconds)
-    log(f"bench: vnic (vfio-user, TAP, tx {tx_mode}), iperf3 {seconds} s each way ...")
-    v = vnic(qemu, image, seconds, tx_mode)
+    log(f"bench: vnic (vfio-user, TAP, tx {tx_mode}, host GRO {tap_gro_us} us), "
+        f"iperf3 {seconds} s each way ...")
+    v = vnic(qemu, image, seconds, tx_mode, tap_gro_us)
     return {
         "seconds": seconds,
         "vnic_tx_mode": tx_mode,
+        "vnic_tap_gro_us": tap_gro_us,
         "qemu": qemu.version,
         "builtin_tx_gbps": round(b["tx_gbps"], 3), "builtin_rx_gbps": round(b["rx_gbps"], 3),
         "vnic_tx_gbps": round(v["tx_gbps"], 3), "vnic_rx_gbps": round(v["rx_gbps"], 3),
@@ -62,14 +66,15 @@ def run(seconds: int = 5, tx_mode: str = "segment", log=print) -> dict:
     }
 
 
-def main(seconds: int = 5, as_json: bool = False, tx_mode: str = "segment") -> int:
-    res = run(seconds, tx_mode, log=(lambda *_: None) if as_json else print)
+def main(seconds: int = 5, as_json: bool = False, tx_mode: str = "segment",
+         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> int:
+    res = run(seconds, tx_mode, tap_gro_us, log=(lambda *_: None) if as_json else print)
     if as_json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"{'':22}{'guest->host':>14}{'host->guest':>14}   (Gbit/s, iperf3 {seconds} s, QEMU {res['qemu']})")
     print(f"{'QEMU virtio-net (TAP)':22}{res['builtin_tx_gbps']:>14.2f}{res['builtin_rx_gbps']:>14.2f}")
     print(f"{'vnic (vfio-user, TAP)':22}{res['vnic_tx_gbps']:>14.2f}{res['vnic_rx_gbps']:>14.2f}"
-          f"   (tx {res['vnic_tx_mode']})")
+          f"   (tx {res['vnic_tx_mode']}, host GRO {res['vnic_tap_gro_us']} us)")
     print(f"{'vnic / built-in':22}{res['tx_ratio']:>14}{res['rx_ratio']:>14}")
     return 0

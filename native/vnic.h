@@ -197,8 +197,9 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 
 /* --- backends ---------------------------------------------------------- */
 /* Open (creating if needed) TAP ifname with IFF_NO_PI|IFF_VNET_HDR and a
- * 12-byte vnet header.  Returns the fd or -errno. */
-int vnic_tap_open(const char *ifname, char *actual_name, int actual_len);
+ * 12-byte vnet header; gro adds IFF_NAPI, so that what the device writes
+ * passes the host's GRO.  Returns the fd or -errno. */
+int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro);
 
 /* --- the TX offload engine on its own (tests, benchmarks) ------------- */
 /* pkt is a virtio_net_hdr (12 bytes) followed by the frame.  The frame is

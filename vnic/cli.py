@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .backends import BackendError
+from .backends import BackendError, parse_tap_gro
 from .virtio.features import FeatureError
 
 
@@ -22,6 +22,11 @@ def _features_help() -> str:
 
 TX_MODE_HELP = ("segment (default): the device segments TSO/USO/UFO super-frames into wire frames; "
                 "passthrough: a TAP backend gets them whole and the host kernel segments")
+
+
+TAP_GRO_HELP = ("on (default), off or MICROSECONDS: the host's GRO merges the wire segments the "
+                "device writes to the TAP, holding a merged packet open up to 2000 us (or the time "
+                "given); off for captures on the TAP that show every wire frame")
 
 
 RX_COALESCE_HELP = "merge received TCP segments into super-frames for TSO-capable guests (default on)"
@@ -57,8 +62,10 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args) -> int:
+    from . import backends
     from .device import Device, qemu_memory_args
-    dev = Device(args.backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
+    backend = backends.parse(args.backend, backends.parse_tap_gro(args.tap_gro))
+    dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
                  flow_table_max=args.flow_table_max)
     try:
@@ -97,7 +104,7 @@ def cmd_vm(args) -> int:
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
-             control=args.control, flow_table_max=args.flow_table_max, log=log)
+             tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control, flow_table_max=args.flow_table_max, log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -119,7 +126,8 @@ def cmd_bench(args) -> int:
         from benchmarks import engine
         return engine.main(as_json=args.json)
     from benchmarks import iperf as bench_iperf
-    return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode)
+    return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode,
+                            tap_gro_us=parse_tap_gro(args.tap_gro))
 
 
 def cmd_stats(args) -> int:
@@ -216,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qemu-id", default="vnic0", help="the id QEMU knows the device by (default vnic0)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.set_defaults(func=cmd_serve)
 
@@ -267,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mtu", type=int, default=1500)
     s.add_argument("--timeout", type=float, help="seconds before the guest is killed")
     s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
     s.add_argument("--flow-table-max", type=int, metavar="N",
@@ -281,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=int, default=5)
     b.add_argument("--json", action="store_true")
     b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    b.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")
     b.add_argument("--json", action="store_true")

@@ -70,7 +70,8 @@ def _tap_offloads_off_once_negotiated(dev: Device, ns: NetNS) -> None:
 def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str = "",
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
-       flow_table_max: int | None = None, log=print) -> VmResult:
+       flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
+       log=print) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     tap_offloads=False turns segmentation offloads off on the host side of
@@ -83,7 +84,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
         ns.add_tap(TAP_NAME)
         socket_path = Path(tmp) / "vnic.sock"
-        with Device(TapBackend(TAP_NAME, ns.name), mtu=mtu, features=features,
+        with Device(TapBackend(TAP_NAME, ns.name, gro_flush_us=tap_gro_us), mtu=mtu, features=features,
                     tx_mode=tx_mode, rx_coalesce=rx_coalesce, flow_table_max=flow_table_max) as dev:
             if not tap_offloads:
                 _tap_offloads_off_once_negotiated(dev, ns)

@@ -155,11 +155,12 @@ class Link:
     there: frames arrive checksummed, as from a real network.  After the
     change `tap_offloads_off` holds ethtool's result and `tap_features_set`
     the TAP's features then (the device resets them when the guest goes).
-    rx_coalesce is the Device's."""
+    rx_coalesce is the Device's.  tap_gro_us is the TAP's host GRO flush
+    timeout (0: no host GRO, so a capture on the TAP shows every wire frame)."""
 
     def __init__(self, features: str = "", tap_offloads: bool = True, tap_csum: bool = True,
-                 rx_coalesce: bool = True):
-        self.features, self.rx_coalesce = features, rx_coalesce
+                 rx_coalesce: bool = True, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US):
+        self.features, self.rx_coalesce, self.tap_gro_us = features, rx_coalesce, tap_gro_us
         self.tap_offloads, self.tap_csum = tap_offloads, tap_csum
         self.tap_offloads_off: subprocess.CompletedProcess | None = None
         self.tap_features_set: dict[str, str] | None = None
@@ -175,7 +176,7 @@ class Link:
                 raise RuntimeError(f"cannot add {HOST6} to {TAP}: {r.stderr}")
             self.tap_mac = self.ns.run(["cat", f"/sys/class/net/{TAP}/address"]).stdout.strip()
             self.tmp = Path(s.enter_context(tempfile.TemporaryDirectory(prefix="vnic-e2e-")))
-            self.dev = s.enter_context(Device(TapBackend(TAP, self.ns.name),
+            self.dev = s.enter_context(Device(TapBackend(TAP, self.ns.name, gro_flush_us=self.tap_gro_us),
                                               features=self.features,
                                               rx_coalesce=self.rx_coalesce))
             if not (self.tap_offloads and self.tap_csum):

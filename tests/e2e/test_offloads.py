@@ -196,7 +196,7 @@ def default_run(qemu, image, tmp_path_factory):
     cmd = (f"echo @@ETHTOOL@@; ethtool -k eth0; echo @@UDP@@; {sends}; sleep 1; "
            + guest_iperf(2))
     n_udp = sum(c for _, c in PLAIN_UDP)
-    with Link() as link:
+    with Link(tap_gro_us=0) as link:           # the capture must see wire frames, not GRO's
         link.iperf_server()
         sink = link.udp_sink(HOST4, UDP_PORT)
         cap = start_capture(link, tmp_path_factory.mktemp("default") / "tx.pcap", count=8000)
@@ -321,7 +321,7 @@ def test_uso_segments_udp_super_buffers(qemu, image, tmp_path):
            f"ip -6 addr add {GUEST6}/64 dev eth0 nodad && echo @@SEND@@ && "
            f"vnic-send uso {HOST4} {USO_PORT} {t4} {USO_GSO} {n4} && "
            f"vnic-send uso {HOST6} {USO_PORT} {t6} {USO_GSO} {n6}")
-    with Link() as link:
+    with Link(tap_gro_us=0) as link:
         sink4, sink6 = link.udp_sink(HOST4, USO_PORT), link.udp_sink(HOST6, USO_PORT)
         cap = start_capture(link, tmp_path / "tx.pcap", count=1000)
         res = link.run(qemu, image, cmd)
@@ -359,7 +359,7 @@ UFO_PORT = 9001
 def test_ufo_datagrams_leave_as_correct_ip_fragments(qemu, image, tmp_path):
     from scapy.all import IP, UDP, Ether, IPv6, IPv6ExtHdrFragment, rdpcap
 
-    with Link() as link:
+    with Link(tap_gro_us=0) as link:
         mac = link.tap_mac
         cmd = (f"ip -6 addr add {GUEST6}/64 dev eth0 nodad && echo @@SEND@@ && "
                f"vnic-send ufo eth0 {mac} {GUEST4} {HOST4} {UFO_PORT} {UFO_TOTAL} {UFO_FRAG4} && "
@@ -412,3 +412,38 @@ def test_ufo_datagrams_leave_as_correct_ip_fragments(qemu, image, tmp_path):
     # the device only ever sees finished fragments from a Linux guest.
     assert c["tx_ufo_packets"] == 0 and c["tx_ufo_fragments"] == 0
     assert c["tx_drops_gso_type"] == c["tx_drops_unnegotiated"] == c["tx_drops_headers"] == 0
+
+
+# ---- host GRO on the TAP -----------------------------------------------------------
+
+def _tso_run_counting_acks(qemu, image, tap_gro_us: int) -> tuple[dict, str, str]:
+    """iperf3 guest to host for 2 s; the device's counters, the guest's output,
+    and the TAP's gro_flush_timeout while the device ran."""
+    with Link(tap_gro_us=tap_gro_us) as link:
+        link.iperf_server()
+        timeout_seen = link.ns.run(["cat", f"/sys/class/net/{TAP}/gro_flush_timeout"]).stdout.strip()
+        res = link.run(qemu, image, guest_iperf(2))
+        c = link.dev.stats()
+        link.dev.close()
+        timeout_after = link.ns.run(["cat", f"/sys/class/net/{TAP}/gro_flush_timeout"]).stdout.strip()
+    assert res.rc == 0 and res.error is None, f"{res.error}\n{res.output}"
+    assert iperf_bytes(res.output) > 1_000_000
+    return c, timeout_seen, timeout_after
+
+
+def test_host_gro_merges_the_devices_segments_so_the_guest_gets_one_ack_per_burst(qemu, image):
+    # The device still cuts every super-frame into wire segments; with host
+    # GRO the host's TCP sees them merged again and ACKs once per merged
+    # packet, without it about every second segment (the ACKs are what the
+    # device receives for the guest: rx_packets).
+    on, seen_on, after_on = _tso_run_counting_acks(qemu, image, 2000)
+    off, seen_off, _ = _tso_run_counting_acks(qemu, image, 0)
+    per_on = on["rx_packets"] / on["tx_tso_packets"]
+    per_off = off["rx_packets"] / off["tx_tso_packets"]
+    print(f"\nACKs per TSO super-frame: host GRO on {per_on:.1f} "
+          f"({on['tx_tso_segments'] / on['tx_tso_packets']:.0f} segments each), off {per_off:.1f}")
+    assert on["tx_tso_segments"] > 10 * on["tx_tso_packets"] > 0      # the device did segment
+    assert seen_on == "2000000" and seen_off == "0"
+    assert after_on == "0", "the TAP's own gro_flush_timeout is given back when the device closes"
+    assert per_on < 2.5
+    assert per_off > 2 * per_on

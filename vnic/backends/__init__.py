@@ -14,7 +14,8 @@ class BackendError(ValueError):
     pass
 
 
-def parse(spec: str) -> Backend:
+def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backend:
+    """tap_gro_us: how long the host's GRO may hold a TAP's merged segments (0: no GRO)."""
     kind, _, arg = spec.partition(":")
     if kind == "null" and not arg:
         return NullBackend()
@@ -22,5 +23,20 @@ def parse(spec: str) -> Backend:
         ifname, _, netns = arg.partition("@")
         if not ifname or len(ifname) > 15 or "/" in ifname or " " in ifname:
             raise BackendError(f"bad interface name {ifname!r} (1 to 15 characters, no '/' or space)")
-        return TapBackend(ifname, netns or None)
+        return TapBackend(ifname, netns or None, gro_flush_us=tap_gro_us)
     raise BackendError(f"unknown backend {spec!r}: use tap:IFNAME, tap:IFNAME@NETNS or null")
+
+
+def parse_tap_gro(value: str) -> int:
+    """--tap-gro on|off|MICROSECONDS as a GRO flush timeout in microseconds."""
+    if value == "on":
+        return TapBackend.DEFAULT_GRO_FLUSH_US
+    if value == "off":
+        return 0
+    try:
+        us = int(value)
+    except ValueError:
+        us = -1
+    if not 0 <= us <= 1_000_000:
+        raise BackendError(f"--tap-gro {value!r}: use on, off or microseconds (0 to 1000000)")
+    return us

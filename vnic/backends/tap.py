@@ -5,11 +5,25 @@ so offload metadata can cross later.  `tap:IF@NS` opens it inside network
 namespace NS: a helper thread enters the namespace just for the open, since
 setns() changes only the calling thread and a TAP lives in the namespace
 where it was created.
+
+Host GRO (on by default): in segment mode the device writes every wire
+segment of a super-frame to the TAP, and without GRO the host's TCP would
+handle each one and ACK every second one, an ACK flood the guest must
+process.  The TAP is opened with IFF_NAPI so the frames pass the host's
+GRO, and gro_flush_timeout keeps a merged packet open across our writes
+(each write is its own NAPI poll; without the timeout GRO would flush after
+every frame).  The timeout bounds how long a segment without PSH waits for
+its successor.  It must be long: re-arming a short timer on every frame
+costs a timer reprogramming each time (measured here, in a VM: 500 us
+halves throughput, 2 ms doubles it).  A capture on the TAP then shows the
+merged packets, as on any receiving host with GRO; `gro_flush_us=0` (CLI
+`--tap-gro off`) gives wire-exact captures.
 """
 from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -17,6 +31,7 @@ import threading
 from .._native import ffi, lib
 
 CLONE_NEWNET = 0x40000000
+log = logging.getLogger(__name__)
 
 
 class TapError(OSError):
@@ -25,10 +40,16 @@ class TapError(OSError):
 
 class TapBackend:
     kind = lib.VNIC_BACKEND_TAP
+    DEFAULT_GRO_FLUSH_US = 2000
 
-    def __init__(self, ifname: str, netns: str | None = None):
+    def __init__(self, ifname: str, netns: str | None = None,
+                 gro_flush_us: int = DEFAULT_GRO_FLUSH_US):
+        if not 0 <= gro_flush_us <= 1_000_000:
+            raise ValueError(f"host GRO flush timeout {gro_flush_us} us: use 0 (off) to 1000000")
         self.ifname = ifname
         self.netns = netns
+        self.gro_flush_us = gro_flush_us
+        self._saved_gro_timeout: str | None = None
         self.fd = -1
 
     def describe(self) -> str:
@@ -41,10 +62,29 @@ class TapBackend:
             self.fd = self._open_here()
         cmd = ["ip"] + (["-n", self.netns] if self.netns else []) + ["link", "set", "dev", self.ifname, "up"]
         subprocess.run(cmd, check=True, capture_output=True)
+        if self.gro_flush_us:
+            self._hold_gro(self.gro_flush_us * 1000)
+
+    def _hold_gro(self, timeout_ns: int) -> None:
+        """Set the TAP's gro_flush_timeout (remembering the old value)."""
+        old = self._sysfs("gro_flush_timeout")
+        if old is None or self._sysfs("gro_flush_timeout", str(timeout_ns)) is None:
+            log.warning("%s: cannot set gro_flush_timeout: the host merges fewer segments",
+                        self.describe())
+            return
+        self._saved_gro_timeout = old
+
+    def _sysfs(self, attr: str, value: str | None = None) -> str | None:
+        """Read (or write) /sys/class/net/IF/attr as the TAP's namespace sees it."""
+        path = f"/sys/class/net/{self.ifname}/{attr}"
+        cmd = (["ip", "netns", "exec", self.netns] if self.netns else []) + \
+            (["cat", path] if value is None else ["tee", path])
+        r = subprocess.run(cmd, input=value, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
 
     def _open_here(self) -> int:
         name = ffi.new("char[]", 16)
-        fd = lib.vnic_tap_open(self.ifname.encode(), name, 16)
+        fd = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
         if fd < 0:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
             raise TapError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
@@ -62,6 +102,9 @@ class TapBackend:
         return int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
 
     def close(self) -> None:
+        if self._saved_gro_timeout is not None:     # a TAP that outlives us gets it back
+            self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
+            self._saved_gro_timeout = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
