@@ -302,32 +302,58 @@ int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h)
     }
 }
 
+/* The checks segmentation relies on, for a GSO request: headers that parse
+ * and match the GSO type, hdr_len as promised, a usable gso_size.  lo gets
+ * the parsed layout (ctx->tpl the header bytes).  0 or a TX_DROP_ reason. */
+static int gso_check(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f,
+                     struct layout *lo)
+{
+    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    uint32_t have = f->len < VNIC_TPL_MAX ? f->len : VNIC_TPL_MAX;
+    if (!frame_copy(f, 0, ctx->tpl, have))
+        return TX_DROP_HEADERS;
+    if (hdr_parse(ctx->tpl, have, lo) < 0)
+        return TX_DROP_HEADERS;
+    bool v6 = lo->ipv6;
+    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
+    if ((type == VIRTIO_NET_HDR_GSO_TCPV4 && v6) || (type == VIRTIO_NET_HDR_GSO_TCPV6 && !v6) ||
+        (want_tcp != (lo->proto == IPPROTO_TCP_)))
+        return TX_DROP_GSO_TYPE;
+    if ((ctx->features >> VIRTIO_NET_F_GUEST_HDRLEN & 1) && h->hdr_len != lo->hdr_len)
+        return TX_DROP_HEADERS;                /* the driver promised the exact length */
+    /* UFO cuts the whole datagram (UDP header included), the others the payload */
+    uint32_t payload = f->len - (type == VIRTIO_NET_HDR_GSO_UDP ? lo->l4 : lo->hdr_len);
+    if (h->gso_size == 0 || f->len == lo->hdr_len || h->gso_size > payload)
+        return TX_DROP_GSO_SIZE;
+    if (lo->hdr_len + (uint32_t)h->gso_size > VNIC_MAX_FRAME)
+        return TX_DROP_GSO_SIZE;
+    return 0;
+}
+
+int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
+{
+    if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        uint32_t field = (uint32_t)h->csum_start + h->csum_offset;
+        if (field + 2 > f->len || f->len - h->csum_start < 2)
+            return TX_DROP_CSUM_RANGE;
+    }
+    if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE)
+        return 0;
+    struct layout lo;
+    return gso_check(ctx, h, f, &lo);
+}
+
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
     uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
     if (type == VIRTIO_NET_HDR_GSO_NONE)
         return complete_csum(ctx, h, f);
-
-    uint32_t have = f->len < VNIC_TPL_MAX ? f->len : VNIC_TPL_MAX;
     struct layout lo;
-    if (!frame_copy(f, 0, ctx->tpl, have))
-        return TX_DROP_HEADERS;
-    if (hdr_parse(ctx->tpl, have, &lo) < 0)
-        return TX_DROP_HEADERS;
-    bool v6 = lo.ipv6;
-    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
-    if ((type == VIRTIO_NET_HDR_GSO_TCPV4 && v6) || (type == VIRTIO_NET_HDR_GSO_TCPV6 && !v6) ||
-        (want_tcp != (lo.proto == IPPROTO_TCP_)))
-        return TX_DROP_GSO_TYPE;
-    if ((ctx->features >> VIRTIO_NET_F_GUEST_HDRLEN & 1) && h->hdr_len != lo.hdr_len)
-        return TX_DROP_HEADERS;                /* the driver promised the exact length */
-    /* UFO cuts the whole datagram (UDP header included), the others the payload */
-    uint32_t payload = f->len - (type == VIRTIO_NET_HDR_GSO_UDP ? lo.l4 : lo.hdr_len);
-    if (h->gso_size == 0 || f->len == lo.hdr_len || h->gso_size > payload)
-        return TX_DROP_GSO_SIZE;
-    if (lo.hdr_len + (uint32_t)h->gso_size > VNIC_MAX_FRAME)
-        return TX_DROP_GSO_SIZE;
+    int err = gso_check(ctx, h, f, &lo);
+    if (err)
+        return err;
     if (type == VIRTIO_NET_HDR_GSO_UDP)
         return fragment(ctx, f, &lo, h->gso_size);
+    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
     return segment(ctx, f, &lo, h->gso_size, want_tcp);
 }

@@ -223,6 +223,9 @@ struct tx_ctx {
 
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
+/* What tx_offload would refuse, for a frame handed to the host whole
+ * (passthrough): the host kernel is not the only guard.  0 or TX_DROP_. */
+int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 
 /* Where the headers of a frame are. */
 struct layout {

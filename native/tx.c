@@ -105,6 +105,9 @@ static void count_drop(struct vnic_queue_stats *st, int reason)
 static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
     struct tx_ctx *ctx = qp->txc;
+    int err = tx_check_whole(ctx, h, f);
+    if (err)
+        return err;
     struct virtio_net_hdr out = *h;
     out.num_buffers = 0;
     ctx->iov[0].iov_base = &out;

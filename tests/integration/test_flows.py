@@ -317,3 +317,26 @@ def test_clear_while_traffic_runs(served_device):
     dev.clear_flows()                           # and at once while the worker sleeps
     assert dev.flows() == [] and dev.flow_table_info()["entries"] == 0
     assert dev.stats()["tx_packets"] == total and not dev.failed()
+
+
+@pytest.mark.parametrize("header, reason", [
+    (NET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 54, 0, 34, 16, 0), "tx_drops_gso_size"),      # gso_size 0
+    (NET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 54, 9000, 34, 16, 0), "tx_drops_gso_size"),   # > payload
+    (NET_HDR.pack(NEEDS_CSUM, GSO_TCPV6, 54, 1000, 34, 16, 0), "tx_drops_gso_type"),   # v6 on v4
+    (NET_HDR.pack(NEEDS_CSUM, GSO_UDP_L4, 42, 1000, 34, 6, 0), "tx_drops_gso_type"),   # USO on TCP
+    (NET_HDR.pack(NEEDS_CSUM, 0, 0, 0, 3100, 16, 0), "tx_drops_csum_range"),           # beyond the end
+])
+def test_passthrough_refuses_what_segmenting_would_refuse(tap_device, header, reason):
+    # The host kernel gets a super-frame whole in passthrough mode; the
+    # device checks it first, as it would before segmenting, and counts why.
+    d, dev = tap_device.driver, tap_device.device
+    dev.set_tx_mode("passthrough")
+    good_header = OFFLOADED["tso4"][1]
+    d.transmit(frame("tcp", payload=3000), header=header)
+    d.transmit(partial_csum(OFFLOADED["tso4"][0]), header=good_header)
+    d.complete_tx(2)
+    stats = dev.stats()
+    drops = {k: v for k, v in stats.items() if k.startswith("tx_drops_") and v}
+    assert drops == {reason: 1}
+    assert stats["tx_passthrough_packets"] == 1 and stats["tx_packets"] == 1
+    assert not d.status & 0x40                 # a drop, not a device error
