@@ -86,10 +86,17 @@ static int cursor_take(struct cursor *c, uint32_t len, struct iovec *out, int ma
 
 /* NEEDS_CSUM without GSO: sum [csum_start, end) as the driver left it (its
  * partial pseudo-header sum sits in the field) and store the result. */
+/* csum_start/csum_offset name a checksum field inside the frame. */
+static bool csum_range_ok(const struct virtio_net_hdr *h, const struct tx_frame *f)
+{
+    uint32_t field = (uint32_t)h->csum_start + h->csum_offset;
+    return field + 2 <= f->len && f->len - h->csum_start >= 2;
+}
+
 static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
     uint32_t start = h->csum_start, field = (uint32_t)h->csum_start + h->csum_offset;
-    if (field + 2 > f->len || f->len - start < 2)
+    if (!csum_range_ok(h, f))
         return TX_DROP_CSUM_RANGE;
     struct cursor c;
     uint64_t sum = 0;
@@ -332,11 +339,8 @@ static int gso_check(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const s
 
 int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
-    if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-        uint32_t field = (uint32_t)h->csum_start + h->csum_offset;
-        if (field + 2 > f->len || f->len - h->csum_start < 2)
-            return TX_DROP_CSUM_RANGE;
-    }
+    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !csum_range_ok(h, f))
+        return TX_DROP_CSUM_RANGE;
     if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE)
         return 0;
     struct layout lo;

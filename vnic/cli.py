@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .backends import BackendError, parse_tap_gro
+from .backends import BackendError, parse, parse_tap_gro
 from .virtio.features import FeatureError
 
 
@@ -62,9 +62,8 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args) -> int:
-    from . import backends
     from .device import Device, qemu_memory_args
-    backend = backends.parse(args.backend, backends.parse_tap_gro(args.tap_gro))
+    backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
                  flow_table_max=args.flow_table_max)
@@ -104,7 +103,8 @@ def cmd_vm(args) -> int:
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
-             tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control, flow_table_max=args.flow_table_max, log=log)
+             tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
+             flow_table_max=args.flow_table_max, log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:

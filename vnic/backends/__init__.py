@@ -37,6 +37,7 @@ def parse_tap_gro(value: str) -> int:
         us = int(value)
     except ValueError:
         us = -1
-    if not 0 <= us <= 1_000_000:
-        raise BackendError(f"--tap-gro {value!r}: use on, off or microseconds (0 to 1000000)")
+    if not 0 <= us <= TapBackend.MAX_GRO_FLUSH_US:
+        raise BackendError(f"--tap-gro {value!r}: use on, off or microseconds "
+                           f"(0 to {TapBackend.MAX_GRO_FLUSH_US})")
     return us

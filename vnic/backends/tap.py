@@ -41,11 +41,13 @@ class TapError(OSError):
 class TapBackend:
     kind = lib.VNIC_BACKEND_TAP
     DEFAULT_GRO_FLUSH_US = 2000
+    MAX_GRO_FLUSH_US = 1_000_000
 
     def __init__(self, ifname: str, netns: str | None = None,
                  gro_flush_us: int = DEFAULT_GRO_FLUSH_US):
-        if not 0 <= gro_flush_us <= 1_000_000:
-            raise ValueError(f"host GRO flush timeout {gro_flush_us} us: use 0 (off) to 1000000")
+        if not 0 <= gro_flush_us <= self.MAX_GRO_FLUSH_US:
+            raise ValueError(f"host GRO flush timeout {gro_flush_us} us: "
+                             f"use 0 (off) to {self.MAX_GRO_FLUSH_US}")
         self.ifname = ifname
         self.netns = netns
         self.gro_flush_us = gro_flush_us
