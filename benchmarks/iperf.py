@@ -22,19 +22,22 @@ from vnic.qemu import ensure_qemu
 BUILTIN_MAC = "52:54:00:12:34:56"
 
 
-def builtin(qemu, image, seconds: int) -> dict:
+def builtin(qemu, image, seconds: int, device_props: str = "") -> dict:
+    """device_props: extra virtio-net-pci properties, e.g. ",csum=off"."""
     with NetNS() as ns:
         fd = ns.open_tap("tap0")
         nic = ["-netdev", f"tap,id=n0,fd={fd},vhost=off",
-               "-device", f"virtio-net-pci,netdev=n0,mac={BUILTIN_MAC}"]
+               "-device", f"virtio-net-pci,netdev=n0,mac={BUILTIN_MAC}{device_props}"]
         return run_iperf_pair(qemu, image, nic, ns, seconds=seconds, pass_fds=[fd])
 
 
 def vnic(qemu, image, seconds: int, tx_mode: str = "segment",
-         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> dict:
+         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, features: str = "") -> dict:
+    """features: a --features edit of what the device offers, e.g. "-tso4"."""
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-bench-") as tmp:
         ns.add_tap("tap0")
-        with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode) as dev:
+        with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode,
+                    features=features) as dev:
             dev.serve(Path(tmp) / "vnic.sock")
             res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds)
             res["counters"] = dev.stats()

@@ -53,6 +53,16 @@ def cmd_doctor(args) -> int:
     return 1 if failed else 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +135,10 @@ def cmd_bench(args) -> int:
     if args.bench == "engine":
         from benchmarks import engine
         return engine.main(as_json=args.json)
+    if args.bench == "offloads":
+        from benchmarks import offloads
+        return offloads.main(seconds=args.seconds, rounds=args.rounds, builtin=args.builtin,
+                             as_json=args.json)
     from benchmarks import iperf as bench_iperf
     return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode,
                             tap_gro_us=parse_tap_gro(args.tap_gro))
@@ -292,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     b.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("offloads", help="guest->host with the device's TX offloads on against off, "
+                         "interleaved rounds (and the built-in device's for reference)")
+    b.add_argument("--seconds", type=_positive_int, default=5)
+    b.add_argument("--rounds", type=_positive_int, default=3)
+    b.add_argument("--builtin", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run QEMU's virtio-net with csum on and off (default: on)")
+    b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")
     b.add_argument("--json", action="store_true")
