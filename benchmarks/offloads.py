@@ -3,7 +3,7 @@
 The guest boots again and again under the same QEMU, alternating vnic with
 every offload offered and vnic with csum, tso4, tso6, ufo and uso withheld
 (the guest then segments and checksums in software), each time with iperf3
-both ways.  With --builtin, QEMU's own virtio-net with csum on and off runs
+both ways.  Unless --no-builtin, QEMU's own virtio-net with csum on and off runs
 in the same rounds as the reference for what this guest gains on a device
 that is not vnic.  The rounds are interleaved so that drift on a noisy
 machine hits every configuration alike; ratios are of the medians.
@@ -31,10 +31,6 @@ CONFIGS = {
 }
 
 
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
 def run(seconds: int = 5, rounds: int = 3, builtin: bool = True, log=print) -> dict:
     if rounds < 1 or seconds < 1:
         raise ValueError("rounds and seconds must be at least 1")
@@ -53,11 +49,11 @@ def run(seconds: int = 5, rounds: int = 3, builtin: bool = True, log=print) -> d
     med = {n: round(statistics.median(tx[n]), 3) for n in names}
     out = {"seconds": seconds, "rounds": rounds, "qemu": qemu.version, "no_offloads": NO_OFFLOADS,
            "tx_gbps": tx, "rx_gbps": rx, "tx_median_gbps": med,
-           "tx_ratio": ratio(med["vnic_on"], med["vnic_off"]),
-           "tx_round_ratios": [ratio(a, b) for a, b in zip(tx["vnic_on"], tx["vnic_off"])],
+           "tx_ratio": bench_iperf.ratio(med["vnic_on"], med["vnic_off"]),
+           "tx_round_ratios": [bench_iperf.ratio(a, b) for a, b in zip(tx["vnic_on"], tx["vnic_off"])],
            "goal_tx_ratio": GOAL_TX_RATIO}
     if builtin:
-        out["builtin_tx_ratio"] = ratio(med["builtin_on"], med["builtin_off"])
+        out["builtin_tx_ratio"] = bench_iperf.ratio(med["builtin_on"], med["builtin_off"])
     return out
 
 

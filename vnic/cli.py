@@ -54,6 +54,7 @@ def cmd_doctor(args) -> int:
 
 
 def _positive_int(text: str) -> int:
+    """argparse type for counts and durations: iperf3 -t 0 would never end."""
     try:
         value = int(text)
     except ValueError:
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")
-    s.add_argument("--iperf", type=int, metavar="SECONDS", help="run iperf3 both ways for SECONDS")
+    s.add_argument("--iperf", type=_positive_int, metavar="SECONDS", help="run iperf3 both ways for SECONDS")
     s.add_argument("--cmd", help="shell command to run in the guest")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--features", help=_features_help())
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     bench = s.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("iperf", help="vnic against QEMU's built-in virtio-net, iperf3 both ways")
-    b.add_argument("--seconds", type=int, default=5)
+    b.add_argument("--seconds", type=_positive_int, default=5)
     b.add_argument("--json", action="store_true")
     b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     b.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)

@@ -1,0 +1,28 @@
+"""Bad command-line values are refused by the parser (exit 2, a clear message),
+before anything boots: `iperf3 -t 0` would run until the guest timed out."""
+from __future__ import annotations
+
+import pytest
+
+from vnic.cli import build_parser
+
+
+@pytest.mark.parametrize("argv", [
+    ["vm", "--iperf", "0"],
+    ["vm", "--iperf", "-3"],
+    ["bench", "iperf", "--seconds", "0"],
+    ["bench", "offloads", "--rounds", "0"],
+    ["bench", "offloads", "--seconds", "five"],
+])
+def test_durations_and_counts_below_one_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err or "not a whole number" in err
+
+
+def test_offloads_bench_defaults():
+    args = build_parser().parse_args(["bench", "offloads"])
+    assert (args.seconds, args.rounds, args.builtin) == (5, 3, True)
+    assert build_parser().parse_args(["bench", "offloads", "--no-builtin"]).builtin is False
