@@ -139,7 +139,7 @@ def cmd_bench(args) -> int:
     if args.bench == "offloads":
         from benchmarks import offloads
         return offloads.main(seconds=args.seconds, rounds=args.rounds, builtin=args.builtin,
-                             as_json=args.json)
+                             tx_mode=args.tx_mode, as_json=args.json)
     from benchmarks import iperf as bench_iperf
     return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode,
                             tap_gro_us=parse_tap_gro(args.tap_gro))
@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=_positive_int, default=3)
     b.add_argument("--builtin", action=argparse.BooleanOptionalAction, default=True,
                    help="also run QEMU's virtio-net with csum on and off (default: on)")
+    b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")

@@ -22,7 +22,15 @@ def test_durations_and_counts_below_one_are_refused(argv, capsys):
     assert "must be at least 1" in err or "not a whole number" in err
 
 
+def test_unknown_tx_mode_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bench", "offloads", "--tx-mode", "whole"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'whole'" in capsys.readouterr().err
+
+
 def test_offloads_bench_defaults():
     args = build_parser().parse_args(["bench", "offloads"])
-    assert (args.seconds, args.rounds, args.builtin) == (5, 3, True)
+    assert (args.seconds, args.rounds, args.builtin, args.tx_mode) == (5, 3, True, "segment")
+    assert build_parser().parse_args(["bench", "offloads", "--tx-mode", "passthrough"]).tx_mode == "passthrough"
     assert build_parser().parse_args(["bench", "offloads", "--no-builtin"]).builtin is False
