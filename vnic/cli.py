@@ -203,10 +203,11 @@ def cmd_ctl(args) -> int:
             result = client.reset(replug=args.replug)
         elif args.action == "mode":
             coalesce = None if args.rx_coalesce is None else args.rx_coalesce == "on"
-            result = client.mode(tx=args.tx, rx_coalesce=coalesce)
+            gro = None if args.tap_gro is None else parse_tap_gro(args.tap_gro)
+            result = client.mode(tx=args.tx, rx_coalesce=coalesce, tap_gro_us=gro)
         else:
             result = client.call(args.action)
-    except ControlError as exc:
+    except (ControlError, BackendError) as exc:
         print(f"vnic ctl: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
@@ -271,9 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--disable", help="comma list of feature names")
     c.add_argument("--replug", action="store_true",
                    help="have QEMU unplug and replug the NIC so the guest renegotiates now (needs serve --qmp)")
-    c = ctl.add_parser("mode", help="show or change the TX segmentation mode and receive coalescing")
+    c = ctl.add_parser("mode", help="show or change the TX segmentation mode, receive coalescing "
+                       "and the TAP's host GRO")
     c.add_argument("--tx", choices=["segment", "passthrough"])
     c.add_argument("--rx-coalesce", choices=["on", "off"])
+    c.add_argument("--tap-gro", metavar="on|off|US",
+                   help="the host GRO flush timeout, live (a TAP served with --tap-gro off cannot turn it on)")
     ctl.add_parser("announce", help="ask the guest to announce itself (gratuitous ARP)")
     c = ctl.add_parser("flows", help="per-flow statistics as JSON")
     c.add_argument("--top", type=int, metavar="N")

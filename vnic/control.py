@@ -3,7 +3,8 @@
 Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "link", "up": false}, {"cmd": "announce"},
           {"cmd": "features", "enable": ["tso4"], "disable": ["uso"], "replug": false},
-          {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true},
+          {"cmd": "mode", "tx": "segment"|"passthrough", "rx_coalesce": true,
+           "tap_gro_us": 2000},   (any subset; the result shows the modes now)
           {"cmd": "replug"}   (QEMU unplugs and replugs the NIC: the guest renegotiates)
           {"cmd": "flows", "top": 20, "sort": "bytes"|"packets"|"last_seen"}
           {"cmd": "reset", "replug": false}  (start-up offer, modes and link; counters from 0)
@@ -77,10 +78,12 @@ def _reset(device, request: dict):
 
 
 def _mode(device, request: dict):
-    tx, coalesce = request.get("tx"), request.get("rx_coalesce")
+    tx, coalesce, gro = request.get("tx"), request.get("rx_coalesce"), request.get("tap_gro_us")
     if coalesce is not None and not isinstance(coalesce, bool):
         raise ControlError('"rx_coalesce" is true or false')
-    return device.set_mode(tx=tx, rx_coalesce=coalesce)
+    if gro is not None and (isinstance(gro, bool) or not isinstance(gro, int)):
+        raise ControlError('"tap_gro_us" is a whole number of microseconds (0: off)')
+    return device.set_mode(tx=tx, rx_coalesce=coalesce, tap_gro_us=gro)
 
 
 def _link(device, request: dict):
@@ -236,6 +239,8 @@ class Client:
     def reset(self, replug: bool = False) -> dict:
         return self.call("reset", replug=replug)
 
-    def mode(self, tx: str | None = None, rx_coalesce: bool | None = None) -> dict:
-        args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce)) if v is not None}
+    def mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
+             tap_gro_us: int | None = None) -> dict:
+        args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce),
+                                  ("tap_gro_us", tap_gro_us)) if v is not None}
         return self.call("mode", **args)

@@ -45,7 +45,8 @@ class Device:
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         # what `reset` goes back to
-        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce}
+        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce,
+                         "tap_gro_us": getattr(self.backend, "gro_flush_us", None)}
         self.qmp_path: str | None = None           # QEMU's monitor, for replug
         self.device_id = qmp.DEFAULT_DEVICE_ID
         self._stats_base: dict[str, int] = {}      # totals at the last reset()
@@ -129,7 +130,8 @@ class Device:
         The workers never stop: counters restart from a baseline, not by
         writing under them."""
         self.net.features = self._initial["features"]
-        self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"])
+        self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"],
+                      tap_gro_us=self._initial["tap_gro_us"])
         self.set_link(True)
         self.net.clear_flows()
         self._stats_base = self.net.stats()
@@ -148,12 +150,25 @@ class Device:
         self.net.features = feat.apply_changes(self.net.features, spec)
         return self.offered_features
 
-    def set_mode(self, tx: str | None = None, rx_coalesce: bool | None = None) -> dict:
+    def set_mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
+                 tap_gro_us: int | None = None) -> dict:
+        """Modes take effect at once.  tap_gro_us: the TAP's host GRO flush
+        timeout (0: off); the result shows it for TAP backends only."""
+        if tap_gro_us is not None and not hasattr(self.backend, "set_gro"):
+            raise ValueError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
         if tx is not None:
             self.net.set_tx_mode(tx)
         if rx_coalesce is not None:
             self.net.set_rx_coalesce(rx_coalesce)
-        return {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
+        if tap_gro_us is not None:
+            self.backend.set_gro(tap_gro_us)
+        return self._modes()
+
+    def _modes(self) -> dict:
+        modes = {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
+        if hasattr(self.backend, "set_gro"):
+            modes["tap_gro_us"] = self.backend.gro_flush_us
+        return modes
 
     def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
         """Per-flow statistics: {"table": entries/capacity/bound/evictions,
@@ -179,4 +194,5 @@ class Device:
             "tx_mode": self.net.tx_mode,
             "rx_filter": self.net.filter_state(),
             "rx_coalesce": self.net.rx_coalesce,
+            **({"tap_gro_us": self.backend.gro_flush_us} if hasattr(self.backend, "set_gro") else {}),
         }

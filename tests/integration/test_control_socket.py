@@ -39,6 +39,8 @@ def test_info_stats_link_mode(control):
     assert client.mode(rx_coalesce=False) == {"tx": "segment", "rx_coalesce": False}
     with pytest.raises(ControlError, match="needs a TAP backend"):
         client.mode(tx="passthrough")
+    with pytest.raises(ControlError, match="host GRO needs a TAP backend"):
+        client.mode(tap_gro_us=0)
 
 
 def test_features_change_the_next_offer(control):

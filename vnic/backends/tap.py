@@ -17,7 +17,10 @@ its successor.  It must be long: re-arming a short timer on every frame
 costs a timer reprogramming each time (measured here, in a VM: 500 us
 halves throughput, 2 ms doubles it).  A capture on the TAP then shows the
 merged packets, as on any receiving host with GRO; `gro_flush_us=0` (CLI
-`--tap-gro off`) gives wire-exact captures.
+`--tap-gro off`) gives wire-exact captures.  set_gro() changes the timeout
+while the device runs (0: GRO flushes after every frame, so the host and
+its captures see each wire frame); a TAP opened without GRO cannot gain it
+later, IFF_NAPI being fixed at open.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class TapBackend:
         self.netns = netns
         self.gro_flush_us = gro_flush_us
         self._saved_gro_timeout: str | None = None
+        self._napi = False                  # opened with IFF_NAPI: GRO can be tuned live
         self.fd = -1
 
     def describe(self) -> str:
@@ -64,17 +68,35 @@ class TapBackend:
             self.fd = self._open_here()
         cmd = ["ip"] + (["-n", self.netns] if self.netns else []) + ["link", "set", "dev", self.ifname, "up"]
         subprocess.run(cmd, check=True, capture_output=True)
-        if self.gro_flush_us:
-            self._hold_gro(self.gro_flush_us * 1000)
-
-    def _hold_gro(self, timeout_ns: int) -> None:
-        """Set the TAP's gro_flush_timeout (remembering the old value)."""
-        old = self._sysfs("gro_flush_timeout")
-        if old is None or self._sysfs("gro_flush_timeout", str(timeout_ns)) is None:
+        self._napi = bool(self.gro_flush_us)
+        if self.gro_flush_us and not self._hold_gro(self.gro_flush_us * 1000):
             log.warning("%s: cannot set gro_flush_timeout: the host merges fewer segments",
                         self.describe())
+
+    def set_gro(self, us: int) -> None:
+        """Change how long the host's GRO holds merged segments, live (0: off)."""
+        if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= self.MAX_GRO_FLUSH_US:
+            raise ValueError(f"host GRO flush timeout {us!r}: use 0 (off) to "
+                             f"{self.MAX_GRO_FLUSH_US} microseconds")
+        if self.fd < 0:
+            self.gro_flush_us = us           # taken at open
             return
-        self._saved_gro_timeout = old
+        if us and not self._napi:
+            raise ValueError(f"{self.describe()} was opened without host GRO "
+                             "(--tap-gro off): restart with it to turn it on")
+        if not self._hold_gro(us * 1000):
+            raise ValueError(f"{self.describe()}: cannot set gro_flush_timeout")
+        self.gro_flush_us = us
+
+    def _hold_gro(self, timeout_ns: int) -> bool:
+        """Set the TAP's gro_flush_timeout, remembering the value it had
+        before our first change (close() puts it back)."""
+        old = self._sysfs("gro_flush_timeout")
+        if old is None or self._sysfs("gro_flush_timeout", str(timeout_ns)) is None:
+            return False
+        if self._saved_gro_timeout is None:
+            self._saved_gro_timeout = old
+        return True
 
     def _sysfs(self, attr: str, value: str | None = None) -> str | None:
         """Read (or write) /sys/class/net/IF/attr as the TAP's namespace sees it."""
