@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import backends, qmp, stats
 from .backends import Backend
-from .net.device import VirtioNet, parse_mac
+from .net.device import TX_MODES, VirtioNet, parse_mac
 from .virtio import features as feat
 from .vfio_user.session import Server
 
@@ -153,15 +153,19 @@ class Device:
     def set_mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
                  tap_gro_us: int | None = None) -> dict:
         """Modes take effect at once.  tap_gro_us: the TAP's host GRO flush
-        timeout (0: off); the result shows it for TAP backends only."""
+        timeout (0: off); the result shows it for TAP backends only.  The
+        GRO change, the one that can fail on a good value, goes first, so a
+        refused request changes nothing."""
         if tap_gro_us is not None and not hasattr(self.backend, "set_gro"):
             raise ValueError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
+        if tx is not None and tx not in TX_MODES:
+            raise ValueError(f"unknown TX mode {tx!r}: use {' or '.join(TX_MODES)}")
+        if tap_gro_us is not None:
+            self.backend.set_gro(tap_gro_us)
         if tx is not None:
             self.net.set_tx_mode(tx)
         if rx_coalesce is not None:
             self.net.set_rx_coalesce(rx_coalesce)
-        if tap_gro_us is not None:
-            self.backend.set_gro(tap_gro_us)
         return self._modes()
 
     def _modes(self) -> dict:

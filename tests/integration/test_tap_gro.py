@@ -50,7 +50,8 @@ def test_control_socket_mode_and_reset(tmp_path):
             with pytest.raises(ControlError, match="whole number of microseconds"):
                 client.call("mode", tap_gro_us="lots")
             with pytest.raises(ControlError, match="flush timeout"):
-                client.mode(tap_gro_us=-1)
+                client.mode(tx="passthrough", tap_gro_us=-1)
+            assert dev.info()["tx_mode"] == "segment"          # a refused request changes nothing
             assert client.reset()["tap_gro_us"] == TapBackend.DEFAULT_GRO_FLUSH_US
             assert dev.backend._sysfs("gro_flush_timeout") == str(TapBackend.DEFAULT_GRO_FLUSH_US * 1000)
         finally:
