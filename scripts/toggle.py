@@ -3,8 +3,8 @@
 throughput in each state.
 
 A guest sends with iperf3 (guest to host) for the whole run; on the host,
-every few seconds this script switches the device's TX segmentation mode
-and the link state through the Python API (the same calls `vnic ctl`
+every few seconds this script switches the device's TX segmentation mode,
+the TAP's host GRO and the link state through the Python API (the same calls `vnic ctl`
 makes), and reads the iperf3 server's per-second reports.
 
     python3 scripts/toggle.py [--seconds-per-state 4]
@@ -31,7 +31,9 @@ from vnic.qemu import ensure_qemu  # noqa: E402
 
 STATES = [
     ("tx segment (device cuts TSO frames)", lambda d: d.set_mode(tx="segment")),
-    ("tx passthrough (host kernel cuts them)", lambda d: d.set_mode(tx="passthrough")),
+    ("tx segment, host GRO off", lambda d: d.set_mode(tap_gro_us=0)),
+    ("tx passthrough (host kernel cuts them)",
+     lambda d: d.set_mode(tx="passthrough", tap_gro_us=TapBackend.DEFAULT_GRO_FLUSH_US)),
     ("link down", lambda d: d.set_link(False)),
     ("link up, tx segment", lambda d: (d.set_link(True), d.set_mode(tx="segment"))),
 ]
