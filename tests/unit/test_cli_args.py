@@ -34,3 +34,10 @@ def test_offloads_bench_defaults():
     assert (args.seconds, args.rounds, args.builtin, args.tx_mode) == (5, 3, True, "segment")
     assert build_parser().parse_args(["bench", "offloads", "--tx-mode", "passthrough"]).tx_mode == "passthrough"
     assert build_parser().parse_args(["bench", "offloads", "--no-builtin"]).builtin is False
+
+
+def test_ctl_refuses_a_bad_gro_value_before_calling_the_socket(tmp_path, capsys):
+    from vnic.cli import main
+    rc = main(["ctl", "--control", str(tmp_path / "absent.ctl"), "mode", "--tap-gro", "soon"])
+    assert rc == 1
+    assert "--tap-gro 'soon'" in capsys.readouterr().err
