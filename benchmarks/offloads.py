@@ -7,8 +7,9 @@ both ways.  Unless --no-builtin, QEMU's own virtio-net with csum on and off runs
 in the same rounds as the reference for what this guest gains on a device
 that is not vnic, and for vnic against it with offloads on.  --tx-mode picks
 how vnic hands super-frames to the TAP: cut into wire frames (segment, the
-default) or whole (passthrough, which is what the built-in device does).  The rounds are interleaved so that drift on a noisy
-machine hits every configuration alike; ratios are of the medians.
+default) or whole (passthrough, which is what the built-in device does).
+The rounds are interleaved so that drift on a noisy machine hits every
+configuration alike; ratios are of the medians.
 """
 from __future__ import annotations
 
