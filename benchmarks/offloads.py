@@ -68,6 +68,10 @@ LABELS = {"vnic_on": "vnic, offloads on", "vnic_off": "vnic, offloads off",
           "builtin_on": "built-in, csum=on", "builtin_off": "built-in, csum=off"}
 
 
+def _shown(ratio: float | None) -> str:
+    return "-" if ratio is None else str(ratio)      # None: the baseline measured 0
+
+
 def main(seconds: int = 5, rounds: int = 3, builtin: bool = True, tx_mode: str = "segment",
          as_json: bool = False) -> int:
     res = run(seconds, rounds, builtin, tx_mode, log=(lambda *_: None) if as_json else print)
@@ -79,8 +83,8 @@ def main(seconds: int = 5, rounds: int = 3, builtin: bool = True, tx_mode: str =
     for n, med in res["tx_median_gbps"].items():
         rounds_text = " ".join(f"{v:.2f}" for v in res["tx_gbps"][n])
         print(f"  {LABELS[n]:22}{med:>7.2f}   rounds: {rounds_text}")
-    print(f"  {'vnic on / off':22}{res['tx_ratio']:>7}   (goal {GOAL_TX_RATIO})")
+    print(f"  {'vnic on / off':22}{_shown(res['tx_ratio']):>7}   (goal {GOAL_TX_RATIO})")
     if builtin:
-        print(f"  {'built-in on / off':22}{res['builtin_tx_ratio']:>7}")
-        print(f"  {'vnic / built-in, on':22}{res['vnic_to_builtin_on']:>7}   (goal 1.0)")
+        print(f"  {'built-in on / off':22}{_shown(res['builtin_tx_ratio']):>7}")
+        print(f"  {'vnic / built-in, on':22}{_shown(res['vnic_to_builtin_on']):>7}   (goal 1.0)")
     return 0

@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tx", choices=["segment", "passthrough"])
     c.add_argument("--rx-coalesce", choices=["on", "off"])
     c.add_argument("--tap-gro", metavar="on|off|US",
-                   help="the host GRO flush timeout, live (a TAP served with --tap-gro off cannot turn it on)")
+                   help="the host GRO flush timeout, live: on (2000 us), off (0: GRO flushes after every "
+                        "frame) or microseconds; a TAP served with --tap-gro off cannot turn it on")
     ctl.add_parser("announce", help="ask the guest to announce itself (gratuitous ARP)")
     c = ctl.add_parser("flows", help="per-flow statistics as JSON")
     c.add_argument("--top", type=int, metavar="N")

@@ -45,8 +45,7 @@ class Device:
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
         # what `reset` goes back to
-        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce,
-                         "tap_gro_us": getattr(self.backend, "gro_flush_us", None)}
+        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce}
         self.qmp_path: str | None = None           # QEMU's monitor, for replug
         self.device_id = qmp.DEFAULT_DEVICE_ID
         self._stats_base: dict[str, int] = {}      # totals at the last reset()
@@ -57,6 +56,8 @@ class Device:
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
                              features=offered, tx_mode=tx_mode,
                              rx_coalesce=rx_coalesce, **flow_kw)
+        # the backend is open now: its GRO is what is really in force
+        self._initial["tap_gro_us"] = self.backend.gro_flush_us if self._has_gro() else None
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -125,13 +126,14 @@ class Device:
 
     def reset(self) -> dict:
         """Back to the start-up configuration: the offer (the guest sees it at
-        its next negotiation), TX mode, coalescing, link up; counters from zero,
-        no flows.
+        its next negotiation), TX mode, coalescing, host GRO, link up;
+        counters from zero, no flows.  The modes go first: they are the
+        step that can be refused, and then nothing has changed.
         The workers never stop: counters restart from a baseline, not by
         writing under them."""
-        self.net.features = self._initial["features"]
         self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"],
                       tap_gro_us=self._initial["tap_gro_us"])
+        self.net.features = self._initial["features"]
         self.set_link(True)
         self.net.clear_flows()
         self._stats_base = self.net.stats()
@@ -156,10 +158,12 @@ class Device:
         timeout (0: off); the result shows it for TAP backends only.  The
         GRO change, the one that can fail on a good value, goes first, so a
         refused request changes nothing."""
-        if tap_gro_us is not None and not hasattr(self.backend, "set_gro"):
+        if tap_gro_us is not None and not self._has_gro():
             raise ValueError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
-        if tx is not None and tx not in TX_MODES:
+        if tx is not None and (not isinstance(tx, str) or tx not in TX_MODES):
             raise ValueError(f"unknown TX mode {tx!r}: use {' or '.join(TX_MODES)}")
+        if rx_coalesce is not None and not isinstance(rx_coalesce, bool):
+            raise ValueError(f"rx_coalesce is true or false, not {rx_coalesce!r}")
         if tap_gro_us is not None:
             self.backend.set_gro(tap_gro_us)
         if tx is not None:
@@ -168,9 +172,12 @@ class Device:
             self.net.set_rx_coalesce(rx_coalesce)
         return self._modes()
 
+    def _has_gro(self) -> bool:
+        return hasattr(self.backend, "set_gro")
+
     def _modes(self) -> dict:
         modes = {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
-        if hasattr(self.backend, "set_gro"):
+        if self._has_gro():
             modes["tap_gro_us"] = self.backend.gro_flush_us
         return modes
 
@@ -198,5 +205,5 @@ class Device:
             "tx_mode": self.net.tx_mode,
             "rx_filter": self.net.filter_state(),
             "rx_coalesce": self.net.rx_coalesce,
-            **({"tap_gro_us": self.backend.gro_flush_us} if hasattr(self.backend, "set_gro") else {}),
+            **({"tap_gro_us": self.backend.gro_flush_us} if self._has_gro() else {}),
         }

@@ -1,6 +1,7 @@
 """The TAP's host GRO, changed while the device runs: on, the host (and a
 capture on the TAP) gets the device's wire segments of a TSO super-frame
-merged again; off, every wire frame as the device cut it; on again, merged."""
+merged again; at 0 (GRO flushing after every write), every wire frame as
+the device cut it; on again, merged."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,7 @@ from vnic.control import Client, ControlError, ControlServer
 from vnic.device import Device
 from vnic.netns import NetNS
 
-GUEST_FRAME, TSO_HEADER, _, WIRE_FRAMES, _ = OFFLOADED["tso4"]     # 10000 bytes, MSS 1448
+GUEST_FRAME, TSO_HEADER, _, WIRE_FRAMES, HEADERS = OFFLOADED["tso4"]     # 10000 bytes, MSS 1448
 
 
 def send_super_frame_and_capture(dev) -> list[bytes]:
@@ -30,9 +31,9 @@ def test_host_gro_changes_while_the_device_runs(tap_device):
     wire = send_super_frame_and_capture(tap_device)
     assert len(wire) == WIRE_FRAMES and max(map(len, wire)) <= 1514
     # what reached the host is the same bytes either way
-    assert sum(map(len, wire)) - sum(map(len, merged)) == (WIRE_FRAMES - len(merged)) * 54
+    assert sum(map(len, wire)) - sum(map(len, merged)) == (WIRE_FRAMES - len(merged)) * HEADERS
 
-    tap.set_gro(500)
+    tap.set_gro(5000)
     assert len(send_super_frame_and_capture(tap_device)) < WIRE_FRAMES
     stats = tap_device.device.stats()
     assert stats["tx_tso_packets"] == 3 and stats["tx_drops_backend"] == 0
@@ -52,6 +53,9 @@ def test_control_socket_mode_and_reset(tmp_path):
             with pytest.raises(ControlError, match="flush timeout"):
                 client.mode(tx="passthrough", tap_gro_us=-1)
             assert dev.info()["tx_mode"] == "segment"          # a refused request changes nothing
+            with pytest.raises(ControlError, match="unknown TX mode"):
+                client.call("mode", tx=["segment"], tap_gro_us=300)
+            assert dev.info()["tap_gro_us"] == 0
             assert client.reset()["tap_gro_us"] == TapBackend.DEFAULT_GRO_FLUSH_US
             assert dev.backend._sysfs("gro_flush_timeout") == str(TapBackend.DEFAULT_GRO_FLUSH_US * 1000)
         finally:
@@ -72,3 +76,15 @@ def test_a_tap_opened_without_gro_cannot_gain_it_and_bad_values_are_refused():
             assert tap.gro_flush_us == 0
         finally:
             tap.close()
+
+
+def test_a_kernel_that_refuses_the_timeout_leaves_reset_working(tmp_path, monkeypatch):
+    """A read-only /sys (say): the TAP reports the GRO really in force, and
+    reset, which asks for the start-up modes again, still succeeds."""
+    monkeypatch.setattr(TapBackend, "_sysfs", lambda self, attr, value=None: None)
+    with NetNS() as ns, Device(TapBackend("vnicgro2", ns.name)) as dev:
+        assert dev.info()["tap_gro_us"] == 0
+        dev.set_link(False)
+        dev.set_mode(rx_coalesce=False)
+        info = dev.reset()
+        assert (info["link_up"], info["rx_coalesce"], info["tap_gro_us"]) == (True, True, 0)

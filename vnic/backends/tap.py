@@ -18,9 +18,11 @@ costs a timer reprogramming each time (measured here, in a VM: 500 us
 halves throughput, 2 ms doubles it).  A capture on the TAP then shows the
 merged packets, as on any receiving host with GRO; `gro_flush_us=0` (CLI
 `--tap-gro off`) gives wire-exact captures.  set_gro() changes the timeout
-while the device runs (0: GRO flushes after every frame, so the host and
-its captures see each wire frame); a TAP opened without GRO cannot gain it
-later, IFF_NAPI being fixed at open.
+while the device runs; at 0 GRO still runs but flushes at the end of every
+write's NAPI poll, so nothing merges across writes and the host and its
+captures see each wire frame.  A TAP opened without GRO cannot gain it
+later, IFF_NAPI being fixed at open.  gro_flush_us is the value in force:
+if the kernel refuses the timeout at open, it is what the TAP has.
 """
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ class TapBackend:
         if self.gro_flush_us and not self._hold_gro(self.gro_flush_us * 1000):
             log.warning("%s: cannot set gro_flush_timeout: the host merges fewer segments",
                         self.describe())
+            current = self._sysfs("gro_flush_timeout")
+            self.gro_flush_us = int(current) // 1000 if current and current.isdigit() else 0
 
     def set_gro(self, us: int) -> None:
         """Change how long the host's GRO holds merged segments, live (0: off)."""
@@ -81,9 +85,11 @@ class TapBackend:
         if self.fd < 0:
             self.gro_flush_us = us           # taken at open
             return
+        if us == self.gro_flush_us:
+            return                           # in force already (reset asks for it again)
         if us and not self._napi:
-            raise ValueError(f"{self.describe()} was opened without host GRO "
-                             "(--tap-gro off): restart with it to turn it on")
+            raise ValueError(f"{self.describe()} was opened without host GRO (--tap-gro off); "
+                             "serve it with --tap-gro on or MICROSECONDS to turn GRO on")
         if not self._hold_gro(us * 1000):
             raise ValueError(f"{self.describe()}: cannot set gro_flush_timeout")
         self.gro_flush_us = us
