@@ -4,8 +4,8 @@ throughput in each state.
 
 A guest sends with iperf3 (guest to host) for the whole run; on the host,
 every few seconds this script switches the device's TX segmentation mode,
-the TAP's host GRO and the link state through the Python API (the same calls `vnic ctl`
-makes), and reads the iperf3 server's per-second reports.
+the TAP's host GRO and the link state through the Python API (the same
+calls `vnic ctl` makes), and reads the iperf3 server's per-second reports.
 
     python3 scripts/toggle.py [--seconds-per-state 4]
 """

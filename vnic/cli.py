@@ -10,6 +10,7 @@ import sys
 import threading
 
 from .backends import BackendError, parse, parse_tap_gro
+from .net.device import TX_MODES
 from .virtio.features import FeatureError
 
 
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qmp", help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off), for replug")
     s.add_argument("--qemu-id", default="vnic0", help="the id QEMU knows the device by (default vnic0)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
-    s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.set_defaults(func=cmd_serve)
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="have QEMU unplug and replug the NIC so the guest renegotiates now (needs serve --qmp)")
     c = ctl.add_parser("mode", help="show or change the TX segmentation mode, receive coalescing "
                        "and the TAP's host GRO")
-    c.add_argument("--tx", choices=["segment", "passthrough"])
+    c.add_argument("--tx", choices=list(TX_MODES))
     c.add_argument("--rx-coalesce", choices=["on", "off"])
     c.add_argument("--tap-gro", metavar="on|off|US",
                    help="the host GRO flush timeout, live: on (2000 us), off (0: GRO flushes after every "
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", help=_features_help())
     s.add_argument("--mtu", type=int, default=1500)
     s.add_argument("--timeout", type=float, help="seconds before the guest is killed")
-    s.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
     s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("iperf", help="vnic against QEMU's built-in virtio-net, iperf3 both ways")
     b.add_argument("--seconds", type=_positive_int, default=5)
     b.add_argument("--json", action="store_true")
-    b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    b.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     b.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("offloads", help="guest->host with the device's TX offloads on against off, "
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=_positive_int, default=3)
     b.add_argument("--builtin", action=argparse.BooleanOptionalAction, default=True,
                    help="also run QEMU's virtio-net with csum on and off (default: on)")
-    b.add_argument("--tx-mode", choices=["segment", "passthrough"], default="segment", help=TX_MODE_HELP)
+    b.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import backends, qmp, stats
 from .backends import Backend
-from .net.device import TX_MODES, VirtioNet, parse_mac
+from .net.device import VirtioNet, check_tx_mode, parse_mac
 from .virtio import features as feat
 from .vfio_user.session import Server
 
@@ -160,8 +160,8 @@ class Device:
         refused request changes nothing."""
         if tap_gro_us is not None and not self._has_gro():
             raise ValueError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
-        if tx is not None and (not isinstance(tx, str) or tx not in TX_MODES):
-            raise ValueError(f"unknown TX mode {tx!r}: use {' or '.join(TX_MODES)}")
+        if tx is not None:
+            check_tx_mode(tx)
         if rx_coalesce is not None and not isinstance(rx_coalesce, bool):
             raise ValueError(f"rx_coalesce is true or false, not {rx_coalesce!r}")
         if tap_gro_us is not None:

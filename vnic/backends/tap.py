@@ -80,11 +80,10 @@ class TapBackend:
     def set_gro(self, us: int) -> None:
         """Change how long the host's GRO holds merged segments, live (0: off)."""
         if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= self.MAX_GRO_FLUSH_US:
-            raise ValueError(f"host GRO flush timeout {us!r}: use 0 (off) to "
-                             f"{self.MAX_GRO_FLUSH_US} microseconds")
+            raise ValueError(f"host GRO flush timeout {us!r}: a whole number of microseconds, "
+                             f"0 (off) to {self.MAX_GRO_FLUSH_US}")
         if self.fd < 0:
-            self.gro_flush_us = us           # taken at open
-            return
+            raise ValueError(f"{self.describe()} is not open: give the timeout to the constructor")
         if us == self.gro_flush_us:
             return                           # in force already (reset asks for it again)
         if us and not self._napi:

@@ -29,6 +29,13 @@ MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
 
+def check_tx_mode(mode) -> None:
+    """A ValueError naming the modes for anything that is not one (a control
+    request may carry any JSON value)."""
+    if not isinstance(mode, str) or mode not in TX_MODES:
+        raise ValueError(f"unknown TX mode {mode!r}: use {' or '.join(TX_MODES)}")
+
+
 def parse_mac(text: str) -> bytes:
     if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
         raise ValueError(f"bad MAC address {text!r} (want xx:xx:xx:xx:xx:xx)")
@@ -188,8 +195,7 @@ class VirtioNet:
     def set_tx_mode(self, mode: str) -> None:
         """segment: the device cuts super-frames into wire frames itself;
         passthrough: a TAP backend gets them whole, with their header."""
-        if mode not in TX_MODES:
-            raise ValueError(f"unknown TX mode {mode!r}: use {' or '.join(TX_MODES)}")
+        check_tx_mode(mode)
         rc = lib.vnic_dev_set_tx_mode(self.native, TX_MODES[mode])
         if rc < 0:
             raise ValueError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
