@@ -14,15 +14,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guest_images import ensure_guest_image  # noqa: E402
-from vnic.guest import run_guest  # noqa: E402
-from vnic.iperf import describe, run_iperf_pair  # noqa: E402
-from vnic.netns import NetNS  # noqa: E402
-from vnic.qemu import ensure_qemu  # noqa: E402
+from vnic.lab.guest import run_guest
+from vnic.lab.image import ensure_guest_image
+from vnic.lab.iperf import describe, run_iperf_pair
+from vnic.lab.netns import NetNS
+from vnic.lab.qemu import ensure_qemu
 
 MAC = "52:54:00:12:34:56"
 PROBE = ("ping -c 3 -W 2 10.213.0.1 && ethtool -i eth0 && ethtool -k eth0 | "

@@ -36,7 +36,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sy
 fi
 echo "setup: installing vnic into $VENV (compiles native/)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e '.[test]'
+"$VENV/bin/pip" install -q -e '.[test,dev]'
 
 "$VENV/bin/vnic" setup
 echo "setup: done. Use $VENV/bin/vnic (or activate: . $VENV/bin/activate)"

@@ -20,14 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guest_images.build import ensure_guest_image  # noqa: E402
-from vnic.backends.tap import TapBackend  # noqa: E402
-from vnic.device import Device  # noqa: E402
-from vnic.guest import GuestProcess  # noqa: E402
-from vnic.netns import NetNS  # noqa: E402
-from vnic.qemu import ensure_qemu  # noqa: E402
+from vnic.backends.tap import TapBackend
+from vnic.device import Device
+from vnic.lab.guest import GuestProcess
+from vnic.lab.image import ensure_guest_image
+from vnic.lab.netns import NetNS
+from vnic.lab.qemu import ensure_qemu
 
 STATES = [
     ("tx segment (device cuts TSO frames)", lambda d: d.set_mode(tx="segment")),

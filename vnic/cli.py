@@ -1,4 +1,4 @@
-"""The `vnic` command: a thin layer over vnic.device, vnic.vm and friends."""
+"""The `vnic` command: a thin layer over vnic.device, vnic.lab.vm and friends."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import sys
 import threading
 
 from .backends import BackendError, parse, parse_tap_gro
-from .net.device import TX_MODES
+from .net.virtio_net import TX_MODES
 from .virtio.features import FeatureError
 
 
@@ -34,8 +34,9 @@ RX_COALESCE_HELP = "merge received TCP segments into super-frames for TSO-capabl
 
 
 def cmd_setup(args) -> int:
-    from guest_images.build import ensure_guest_image
-    from .qemu import ensure_qemu
+    from vnic.lab.image import ensure_guest_image
+
+    from .lab.qemu import ensure_qemu
     ensure_qemu()
     image = ensure_guest_image()
     print(f"vnic: guest image ready: kernel {image.kernel}, initrd {image.initrd}")
@@ -43,7 +44,7 @@ def cmd_setup(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import run_checks
+    from .lab.doctor import run_checks
     failed = False
     for check in run_checks(probe_kvm=not args.no_kvm_probe):
         mark = "ok " if check.ok else ("MISSING" if check.required else "note")
@@ -89,7 +90,7 @@ def cmd_serve(args) -> int:
             control = ControlServer(args.control, dev)
             control.start()
         if args.metrics_port:
-            from .metrics import serve_metrics
+            from .telemetry.metrics import serve_metrics
             serve_metrics(dev.per_queue_stats, args.metrics_port)
             print(f"vnic: Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
         print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}) "
@@ -110,7 +111,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_vm(args) -> int:
-    from .vm import vm
+    from .lab.vm import vm
     log = (lambda *_: None) if args.json else print
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
@@ -135,13 +136,13 @@ def cmd_vm(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.bench == "engine":
-        from benchmarks import engine
+        from vnic.lab.bench import engine
         return engine.main(as_json=args.json)
     if args.bench == "offloads":
-        from benchmarks import offloads
+        from vnic.lab.bench import offloads
         return offloads.main(seconds=args.seconds, rounds=args.rounds, builtin=args.builtin,
                              tx_mode=args.tx_mode, as_json=args.json)
-    from benchmarks import iperf as bench_iperf
+    from vnic.lab.bench import iperf_parity as bench_iperf
     return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode,
                             tap_gro_us=parse_tap_gro(args.tap_gro))
 
@@ -149,13 +150,12 @@ def cmd_bench(args) -> int:
 def cmd_stats(args) -> int:
     from rich.console import Console
 
-    from .control import Client
-    from .metrics import flow_table, table, watch, watch_flows
-    from .control import ControlError
+    from .control import Client, ControlError
+    from .telemetry.metrics import flow_table, table, watch, watch_flows
     client = Client(args.control)
     try:
         if args.flows:
-            read = lambda: client.flows(top=args.top, sort=args.sort)  # noqa: E731
+            read = lambda: client.flows(top=args.top, sort=args.sort)
             if args.watch:
                 watch_flows(read, args.interval)
             elif args.json:

@@ -15,11 +15,14 @@ import json
 import threading
 from pathlib import Path
 
-from . import backends, qmp, stats
+from . import backends
 from .backends import Backend
-from .net.device import VirtioNet, check_tx_mode, parse_mac
-from .virtio import features as feat
+from .control import qmp
+from .errors import ConfigError, ReplugError
+from .net.virtio_net import VirtioNet, check_tx_mode, parse_mac
+from .telemetry import counters as stats
 from .vfio_user.session import Server
+from .virtio import features as feat
 
 
 def qemu_device_args(socket_path: str | Path, device_id: str | None = qmp.DEFAULT_DEVICE_ID) -> list[str]:
@@ -62,7 +65,7 @@ class Device:
         self._thread: threading.Thread | None = None
 
     # ---- serving -----------------------------------------------------------
-    def serve(self, socket_path: str | Path) -> "Device":
+    def serve(self, socket_path: str | Path) -> Device:
         """Listen on socket_path (mode 0600) in a background thread."""
         if self.server:
             raise RuntimeError("already serving")
@@ -87,10 +90,10 @@ class Device:
         """Unplug and replug the NIC through QMP: the guest renegotiates now
         (new offer in force).  Blocks until QEMU has plugged it back."""
         if not self.qmp_path:
-            raise qmp.ReplugError("no QMP socket: start QEMU with -qmp unix:PATH,server=on,wait=off "
+            raise ReplugError("no QMP socket: start QEMU with -qmp unix:PATH,server=on,wait=off "
                                   "and serve with --qmp PATH (vnic vm does this)")
         if not self.server:
-            raise qmp.ReplugError("not serving: nothing to replug")
+            raise ReplugError("not serving: nothing to replug")
         return qmp.replug(self.qmp_path, qmp.device_spec(self.server.path, self.device_id), timeout)
 
     def close(self) -> None:
@@ -101,7 +104,7 @@ class Device:
             self.server = None
         self.net.close()
 
-    def __enter__(self) -> "Device":
+    def __enter__(self) -> Device:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -159,11 +162,11 @@ class Device:
         GRO change, the one that can fail on a good value, goes first, so a
         refused request changes nothing."""
         if tap_gro_us is not None and not self._has_gro():
-            raise ValueError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
+            raise ConfigError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
         if tx is not None:
             check_tx_mode(tx)
         if rx_coalesce is not None and not isinstance(rx_coalesce, bool):
-            raise ValueError(f"rx_coalesce is true or false, not {rx_coalesce!r}")
+            raise ConfigError(f"rx_coalesce is true or false, not {rx_coalesce!r}")
         if tap_gro_us is not None:
             self.backend.set_gro(tap_gro_us)
         if tx is not None:
@@ -189,7 +192,7 @@ class Device:
     def per_queue_stats(self) -> list[dict[str, int]]:
         rows = stats.per_queue(self.net.counters)
         if self._queue_base is not None:
-            rows = [{k: v - int(b[k]) for k, v in row.items()} for row, b in zip(rows, self._queue_base)]
+            rows = [{k: v - int(b[k]) for k, v in row.items()} for row, b in zip(rows, self._queue_base, strict=False)]
         return rows
 
     def info(self) -> dict:

@@ -7,18 +7,18 @@ import subprocess
 
 import pytest
 
-from vnic import netns
+from vnic.lab import netns
 
 
 @pytest.fixture(scope="session")
 def qemu():
-    from vnic.qemu import ensure_qemu
+    from vnic.lab.qemu import ensure_qemu
     return ensure_qemu(log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")
 def image():
-    from guest_images.build import ensure_guest_image
+    from vnic.lab.image import ensure_guest_image
     return ensure_guest_image(log=lambda *_: None)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from tests.support.tapns import in_netns
 from vnic.backends.tap import TapBackend
 from vnic.device import Device
-from vnic.guest import GuestProcess, GuestResult
-from vnic.netns import GUEST_IP, HOST_IP, NetNS
+from vnic.lab.guest import GuestProcess, GuestResult
+from vnic.lab.netns import GUEST_IP, HOST_IP, NetNS
 
 TAP = "vnic0"
 MTU = 1500
@@ -66,7 +66,7 @@ class UdpSink:
         while not self._stop.is_set():
             try:
                 data, src = self.sock.recvfrom(70000)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -166,7 +166,7 @@ class Link:
         self.tap_features_set: dict[str, str] | None = None
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> Link:
         try:
             s = self._stack
             self.ns = s.enter_context(NetNS())

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from vnic import control
-from vnic.guest import run_guest
-from vnic.netns import NetNS, list_namespaces
+from vnic.lab.guest import run_guest
+from vnic.lab.netns import NetNS, list_namespaces
 
 from .conftest import qemu_pids
 

@@ -9,8 +9,8 @@ import pytest
 
 from vnic.backends.tap import TapBackend
 from vnic.device import Device
-from vnic.guest import GuestProcess
-from vnic.netns import NetNS
+from vnic.lab.guest import GuestProcess
+from vnic.lab.netns import NetNS
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from vnic.guest import run_guest
-from vnic.iperf import run_iperf_pair
-from vnic.netns import NetNS, list_namespaces
+from vnic.lab.guest import run_guest
+from vnic.lab.iperf import run_iperf_pair
+from vnic.lab.netns import NetNS, list_namespaces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or not shutil.which("ip"),

@@ -11,8 +11,8 @@ import pytest
 
 from vnic.backends.tap import TapBackend
 from vnic.device import Device
-from vnic.guest import GuestProcess
-from vnic.netns import NetNS
+from vnic.lab.guest import GuestProcess
+from vnic.lab.netns import NetNS
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +91,7 @@ def _tagged_arp_replies(sock, vlan: int, timeout: float) -> int:
     """ARP replies the device sent on `vlan`.  The host stack takes the tag
     off received frames, so it comes from the packet socket's aux data."""
     import struct
+
     from scapy.layers.l2 import ARP, Ether
     n, deadline = 0, time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -115,7 +116,9 @@ def test_guest_vlan_subinterface_offload_toggle_and_promisc(qemu, image):
     the guest's receive offloads off through CTRL_GUEST_OFFLOADS (and the
     TAP stops handing the device super-frames), promisc on lets all in."""
     import socket
+
     from tests.support.tapns import in_netns
+
     from .support import TAP, Link
 
     with Link() as link:

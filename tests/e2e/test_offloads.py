@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from vnic.iperf import received_bytes
-from vnic.netns import NetNS
+from vnic.lab.iperf import received_bytes
+from vnic.lab.netns import NetNS
 
 from .support import GUEST4, GUEST6, HOST4, HOST6, IPERF_PORT, MTU, TAP, Link, section
 
@@ -130,13 +130,13 @@ def tshark_frames(pcap: Path) -> list[dict[str, list[str]]]:
     r = subprocess.run(["tshark", "-r", str(pcap), "-n",
                         "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
                         "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "occurrence=a",
-                        "-E", "aggregator=;", *sum((["-e", f] for f in TSHARK_FIELDS), [])],
+                        "-E", "aggregator=;", *(arg for f in TSHARK_FIELDS for arg in ("-e", f))],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = []
     for line in r.stdout.splitlines():
         cols = line.split("\t")
-        rows.append({f: [v for v in c.split(";") if v] for f, c in zip(TSHARK_FIELDS, cols)})
+        rows.append({f: [v for v in c.split(";") if v] for f, c in zip(TSHARK_FIELDS, cols, strict=False)})
     return rows
 
 

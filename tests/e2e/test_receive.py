@@ -28,8 +28,8 @@ import re
 
 import pytest
 
-from vnic.iperf import gbps, received_bytes
-from vnic.vm import guest_feature_names
+from vnic.lab.iperf import gbps, received_bytes
+from vnic.lab.vm import guest_feature_names
 
 from .support import GUEST4, HOST4, IPERF_PORT, Link, section
 
@@ -55,7 +55,7 @@ def guest_counters(text: str) -> dict[str, int]:
         if not sep:
             continue
         if proto in names:
-            out.update({f"{proto}.{k}": int(v) for k, v in zip(names.pop(proto), rest.split())})
+            out.update({f"{proto}.{k}": int(v) for k, v in zip(names.pop(proto), rest.split(), strict=False)})
         else:
             names[proto] = rest.split()
     return out

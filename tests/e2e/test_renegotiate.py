@@ -17,7 +17,7 @@ import time
 import pytest
 
 from vnic.control import ControlServer
-from vnic.qmp import RENEGOTIATE_IN_GUEST
+from vnic.control.qmp import RENEGOTIATE_IN_GUEST
 
 from .support import HOST4, TAP, Link
 

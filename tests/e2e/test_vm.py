@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from vnic.vm import vm
+from vnic.lab.vm import vm
 
 pytestmark = pytest.mark.e2e
 

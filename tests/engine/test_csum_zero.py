@@ -22,7 +22,6 @@ from vnic.net.tx_engine import GSO_NONE, GSO_TCPV4, NEEDS_CSUM, NetHdr, TxEngine
 from .frames import offsets, partial_csum, tcp_frame, udp_frame
 
 
-
 def zero_sum_tcp_payload(n: int, **frame_kw) -> bytes:
     """An n-byte payload (n even) whose TCP segment, built with frame_kw,
     has checksum 0x0000: the last two bytes add exactly the missing sum."""

@@ -13,8 +13,19 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Ether
 
-from vnic.net.tx_engine import (ALL_TX_OFFLOADS, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
-                                GSO_UDP, GSO_UDP_L4, NEEDS_CSUM, NetHdr, TxDropped, TxEngine)
+from vnic.net.tx_engine import (
+    ALL_TX_OFFLOADS,
+    GSO_ECN,
+    GSO_NONE,
+    GSO_TCPV4,
+    GSO_TCPV6,
+    GSO_UDP,
+    GSO_UDP_L4,
+    NEEDS_CSUM,
+    NetHdr,
+    TxDropped,
+    TxEngine,
+)
 from vnic.virtio.features import F
 
 from .frames import checksums_valid, offsets, partial_csum, tcp_frame, udp_frame

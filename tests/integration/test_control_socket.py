@@ -130,7 +130,7 @@ def test_replug_without_qemu_monitor_is_a_clear_error(control):
 
 
 def test_flows_command_and_its_bad_input(control):
-    dev, client, _ = control
+    _dev, client, _ = control
     result = client.flows(top=5)
     assert result["flows"] == [] and result["table"]["max_entries"] == 4096
     for bad, message in (({"top": -1}, '"top" is a number'), ({"top": "x"}, '"top" is a number'),

@@ -179,7 +179,7 @@ def test_a_4gib_control_descriptor_is_refused_not_copied(ctrl_dev):
         d.mem.write(head, bytes([RX, PROMISC]))
         ack = d.mem.alloc(1, 8)
         d.mem.write(ack, b"\xee")
-        chain = d.queues[CTRL].add([(head, 2, False), (0x40_0000_0000, 0xFFFFFFFF, False), (ack, 1, True)],
+        d.queues[CTRL].add([(head, 2, False), (0x40_0000_0000, 0xFFFFFFFF, False), (ack, 1, True)],
                                    owned=[head, ack])
         d.kick(CTRL, force=True)
         [used] = d.wait_used(CTRL, 1)

@@ -19,8 +19,8 @@ from tests.integration.test_rx_offload import corrupt_udp_checksum, inject_gso, 
 from tests.support.driver import NET_HDR
 from tests.support.frames import GUEST_MAC, PEER_MAC, udp_frame
 from vnic.backends.null import NullBackend
-from vnic.flows import LIMIT
-from vnic.net.device import VirtioNet
+from vnic.net.virtio_net import VirtioNet
+from vnic.telemetry.flows import LIMIT
 
 NEEDS_CSUM = 1
 GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 1, 3, 4, 5
@@ -151,7 +151,7 @@ def test_sorted_by_bytes_packets_or_recency_and_cut_to_top(served_device):
     send(d, [frame(sport=1, payload=0)] * 5)                 # most packets
     send(d, [frame(sport=2, payload=1000)])                   # most bytes
     send(d, [frame(sport=3, payload=200)] * 2)                # most recent
-    ports = lambda flows: [f["src_port"] for f in flows]     # noqa: E731
+    ports = lambda flows: [f["src_port"] for f in flows]
     assert ports(dev.flows()) == [2, 3, 1]
     assert ports(dev.flows(sort="packets")) == [1, 3, 2]
     assert ports(dev.flows(sort="last_seen")) == [3, 2, 1]

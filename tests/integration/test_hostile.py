@@ -16,7 +16,8 @@ import struct
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support import driver as D
 from tests.support.client import GUEST_IOVA, VfioUserClient
@@ -411,7 +412,7 @@ def case_self_loop(d, q):
 
 
 def case_zero_length(d, q):
-    buf, n = frame_buffer(d)
+    buf, _n = frame_buffer(d)
     publish(q, [(buf, 36, NEXT, 1), (buf, 0, NEXT, 2), (buf + 36, 36, 0, 0)])
 
 
@@ -443,7 +444,7 @@ def case_write_only(d, q):
 
 
 def case_writable_after_readable(d, q):
-    buf, n = frame_buffer(d)
+    buf, _n = frame_buffer(d)
     publish(q, [(buf, 36, NEXT, 1), (buf + 36, 36, WRITE, 0)])
 
 

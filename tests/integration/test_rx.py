@@ -53,7 +53,7 @@ def test_mergeable_frames_in_order_with_varied_sizes(tap_device):
         tap.send(frame)
     packets = d.receive(len(frames))
     assert [p.frame for p in packets] == frames
-    for p, frame in zip(packets, frames):
+    for p, frame in zip(packets, frames, strict=False):
         check_header(p, math.ceil((NET_HDR_LEN + len(frame)) / 512))
     assert sd.stats()["rx_packets"] == len(frames)
 
@@ -83,7 +83,7 @@ def test_without_mergeable_buffers_one_chain_per_packet(tap_device):
         tap.send(frame)
     packets = d.receive(3)
     assert [p.frame for p in packets] == frames
-    for p, frame in zip(packets, frames):
+    for p, frame in zip(packets, frames, strict=False):
         check_header(p, 1)                                   # num_buffers is 1 without MRG_RXBUF
         assert len(p.used) == 1 and p.used[0].length == NET_HDR_LEN + len(frame)
 

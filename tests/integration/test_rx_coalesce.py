@@ -90,7 +90,7 @@ def test_flow_rules_keep_order_and_boundaries(tap_device):
     a = segments(6, seq=1000, sport=5201, last_flags="PA")         # PSH closes
     gap = segments(3, seq=1000 + 6 * MSS + 10, sport=5201, ip_id=50)  # a sequence hole
     b = segments(5, seq=9000, sport=5202, ip_id=200, last_flags="FA")  # FIN is never merged
-    mixed = [x for pair in zip(a, b) for x in pair] + a[len(b):] + gap
+    mixed = [x for pair in zip(a, b, strict=False) for x in pair] + a[len(b):] + gap
     inject_without_buffers(tap_device, mixed)
     d.post_rx(128, size=2048)
     packets = receive_all(d, (6 + 3 + 5) * MSS)

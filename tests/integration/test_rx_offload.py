@@ -10,9 +10,9 @@ import struct
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from tests.engine.frames import partial_csum
 from tests.support.driver import NET_HDR
 from tests.support.frames import GUEST_MAC, PEER_MAC, udp_frame
-from tests.engine.frames import partial_csum
 from tests.support.tapns import in_netns
 
 DATA_VALID, NEEDS_CSUM = 2, 1

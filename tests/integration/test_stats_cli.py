@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from rich.console import Console
 
-from vnic.metrics import table
+from vnic.telemetry.metrics import table
 
 VNIC = [sys.executable, "-m", "vnic.cli"]
 

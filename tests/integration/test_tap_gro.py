@@ -11,7 +11,7 @@ from tests.integration.test_flows import OFFLOADED, send
 from vnic.backends.tap import TapBackend
 from vnic.control import Client, ControlError, ControlServer
 from vnic.device import Device
-from vnic.netns import NetNS
+from vnic.lab.netns import NetNS
 
 GUEST_FRAME, TSO_HEADER, _, WIRE_FRAMES, HEADERS = OFFLOADED["tso4"]     # 10000 bytes, MSS 1448
 

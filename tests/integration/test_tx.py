@@ -3,7 +3,8 @@ and to a TAP in a private namespace (captured and compared byte for byte)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support import driver as D
 from tests.support.driver import NET_HDR, NET_HDR_LEN, TX
@@ -36,7 +37,7 @@ def test_tx_interrupt_fires(served_device):
 def test_many_frames_fill_and_wrap_the_ring(served_device):
     d, sd = served_device.driver, served_device.harness
     total = 0
-    for round_ in range(3):
+    for _round in range(3):
         for i in range(200):
             frame = udp_frame(60 + i, i)
             total += len(frame)

@@ -219,7 +219,7 @@ class VfioUserClient:
         if self._own_memory:
             self.memory.close()
 
-    def __enter__(self) -> "VfioUserClient":
+    def __enter__(self) -> VfioUserClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -391,7 +391,7 @@ class VfioUserClient:
         return self.server_caps
 
     def dma_map(self, iova: int | None = None, size: int | None = None, offset: int = 0,
-                fd: int | None | bool = True, flags: int = P.DMA_FLAG_READ | P.DMA_FLAG_WRITE,
+                fd: int | bool | None = True, flags: int = P.DMA_FLAG_READ | P.DMA_FLAG_WRITE,
                 check: bool = True) -> Message:
         """Map guest memory (all of it by default).  fd=None maps without a
         file descriptor (the server then uses DMA_READ/DMA_WRITE)."""
@@ -464,7 +464,7 @@ class VfioUserClient:
     def device_reset(self) -> None:
         self.request(Command.DEVICE_RESET)
 
-    def attach(self) -> "VfioUserClient":
+    def attach(self) -> VfioUserClient:
         """What QEMU does when the device is realized: negotiate, learn the
         device, read config space, map guest RAM."""
         self.version()

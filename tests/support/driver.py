@@ -430,7 +430,7 @@ class VirtioNetDriver:
         self.queues[index] = q
         return q
 
-    def start(self, accept: int | None = None, drop: int = 0, queue_size: int | None = None) -> "VirtioNetDriver":
+    def start(self, accept: int | None = None, drop: int = 0, queue_size: int | None = None) -> VirtioNetDriver:
         """The whole bring-up: reset, negotiate, MSI-X, queues, DRIVER_OK."""
         self.client.config_write(PCI_COMMAND, struct.pack("<H", PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER))
         self.reset()
@@ -543,7 +543,7 @@ class VirtioNetDriver:
         self.mem.write(out, bytes([cls, cmd]) + data)
         ack = self.mem.alloc(1, 8)
         self.mem.write(ack, b"\xee")
-        chain = self.queues[CTRL].add([(out, 2 + len(data), False), (ack, 1, True)], owned=[out, ack])
+        self.queues[CTRL].add([(out, 2 + len(data), False), (ack, 1, True)], owned=[out, ack])
         self.kick(CTRL, force=True)
         [used] = self.wait_used(CTRL, 1, timeout)
         value = self.mem.read(ack, 1)[0]

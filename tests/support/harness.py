@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from vnic.backends.null import NullBackend
-from vnic.net.device import VirtioNet
+from vnic.net.virtio_net import VirtioNet
 from vnic.vfio_user.session import Server
 from vnic.virtio import features as feat
 
@@ -69,7 +69,7 @@ class ServedDevice:
         self.device.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "ServedDevice":
+    def __enter__(self) -> ServedDevice:
         return self
 
     def __exit__(self, *exc) -> None:

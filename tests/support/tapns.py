@@ -19,7 +19,7 @@ import threading
 import time
 
 from vnic.backends.tap import TapBackend
-from vnic.netns import NetNS
+from vnic.lab.netns import NetNS
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -59,7 +59,7 @@ class TapNamespace:
         self.backend: TapBackend | None = None
         self._sock: socket.socket | None = None
 
-    def __enter__(self) -> "TapNamespace":
+    def __enter__(self) -> TapNamespace:
         self.ns = NetNS().__enter__()
         try:
             for knob in ("all", "default"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from vnic.backends.null import NullBackend
-from vnic.net.device import VirtioNet
+from vnic.net.virtio_net import VirtioNet
 
 
 @pytest.fixture

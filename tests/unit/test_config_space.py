@@ -2,6 +2,7 @@
 capability list, BAR sizing, and which bits a guest may change."""
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -73,7 +74,7 @@ def test_capabilities_do_not_overlap(transport):
         length = raw[off + 2] if cap_id == spec.CAP_ID_VENDOR else 12
         spans.append((off, off + length))
     spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start
 
 

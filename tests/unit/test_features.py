@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vnic.backends.null import NullBackend
-from vnic.net.device import VirtioNet
+from vnic.net.virtio_net import VirtioNet
 from vnic.virtio import features as feat
-from vnic.virtio.features import DEFAULT, F, FeatureError, IMPLEMENTED, NAMES, apply_changes
-
+from vnic.virtio.features import DEFAULT, IMPLEMENTED, NAMES, F, FeatureError, apply_changes
 
 # Known names the device does not implement (the set shrinks as offloads land).
 UNIMPLEMENTED = sorted(n for n, f in NAMES.items() if f not in IMPLEMENTED)
@@ -100,7 +100,7 @@ def test_device_offers_exactly_the_configured_set():
 
 
 def test_cli_takes_a_feature_list_that_starts_with_a_minus():
-    from vnic.cli import build_parser, _glue_feature_lists
+    from vnic.cli import _glue_feature_lists, build_parser
     argv = _glue_feature_lists(["vm", "--iperf", "3", "--features", "-csum,-tso4", "--json"])
     args = build_parser().parse_args(argv)
     assert args.features == "-csum,-tso4" and args.iperf == 3 and args.json

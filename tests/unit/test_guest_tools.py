@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from guest_images.build import write_cpio
-from vnic.guest import parse_console
-from vnic.iperf import guest_script, parse_output
+from vnic.lab.guest import parse_console
+from vnic.lab.image import write_cpio
+from vnic.lab.iperf import guest_script, parse_output
 
 
 def test_parse_console_output_is_byte_exact():

@@ -8,11 +8,12 @@ import os
 
 import pytest
 
+from vnic.errors import DeviceError
 from vnic.pci import msix as M
 from vnic.pci.config import Bar, ConfigSpace
-from vnic.pci.region import DeviceError
+from vnic.vfio_user import protocol as P
 
-TRIGGER_EVENTFD = M.IRQ_SET_DATA_EVENTFD | M.IRQ_SET_ACTION_TRIGGER
+TRIGGER_EVENTFD = P.IRQ_SET_DATA_EVENTFD | P.IRQ_SET_ACTION_TRIGGER
 
 
 class Sink:
@@ -69,20 +70,20 @@ def test_eventfd_run_assigns_vectors(msix, sink):
 
 
 def test_trigger_and_mask_with_bool_data(msix, sink):
-    M.set_irqs(msix, sink, M.IRQ_SET_DATA_BOOL | M.IRQ_SET_ACTION_TRIGGER, 0, 3, [], b"\1\0\1")
+    M.set_irqs(msix, sink, P.IRQ_SET_DATA_BOOL | P.IRQ_SET_ACTION_TRIGGER, 0, 3, [], b"\1\0\1")
     assert sink.triggered == [0, 2]
-    M.set_irqs(msix, sink, M.IRQ_SET_DATA_NONE | M.IRQ_SET_ACTION_MASK, 1, 1, [], b"")
+    M.set_irqs(msix, sink, P.IRQ_SET_DATA_NONE | P.IRQ_SET_ACTION_MASK, 1, 1, [], b"")
     assert sink.masked == {1: True}
 
 
 @pytest.mark.parametrize("flags,start,count,nfds,data", [
-    (M.IRQ_SET_DATA_NONE | M.IRQ_SET_ACTION_TRIGGER, 0, 0, 2, b""),   # disable all, fds sent along
+    (P.IRQ_SET_DATA_NONE | P.IRQ_SET_ACTION_TRIGGER, 0, 0, 2, b""),   # disable all, fds sent along
     (TRIGGER_EVENTFD, 2, 2, 2, b""),                                   # beyond the table
     (TRIGGER_EVENTFD, 0, 0, 1, b""),                                   # count 0
     (TRIGGER_EVENTFD, 0, 2, 1, b""),                                   # fewer fds than vectors
-    (M.IRQ_SET_DATA_EVENTFD | M.IRQ_SET_ACTION_MASK, 0, 1, 1, b""),    # eventfd only triggers
-    (M.IRQ_SET_DATA_EVENTFD | M.IRQ_SET_DATA_BOOL | M.IRQ_SET_ACTION_TRIGGER, 0, 1, 1, b""),
-    (M.IRQ_SET_DATA_BOOL | M.IRQ_SET_ACTION_TRIGGER, 0, 3, 1, b"\1"),  # short bool data
+    (P.IRQ_SET_DATA_EVENTFD | P.IRQ_SET_ACTION_MASK, 0, 1, 1, b""),    # eventfd only triggers
+    (P.IRQ_SET_DATA_EVENTFD | P.IRQ_SET_DATA_BOOL | P.IRQ_SET_ACTION_TRIGGER, 0, 1, 1, b""),
+    (P.IRQ_SET_DATA_BOOL | P.IRQ_SET_ACTION_TRIGGER, 0, 3, 1, b"\1"),  # short bool data
     (0, 0, 1, 1, b""),                                                 # no data type, no action
 ])
 def test_no_request_leaks_the_fds_it_carries(msix, sink, flags, start, count, nfds, data):
@@ -99,7 +100,7 @@ def test_no_request_leaks_the_fds_it_carries(msix, sink, flags, start, count, nf
 
 def test_disable_all_clears_every_vector(msix, sink):
     M.set_irqs(msix, sink, TRIGGER_EVENTFD, 0, 3, eventfds(3), b"")
-    M.set_irqs(msix, sink, M.IRQ_SET_DATA_NONE | M.IRQ_SET_ACTION_TRIGGER, 0, 0, [], b"")
+    M.set_irqs(msix, sink, P.IRQ_SET_DATA_NONE | P.IRQ_SET_ACTION_TRIGGER, 0, 0, [], b"")
     assert sink.fds == {}
 
 

@@ -7,7 +7,8 @@ import json
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vnic.vfio_user import protocol as P
 from vnic.vfio_user.protocol import Command, Header, ProtocolError

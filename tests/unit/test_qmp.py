@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from vnic import qmp
+from vnic.control import qmp
 
 
 class FakeQemu:

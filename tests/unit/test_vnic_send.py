@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from guest_images.build import HERE, TOOL_CFLAGS, TOOLS, build_tools
+from vnic.lab.image import RECIPE_DIR, TOOL_CFLAGS, TOOLS, build_tools
 
 pytestmark = pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc and libc6-dev")
 
@@ -26,7 +26,7 @@ def vnic_send(tmp_path_factory):
 
 def test_sources_compile_without_warnings():
     for src in TOOLS:
-        r = subprocess.run(["gcc", *TOOL_CFLAGS, "-Werror", "-fsyntax-only", str(HERE / src)],
+        r = subprocess.run(["gcc", *TOOL_CFLAGS, "-Werror", "-fsyntax-only", str(RECIPE_DIR / src)],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
 
@@ -41,7 +41,7 @@ def receive_all(sock: socket.socket) -> list[bytes]:
     try:
         while True:
             out.append(sock.recv(70000))
-    except socket.timeout:
+    except TimeoutError:
         return out
 
 

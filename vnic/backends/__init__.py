@@ -4,14 +4,11 @@ A backend spec on the command line is `tap:IFNAME`, `tap:IFNAME@NETNS` or
 `null`."""
 from __future__ import annotations
 
+from ..errors import BackendError
 from .null import NullBackend
 from .tap import TapBackend
 
 Backend = NullBackend | TapBackend
-
-
-class BackendError(ValueError):
-    pass
 
 
 def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backend:

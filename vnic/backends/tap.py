@@ -34,13 +34,10 @@ import subprocess
 import threading
 
 from .._native import ffi, lib
+from ..errors import BackendError, ConfigError
 
 CLONE_NEWNET = 0x40000000
 log = logging.getLogger(__name__)
-
-
-class TapError(OSError):
-    pass
 
 
 class TapBackend:
@@ -51,7 +48,7 @@ class TapBackend:
     def __init__(self, ifname: str, netns: str | None = None,
                  gro_flush_us: int = DEFAULT_GRO_FLUSH_US):
         if not 0 <= gro_flush_us <= self.MAX_GRO_FLUSH_US:
-            raise ValueError(f"host GRO flush timeout {gro_flush_us} us: "
+            raise ConfigError(f"host GRO flush timeout {gro_flush_us} us: "
                              f"use 0 (off) to {self.MAX_GRO_FLUSH_US}")
         self.ifname = ifname
         self.netns = netns
@@ -80,17 +77,17 @@ class TapBackend:
     def set_gro(self, us: int) -> None:
         """Change how long the host's GRO holds merged segments, live (0: off)."""
         if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= self.MAX_GRO_FLUSH_US:
-            raise ValueError(f"host GRO flush timeout {us!r}: a whole number of microseconds, "
+            raise ConfigError(f"host GRO flush timeout {us!r}: a whole number of microseconds, "
                              f"0 (off) to {self.MAX_GRO_FLUSH_US}")
         if self.fd < 0:
-            raise ValueError(f"{self.describe()} is not open: give the timeout to the constructor")
+            raise ConfigError(f"{self.describe()} is not open: give the timeout to the constructor")
         if us == self.gro_flush_us:
             return                           # in force already (reset asks for it again)
         if us and not self._napi:
-            raise ValueError(f"{self.describe()} was opened without host GRO (--tap-gro off); "
+            raise ConfigError(f"{self.describe()} was opened without host GRO (--tap-gro off); "
                              "serve it with --tap-gro on or MICROSECONDS to turn GRO on")
         if not self._hold_gro(us * 1000):
-            raise ValueError(f"{self.describe()}: cannot set gro_flush_timeout")
+            raise ConfigError(f"{self.describe()}: cannot set gro_flush_timeout")
         self.gro_flush_us = us
 
     def _hold_gro(self, timeout_ns: int) -> bool:
@@ -116,7 +113,7 @@ class TapBackend:
         fd = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
         if fd < 0:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
-            raise TapError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
+            raise BackendError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
         return fd
 
     def kernel_drops(self) -> int:
@@ -143,7 +140,7 @@ def _in_netns(netns: str, fn):
     """Run fn in a thread that has entered /run/netns/NETNS."""
     path = f"/run/netns/{netns}"
     if not os.path.exists(path):
-        raise TapError(2, f"network namespace {netns!r} does not exist (create it: ip netns add {netns})")
+        raise BackendError(2, f"network namespace {netns!r} does not exist (create it: ip netns add {netns})")
     libc = ctypes.CDLL(None, use_errno=True)
     result: dict = {}
 
@@ -152,7 +149,7 @@ def _in_netns(netns: str, fn):
         try:
             if libc.setns(target, CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
-                result["error"] = TapError(err, f"cannot enter netns {netns}: {os.strerror(err)}")
+                result["error"] = BackendError(err, f"cannot enter netns {netns}: {os.strerror(err)}")
                 return
             result["value"] = fn()
         except Exception as exc:        # handed to the caller's thread

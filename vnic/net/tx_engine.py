@@ -3,13 +3,15 @@ tests (scapy as the oracle) and benchmarks.  Production traffic reaches the
 same C code from the worker threads."""
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import stats
 from .._native import ffi, lib
+from ..errors import DeviceError
+from ..telemetry import counters as stats
 from ..virtio.features import F, mask
 
 NET_HDR = struct.Struct("<BBHHHHH")    # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
@@ -35,9 +37,11 @@ class NetHdr:
                             self.csum_start, self.csum_offset, 0)
 
 
-class TxDropped(Exception):
+class TxDropped(DeviceError):
+    """The engine refused the frame; reason names the drop counter."""
+
     def __init__(self, reason: str):
-        super().__init__(f"frame dropped: {reason}")
+        super().__init__(errno.EINVAL, f"frame dropped: {reason}")
         self.reason = reason
 
 

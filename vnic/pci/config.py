@@ -9,8 +9,8 @@ BAR sizing semantics for other clients (and our own test client).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 CONFIG_SIZE = 256
 

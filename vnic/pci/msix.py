@@ -12,7 +12,15 @@ import os
 import struct
 from typing import Protocol
 
-from . import region
+from ..errors import DeviceError
+from ..vfio_user.protocol import (
+    IRQ_SET_ACTION_MASK,
+    IRQ_SET_ACTION_TRIGGER,
+    IRQ_SET_ACTION_UNMASK,
+    IRQ_SET_DATA_BOOL,
+    IRQ_SET_DATA_EVENTFD,
+    IRQ_SET_DATA_NONE,
+)
 from .config import ConfigSpace
 from .region import Region
 
@@ -20,14 +28,6 @@ CAP_ID_MSIX = 0x11
 ENTRY_SIZE = 16
 CONTROL_ENABLE = 0x8000
 CONTROL_MASKALL = 0x4000
-
-# VFIO SET_IRQS flags (the vfio-user body mirrors struct vfio_irq_set)
-IRQ_SET_DATA_NONE = 1
-IRQ_SET_DATA_BOOL = 2
-IRQ_SET_DATA_EVENTFD = 4
-IRQ_SET_ACTION_MASK = 8
-IRQ_SET_ACTION_UNMASK = 16
-IRQ_SET_ACTION_TRIGGER = 32
 
 
 class Msix:
@@ -78,7 +78,7 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
     action = flags & (IRQ_SET_ACTION_MASK | IRQ_SET_ACTION_UNMASK | IRQ_SET_ACTION_TRIGGER)
     if bin(data_type).count("1") != 1 or bin(action).count("1") != 1:
         _close(fds)
-        raise region.DeviceError(errno.EINVAL, f"SET_IRQS flags {flags:#x}: need one data type and one action")
+        raise DeviceError(errno.EINVAL, f"SET_IRQS flags {flags:#x}: need one data type and one action")
     if action == IRQ_SET_ACTION_TRIGGER and data_type == IRQ_SET_DATA_NONE and count == 0:
         _close(fds)                    # fds sent along with "disable all" are ours to close
         for v in range(msix.vectors):
@@ -86,17 +86,17 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
         return
     if start + count > msix.vectors or count == 0:
         _close(fds)
-        raise region.DeviceError(errno.EINVAL, f"SET_IRQS vectors {start}+{count} beyond {msix.vectors}")
+        raise DeviceError(errno.EINVAL, f"SET_IRQS vectors {start}+{count} beyond {msix.vectors}")
     if data_type == IRQ_SET_DATA_EVENTFD:
         if action != IRQ_SET_ACTION_TRIGGER or len(fds) not in (0, count):
             _close(fds)
-            raise region.DeviceError(errno.EINVAL, f"SET_IRQS eventfd: {len(fds)} fds for {count} vectors")
+            raise DeviceError(errno.EINVAL, f"SET_IRQS eventfd: {len(fds)} fds for {count} vectors")
         for i in range(count):
             sink.set_vector_fd(start + i, fds[i] if fds else -1)
         return
     _close(fds)
     if data_type == IRQ_SET_DATA_BOOL and len(data) < count:
-        raise region.DeviceError(errno.EINVAL, "SET_IRQS bool data shorter than count")
+        raise DeviceError(errno.EINVAL, "SET_IRQS bool data shorter than count")
     selected = [start + i for i in range(count) if data_type == IRQ_SET_DATA_NONE or data[i]]
     for v in selected:
         if action == IRQ_SET_ACTION_TRIGGER:

@@ -1,8 +1,8 @@
 """A device region as vfio-user exposes it: PCI BARs and config space."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # vfio-pci region indices
 BAR_REGIONS = range(6)
@@ -29,10 +29,3 @@ def empty_region() -> Region:
     return Region(0, no_access, no_access)
 
 
-class DeviceError(Exception):
-    """A request the device refuses; errno travels back to the client."""
-
-    def __init__(self, err: int, message: str, expected: bool = False):
-        super().__init__(message)
-        self.errno = err
-        self.expected = expected       # a probe clients make routinely: don't warn

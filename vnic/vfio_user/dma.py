@@ -11,13 +11,12 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
-import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable
 
 from .._native import ffi, lib
-from .protocol import ProtocolError
+from ..errors import ProtocolError, check
 
 log = logging.getLogger(__name__)
 NO_FD_WARN_SIZE = 16 << 20
@@ -64,7 +63,7 @@ class DmaTable:
             rc = lib.vnic_mem_add(self._native, iova, size, pointer, int(writable))
         if rc < 0:
             self._release(region, pointer)
-            raise ProtocolError(-rc, f"DMA_MAP {iova:#x}+{size:#x}: {os.strerror(-rc)}")
+            check(rc, f"DMA_MAP {iova:#x}+{size:#x}", ProtocolError)
         self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer)
 
     def unmap(self, iova: int, size: int) -> None:

@@ -11,6 +11,8 @@ import json
 import struct
 from dataclasses import dataclass
 
+from ..errors import ProtocolError
+
 HEADER = struct.Struct("<HHIII")          # id, command, size, flags, error
 HEADER_SIZE = HEADER.size
 
@@ -44,14 +46,6 @@ class Command(enum.IntEnum):
     REGION_WRITE_MULTI = 15
 
 
-class ProtocolError(Exception):
-    """A request we answer with an error reply carrying errno."""
-
-    def __init__(self, err: int, message: str):
-        super().__init__(message)
-        self.errno = err
-
-
 @dataclass(frozen=True)
 class Header:
     id: int
@@ -61,7 +55,7 @@ class Header:
     error: int = 0
 
     @classmethod
-    def unpack(cls, data: bytes | memoryview) -> "Header":
+    def unpack(cls, data: bytes | memoryview) -> Header:
         return cls(*HEADER.unpack_from(data))
 
     def pack(self) -> bytes:
@@ -156,9 +150,13 @@ IRQ_INFO_MASKABLE = 2
 IRQ_INFO_AUTOMASKED = 4
 IRQ_INFO_NORESIZE = 8
 IRQ_SET = struct.Struct("<IIIII")          # argsz, flags, index, start, count
-from ..pci.msix import (IRQ_SET_ACTION_MASK, IRQ_SET_ACTION_TRIGGER,  # noqa: E402,F401
-                        IRQ_SET_ACTION_UNMASK, IRQ_SET_DATA_BOOL, IRQ_SET_DATA_EVENTFD,
-                        IRQ_SET_DATA_NONE)
+# vfio_irq_set flags: one data type and one action
+IRQ_SET_DATA_NONE = 1
+IRQ_SET_DATA_BOOL = 2
+IRQ_SET_DATA_EVENTFD = 4
+IRQ_SET_ACTION_MASK = 8
+IRQ_SET_ACTION_UNMASK = 16
+IRQ_SET_ACTION_TRIGGER = 32
 
 # ---- DMA_READ / DMA_WRITE (server to client) -------------------------------
 DMA_ACCESS = struct.Struct("<QQ")          # address, count

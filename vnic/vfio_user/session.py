@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Protocol
 
 from .._native import ffi, lib
-from ..pci.region import DeviceError, Region
+from ..errors import DeviceError, ProtocolError
+from ..pci.region import Region
 from . import protocol as P
 from .dma import DmaTable
-from .protocol import Command, Header, ProtocolError
+from .protocol import Command, Header
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Session:
         self.model = model
         self.chan = lib.vnic_chan_new(sock.detach(), P.MAX_MSG_SIZE)
         if self.chan == ffi.NULL:
-            raise OSError(errno.ENOMEM, "cannot start the vfio-user channel")
+            raise DeviceError(errno.ENOMEM, "cannot start the vfio-user channel")
         self._chan_lock = threading.Lock()
         self.client_caps: dict = {}
         self.negotiated = False
@@ -186,7 +187,7 @@ class Session:
 
     def _set_irqs(self, header: Header, body: bytes, fds: list[int]) -> bytes:
         P.need(body, P.IRQ_SET.size, "SET_IRQS")
-        argsz, flags, index, start, count = P.IRQ_SET.unpack_from(body)
+        _argsz, flags, index, start, count = P.IRQ_SET.unpack_from(body)
         self.model.set_irqs(index, flags, start, count, [os.dup(fd) for fd in fds],
                             body[P.IRQ_SET.size:])
         return b""

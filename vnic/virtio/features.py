@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from ..errors import FeatureError
+
 
 class F(enum.IntEnum):
     """Feature bit numbers (virtio 1.2, 5.1.3 and 6)."""
@@ -110,10 +112,6 @@ def without_orphans(features: set[F]) -> set[F]:
         result -= orphans
         changed = bool(orphans)
     return result
-
-
-class FeatureError(ValueError):
-    pass
 
 
 def mask(features) -> int:

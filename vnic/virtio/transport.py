@@ -2,7 +2,7 @@
 
 The transport owns config space, the MSI-X BAR and the virtio BAR (common
 configuration, notifications, ISR, device configuration) and runs the
-device status machine.  The device behind it (vnic.net.device) supplies
+device status machine.  The device behind it (vnic.net.virtio_net) supplies
 features, device configuration and the data plane.
 """
 from __future__ import annotations
@@ -13,12 +13,20 @@ import os
 import struct
 from typing import Protocol
 
+from ..errors import DeviceError
 from ..pci import config as pcicfg
-from ..pci.config import Bar, ConfigSpace
 from ..pci import msix as msixmod
+from ..pci.config import Bar, ConfigSpace
 from ..pci.msix import Msix
-from ..pci.region import (CONFIG_REGION, IRQ_ERR, IRQ_MSIX, NUM_IRQS, NUM_REGIONS, DeviceError,
-                          Region, empty_region)
+from ..pci.region import (
+    CONFIG_REGION,
+    IRQ_ERR,
+    IRQ_MSIX,
+    NUM_IRQS,
+    NUM_REGIONS,
+    Region,
+    empty_region,
+)
 from .features import F
 from .queues import MAX_QUEUE_SIZE, NO_VECTOR, QueueConfig
 

@@ -6,18 +6,16 @@ root (no chroot needed) and run it through that root's own dynamic loader.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vnic.paths import cache_dir
+from .cache import cache_dir, cache_lock, remove_stale_tmp
 
 MARKER = ".vnic-complete"  # written last: a root without it is a broken build
 
@@ -99,25 +97,6 @@ def find_qemu() -> Qemu | None:
     return None
 
 
-@contextmanager
-def cache_lock(name: str):
-    """Serialise builders of one cache entry across processes."""
-    with open(cache_dir() / f"{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def remove_stale_tmp(parent: Path, pattern: str = "*.tmp-*") -> None:
-    """Remove build dirs named <x>.tmp-<pid> whose builder process is gone."""
-    for p in parent.glob(pattern):
-        pid = p.name.rsplit(".tmp-", 1)[-1]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def build_qemu_root(root: Path, log=print) -> None:
     """Build the private root with mmdebstrap: into a temp dir, marker, rename."""
     if not shutil.which("mmdebstrap"):
@@ -165,57 +144,3 @@ def ensure_qemu(log=print) -> Qemu:
         raise RuntimeError(f"private QEMU in {root} is unusable; remove it and retry")
     log(f"vnic: {why}; using private QEMU {q.version} from {root}")
     return q
-
-
-# --- KVM probe ------------------------------------------------------------
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def kvm_usable(qemu: Qemu, timeout: float = 10.0) -> bool:
-    """Does a guest actually boot under KVM here? (nested KVM may hang at boot.)
-
-    Boots the test guest with -accel kvm and a no-op command and waits for its
-    end marker. The answer is cached per host boot and QEMU version, since
-    /dev/kvm existing says nothing about whether nested guests run.
-    $VNIC_ACCEL=tcg|kvm overrides the probe.
-    """
-    forced = os.environ.get("VNIC_ACCEL")
-    if forced in ("tcg", "kvm"):
-        return forced == "kvm"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    cache = cache_dir() / "kvm-probe.json"
-    key = f"{_boot_id()}:{qemu.version}"
-    try:
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return bool(saved["usable"])
-    except (OSError, ValueError, KeyError):
-        pass
-    # Imported here: guest.py imports this module.
-    from guest_images.build import ensure_guest_image
-    from vnic.guest import GuestProcess
-    image = ensure_guest_image(log=lambda *a: None)
-    usable = False
-    try:
-        with GuestProcess(qemu, image, [], "true", ip=None, timeout=timeout, accel="kvm",
-                          mem_mb=128) as g:
-            deadline = time.monotonic() + timeout
-            # Nested KVM here stops with "KVM internal error" and then hangs:
-            # give up as soon as QEMU says so instead of waiting out the timeout.
-            while g.proc.poll() is None and time.monotonic() < deadline:
-                if "KVM internal error" in g.stderr():
-                    break
-                if "@@VNIC-END" in g.console():
-                    usable = g.wait().rc == 0
-                    break
-                time.sleep(0.1)
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        usable = False
-    cache.write_text(json.dumps({"key": key, "usable": usable}))
-    return usable

@@ -47,7 +47,8 @@ def tso_gbps(repeat: int = 4000) -> float:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     payload = np.random.default_rng(2).bytes(SUPERFRAME - 54)
-    frame = bytes(Ether(src="52:54:00:00:00:01", dst="52:54:00:00:00:02") / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(flags="PA") / payload)
+    frame = bytes(Ether(src="52:54:00:00:00:01", dst="52:54:00:00:00:02")
+                  / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(flags="PA") / payload)
     hdr = NetHdr(NEEDS_CSUM, GSO_TCPV4, 54, MSS, 34, 16)
     cuts = list(range(4096 - 12, len(frame), 4096))        # guest pages
     engine = TxEngine()

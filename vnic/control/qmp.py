@@ -22,16 +22,14 @@ from pathlib import Path
 
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
+from ..errors import ReplugError
+
 DEFAULT_DEVICE_ID = "vnic0"
 # Newest QEMU seen to abort on vfio-user-pci unplug (see above).
 UNPLUG_ABORTS_UP_TO = (11, 1, 3)
 RENEGOTIATE_IN_GUEST = (
     "p=$(basename $(dirname $(readlink -f /sys/class/net/eth0/device))); "
     "echo $p > /sys/bus/pci/drivers/virtio-pci/unbind; echo $p > /sys/bus/pci/drivers/virtio-pci/bind")
-
-
-class ReplugError(RuntimeError):
-    pass
 
 
 def device_spec(socket_path: str | Path, device_id: str | None = DEFAULT_DEVICE_ID) -> dict:
@@ -76,7 +74,7 @@ async def _replug(qmp_path: str, spec: dict, timeout: float) -> dict:
     qmp = QMPClient("vnic")
     try:
         await asyncio.wait_for(qmp.connect(qmp_path), timeout)
-    except (QMPError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, QMPError, OSError) as exc:
         raise ReplugError(f"cannot reach QEMU's QMP socket {qmp_path}: {exc}") from None
     try:
         await _refuse_if_unplug_aborts(qmp)
@@ -85,7 +83,7 @@ async def _replug(qmp_path: str, spec: dict, timeout: float) -> dict:
             await qmp.execute("device_del", {"id": device_id})
             try:
                 await asyncio.wait_for(_deleted(events, device_id), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ReplugError(
                     f"the guest did not release {device_id} within {timeout:.0f} s "
                     "(is it running, with ACPI PCI hotplug?); the device stays plugged") from None

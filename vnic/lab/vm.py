@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guest_images.build import ensure_guest_image
+from vnic.lab.image import ensure_guest_image
 
+from ..backends.tap import TapBackend
+from ..control import ControlServer
+from ..device import Device
+from ..virtio import features as feat
 from . import iperf
-from .backends.tap import TapBackend
-from .control import ControlServer
-from .device import Device
 from .guest import GuestProcess
 from .netns import GUEST_IP, NetNS
 from .qemu import ensure_qemu
-from .virtio import features as feat
 
 TAP_NAME = "vnic0"
 

@@ -6,7 +6,7 @@ Prometheus sees them as vnic_<name>_total with a `queue` label."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, CollectorRegistry

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from ._native import ffi, lib
+from .._native import ffi, lib
+from ..errors import ConfigError
 
 _NUMPY_TYPES = {"uint8_t": "u1", "uint16_t": "<u2", "uint32_t": "<u4", "uint64_t": "<u8"}
 
@@ -115,9 +116,9 @@ def rows(records: np.ndarray, top: int | None = None, sort: str = "bytes",
     """Flows largest first by `sort` ("bytes", "packets", or "last_seen":
     most recent first), the first `top` of them if given."""
     if sort not in SORT_FIELDS:
-        raise ValueError(f"cannot sort flows by {sort!r}: use {', '.join(SORT_FIELDS)}")
+        raise ConfigError(f"cannot sort flows by {sort!r}: use {', '.join(SORT_FIELDS)}")
     if top is not None and top < 0:
-        raise ValueError(f"top must be at least 0, not {top}")
+        raise ConfigError(f"top must be at least 0, not {top}")
     # the workers' clock: CLOCK_MONOTONIC, as time.monotonic_ns() reads it on Linux
     now_ns = time.monotonic_ns() if now_ns is None else now_ns
     order = np.argsort(records[SORT_FIELDS[sort]], kind="stable")[::-1]

@@ -3,6 +3,7 @@ bridge from the virtio transport to the C data plane (one call per
 configuration change, never per packet)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -10,14 +11,15 @@ import struct
 import threading
 from contextlib import contextmanager
 
-from .. import flows as flow_stats
-from .. import stats
 from .._native import ffi, lib
+from ..errors import BackendError, ConfigError, DeviceError, check
+from ..telemetry import counters as stats
+from ..telemetry import flows as flow_stats
+from ..vfio_user.dma import DmaTable
 from ..virtio import features as feat
 from ..virtio.features import F
-from ..virtio.queues import NO_VECTOR, QueueConfig
+from ..virtio.queues import QueueConfig
 from ..virtio.transport import VirtioPciTransport
-from ..vfio_user.dma import DmaTable
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,15 @@ def check_tx_mode(mode) -> None:
     """A ValueError naming the modes for anything that is not one (a control
     request may carry any JSON value)."""
     if not isinstance(mode, str) or mode not in TX_MODES:
-        raise ValueError(f"unknown TX mode {mode!r}: use {' or '.join(TX_MODES)}")
+        raise ConfigError(f"unknown TX mode {mode!r}: use {' or '.join(TX_MODES)}")
 
 
 def parse_mac(text: str) -> bytes:
     if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
-        raise ValueError(f"bad MAC address {text!r} (want xx:xx:xx:xx:xx:xx)")
+        raise ConfigError(f"bad MAC address {text!r} (want xx:xx:xx:xx:xx:xx)")
     mac = bytes(int(b, 16) for b in text.split(":"))
     if mac[0] & 1:
-        raise ValueError(f"MAC {text} is a multicast address")
+        raise ConfigError(f"MAC {text} is a multicast address")
     return mac
 
 
@@ -60,9 +62,9 @@ class VirtioNet:
                  features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
                  rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX):
         if not MIN_MTU <= mtu <= MAX_MTU:
-            raise ValueError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
+            raise ConfigError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
         if not 0 <= speed_mbps < 0xFFFFFFFF:
-            raise ValueError(f"speed {speed_mbps} Mbit/s out of range")
+            raise ConfigError(f"speed {speed_mbps} Mbit/s out of range")
         self.mac = mac or random_mac()
         self.mtu = mtu
         self.speed_mbps = speed_mbps          # reported with SPEED_DUPLEX (full duplex)
@@ -74,13 +76,12 @@ class VirtioNet:
         self._lock = threading.RLock()     # session thread vs. control calls
         native = lib.vnic_dev_new(self.queue_pairs)
         if native == ffi.NULL:
-            raise MemoryError("cannot create the native device")
+            raise DeviceError(errno.ENOMEM, "cannot create the native device")
         self.native = ffi.gc(native, lib.vnic_dev_free)
         lib.vnic_dev_set_mac(self.native, self.mac)
         backend.open()
-        rc = lib.vnic_dev_set_backend(self.native, backend.kind, backend.fd)
-        if rc < 0:
-            raise OSError(-rc, f"backend {backend.describe()}: {os.strerror(-rc)}")
+        check(lib.vnic_dev_set_backend(self.native, backend.kind, backend.fd),
+              f"backend {backend.describe()}", BackendError)
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
         self.set_rx_coalesce(rx_coalesce)
@@ -198,7 +199,7 @@ class VirtioNet:
         check_tx_mode(mode)
         rc = lib.vnic_dev_set_tx_mode(self.native, TX_MODES[mode])
         if rc < 0:
-            raise ValueError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
+            raise ConfigError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
         self.tx_mode = mode
 
     def set_rx_coalesce(self, on: bool) -> None:
@@ -245,15 +246,14 @@ class VirtioNet:
         While running, the workers take it between batches; a bound below
         the flows held empties the table."""
         if not 0 <= entries <= flow_stats.LIMIT:
-            raise ValueError(f"flow table bound {entries} outside 0..{flow_stats.LIMIT}")
+            raise ConfigError(f"flow table bound {entries} outside 0..{flow_stats.LIMIT}")
         with self._lock:                  # the C call must not race start/stop
             rc = lib.vnic_dev_set_flow_table_max(self.native, entries)
-        if rc < 0:
-            raise OSError(-rc, f"flow table bound: {os.strerror(-rc)}")
+        check(rc, "flow table bound")
         self.flow_table_max = entries
 
     def flows(self, top: int | None = None, sort: str = "bytes") -> list[dict]:
-        """The flows seen (see vnic.flows.row for the keys), largest first by
+        """The flows seen (see vnic.telemetry.flows.row for the keys), largest first by
         `sort` ("bytes", "packets" or "last_seen"), the `top` first if given."""
         return flow_stats.rows(flow_stats.snapshot(self.native), top=top, sort=sort)
 
@@ -265,8 +265,7 @@ class VirtioNet:
         """Forget every flow (safe while traffic runs; counters keep counting)."""
         with self._lock:
             rc = lib.vnic_flows_clear(self.native)
-        if rc < 0:
-            raise OSError(-rc, f"clearing flows: {os.strerror(-rc)}")
+        check(rc, "clearing flows")
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .paths import cache_dir
+from .cache import cache_dir
 
 
 @dataclass
@@ -69,7 +69,7 @@ def check_kvm(qemu) -> Check:
 
 
 def check_guest_image() -> Check:
-    from guest_images.build import image_hash
+    from vnic.lab.image import image_hash
     path = cache_dir() / "guest" / image_hash()
     ok = (path / "info.json").exists()        # written last by the builder
     return Check("guest-image", ok, str(path) if ok else f"not built ({path})",

@@ -12,12 +12,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from guest_images.build import ensure_guest_image
 from vnic.backends.tap import TapBackend
 from vnic.device import Device, qemu_device_args
-from vnic.iperf import run_iperf_pair
-from vnic.netns import NetNS
-from vnic.qemu import ensure_qemu
+from vnic.lab.image import ensure_guest_image
+from vnic.lab.iperf import run_iperf_pair
+from vnic.lab.netns import NetNS
+from vnic.lab.qemu import ensure_qemu
 
 BUILTIN_MAC = "52:54:00:12:34:56"
 

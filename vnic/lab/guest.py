@@ -11,6 +11,7 @@ out from between `@@VNIC-BEGIN@@` and `@@VNIC-END rc=N@@`.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -18,8 +19,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from vnic.qemu import Qemu, kvm_usable
+from ..errors import ConfigError
+from .cache import cache_dir
+from .image import ensure_guest_image
+from .qemu import Qemu
 
 READY_RE = re.compile(r"@@VNIC-READY ([^\n]*)@@")
 ERROR_RE = re.compile(r"@@VNIC-ERROR ([^\n]*)@@")
@@ -82,7 +87,7 @@ def guest_argv(qemu: Qemu, image, nic_args, cmd: str, ip: str | None = "10.213.0
         params.append(append)
     cmdline = " ".join(params)
     if len(cmdline) > CMDLINE_MAX:
-        raise ValueError(f"guest command too long for the kernel cmdline "
+        raise ConfigError(f"guest command too long for the kernel cmdline "
                          f"({len(cmdline)} > {CMDLINE_MAX} bytes after base64)")
     # Under TCG QEMU's default CPU (qemu64) moves packets about twice as fast
     # as -cpu max (measured with iperf3), so keep it unless asked otherwise.
@@ -126,7 +131,7 @@ class GuestProcess:
         self.t_start = self.t_ready = None
         self.result: GuestResult | None = None
 
-    def start(self) -> "GuestProcess":
+    def start(self) -> GuestProcess:
         argv = self.argv
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
@@ -206,7 +211,7 @@ class GuestProcess:
                          + res.qemu_stderr.strip()[-2000:])
         return res
 
-    def __enter__(self) -> "GuestProcess":
+    def __enter__(self) -> GuestProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -220,3 +225,54 @@ def run_guest(qemu: Qemu, image, nic_args=(), cmd: str = "true",
     with GuestProcess(qemu, image, nic_args, cmd, ip=ip, mem_mb=mem_mb, timeout=timeout,
                       extra_args=extra_args, **kw) as g:
         return g.wait()
+
+
+# --- KVM probe ------------------------------------------------------------
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def kvm_usable(qemu: Qemu, timeout: float = 10.0) -> bool:
+    """Does a guest actually boot under KVM here? (nested KVM may hang at boot.)
+
+    Boots the test guest with -accel kvm and a no-op command and waits for its
+    end marker. The answer is cached per host boot and QEMU version, since
+    /dev/kvm existing says nothing about whether nested guests run.
+    $VNIC_ACCEL=tcg|kvm overrides the probe.
+    """
+    forced = os.environ.get("VNIC_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    cache = cache_dir() / "kvm-probe.json"
+    key = f"{_boot_id()}:{qemu.version}"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return bool(saved["usable"])
+    except (OSError, ValueError, KeyError):
+        pass
+    image = ensure_guest_image(log=lambda *a: None)
+    usable = False
+    try:
+        with GuestProcess(qemu, image, [], "true", ip=None, timeout=timeout, accel="kvm",
+                          mem_mb=128) as g:
+            deadline = time.monotonic() + timeout
+            # Nested KVM here stops with "KVM internal error" and then hangs:
+            # give up as soon as QEMU says so instead of waiting out the timeout.
+            while g.proc.poll() is None and time.monotonic() < deadline:
+                if "KVM internal error" in g.stderr():
+                    break
+                if "@@VNIC-END" in g.console():
+                    usable = g.wait().rc == 0
+                    break
+                time.sleep(0.1)
+    except Exception:
+        usable = False
+    cache.write_text(json.dumps({"key": key, "usable": usable}))
+    return usable

@@ -105,7 +105,7 @@ class NetNS:
         self._old_sigterm = None
 
     # -- lifetime --------------------------------------------------------
-    def __enter__(self) -> "NetNS":
+    def __enter__(self) -> NetNS:
         cleanup_stale()
         _ip("netns", "add", self.name)
         try:

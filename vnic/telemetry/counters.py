@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._native import ffi, lib
+from .._native import ffi, lib
 
 FIELDS = [name for name, _ in ffi.typeof("struct vnic_queue_stats").fields]
 DTYPE = np.dtype([(name, "<u8") for name in FIELDS])

@@ -20,16 +20,14 @@ import shutil
 import stat
 import struct
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # allow `python guest_images/build.py`
-    sys.path.insert(0, str(HERE.parent))
+from .cache import REPO_ROOT, cache_dir, cache_lock, remove_stale_tmp
 
-from vnic.paths import cache_dir  # noqa: E402
+# The recipe: recipe.json, the guest's init and the test tools' sources.
+RECIPE_DIR = REPO_ROOT / "guest_images"
 
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
@@ -46,20 +44,20 @@ class GuestImage:
 
 
 def recipe() -> dict:
-    return json.loads((HERE / "recipe.json").read_text())
+    return json.loads((RECIPE_DIR / "recipe.json").read_text())
 
 
 def image_hash() -> str:
+    """The cache key: the recipe's files and this builder."""
     h = hashlib.sha256()
-    for name in ("recipe.json", "init", "build.py", *TOOLS):
-        h.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    for name in ("recipe.json", "init", *TOOLS):
+        h.update(name.encode() + b"\0" + (RECIPE_DIR / name).read_bytes())
+    h.update(b"builder\0" + Path(__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
 def ensure_guest_image(log=print) -> GuestImage:
     """The cached guest image for the current recipe, building it if needed."""
-    from vnic.qemu import cache_lock, remove_stale_tmp
-
     out = cache_dir() / "guest" / image_hash()
     with cache_lock("guest"):  # one builder at a time across processes
         remove_stale_tmp(out.parent)
@@ -111,7 +109,7 @@ def build_tools(stage: Path) -> list[str]:
     for src, dest in TOOLS.items():
         out = stage / dest
         out.parent.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run([gcc, *TOOL_CFLAGS, "-o", str(out), str(HERE / src)],
+        p = subprocess.run([gcc, *TOOL_CFLAGS, "-o", str(out), str(RECIPE_DIR / src)],
                            capture_output=True, text=True)
         if p.returncode != 0:
             hint = (" (static linking needs libc6-dev: apt-get install libc6-dev)"
@@ -167,7 +165,7 @@ def _stage(r: dict, root: Path, stage: Path) -> dict:
     (stage / "etc/vnic-modules").write_text("".join(m + "\n" for m in loaded))
     (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (stage / "etc/group").write_text("root:x:0:\n")
-    shutil.copyfile(HERE / "init", stage / "init")
+    shutil.copyfile(RECIPE_DIR / "init", stage / "init")
     os.chmod(stage / "init", 0o755)
     return {"kernel_version": kver, "modules_loaded": loaded, "modules_builtin": builtin,
             "binaries": r["binaries"], "libraries": sorted(libs)}
@@ -201,9 +199,9 @@ def _modules(r: dict, root: Path, dest: Path) -> tuple[str, list[str], list[str]
     kver = kdir.name
     if not kver.startswith(r["kernel_series"] + "."):
         raise RuntimeError(f"kernel {kver} is not the recipe's {r['kernel_series']} series")
-    norm = lambda n: n.replace("-", "_")  # noqa: E731 - module names treat - and _ alike
-    builtin = {norm(Path(l).name.split(".ko")[0])
-               for l in (kdir / "modules.builtin").read_text().split()}
+    norm = lambda n: n.replace("-", "_")
+    builtin = {norm(Path(name).name.split(".ko")[0])
+               for name in (kdir / "modules.builtin").read_text().split()}
     files = {norm(p.name.split(".ko")[0]): p for p in (kdir / "kernel").rglob("*.ko*")}
 
     order: list[str] = []
@@ -288,9 +286,3 @@ def write_cpio(tree: Path, f, extra_nodes=()) -> None:
     for name, mode, major, minor in extra_nodes:
         entry(name, mode, rdev=(major, minor))
     entry("TRAILER!!!", 0)
-
-
-if __name__ == "__main__":
-    img = ensure_guest_image()
-    print(json.dumps({"kernel": str(img.kernel), "initrd": str(img.initrd), **img.info},
-                     indent=1))

@@ -10,8 +10,8 @@ import json
 import re
 import subprocess
 
-from vnic.guest import GuestProcess, GuestResult
-from vnic.netns import GUEST_IP, HOST_IP, NetNS
+from vnic.lab.guest import GuestProcess, GuestResult
+from vnic.lab.netns import GUEST_IP, HOST_IP, NetNS
 
 SERVER = HOST_IP.split("/")[0]
 PORT = 5201
