@@ -2,9 +2,12 @@
 # Install everything vnic needs, idempotently, on Debian 12 (run as root):
 #   Debian packages, a Python venv with vnic (C data plane compiled by cffi),
 #   a QEMU with vfio-user-pci and the test guest image.
+#   --python stops after the venv (what `scripts/test.sh --fast` needs).
 # Everything downloaded or built lives under $VNIC_CACHE (default ~/.cache/vnic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python_only=0
+[ "${1:-}" = "--python" ] && python_only=1
 
 export VNIC_CACHE="${VNIC_CACHE:-$HOME/.cache/vnic}"
 mkdir -p "$VNIC_CACHE"
@@ -38,5 +41,9 @@ echo "setup: installing vnic into $VENV (compiles native/)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e '.[test,dev]'
 
+if [ "$python_only" = 1 ]; then
+    echo "setup: venv ready (--python: QEMU and the guest image not checked)"
+    exit 0
+fi
 "$VENV/bin/vnic" setup
 echo "setup: done. Use $VENV/bin/vnic (or activate: . $VENV/bin/activate)"

@@ -13,6 +13,8 @@ from vnic.control import Client, ControlError, ControlServer
 from vnic.device import Device
 from vnic.lab.netns import NetNS
 
+pytestmark = [pytest.mark.root, pytest.mark.netns]     # TAPs in namespaces of its own
+
 GUEST_FRAME, TSO_HEADER, _, WIRE_FRAMES, HEADERS = OFFLOADED["tso4"]     # 10000 bytes, MSS 1448
 
 
