@@ -119,7 +119,8 @@ COMMANDS = {
 
 
 def handle(device, request: dict):
-    command = COMMANDS.get(request.get("cmd"))
+    name = request.get("cmd")
+    command = COMMANDS.get(name) if isinstance(name, str) else None     # any JSON may come
     if command is None:
         raise ControlError(f"unknown command {request.get('cmd')!r}; known: {', '.join(COMMANDS)}")
     return command(device, request)

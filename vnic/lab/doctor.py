@@ -61,7 +61,7 @@ def check_kvm(qemu) -> Check:
         return Check("kvm", False, "/dev/kvm absent: guests run under TCG (slower)", required=False)
     if qemu is None:
         return Check("kvm", False, "not probed (no QEMU)", required=False)
-    from .qemu import kvm_usable
+    from .guest import kvm_usable
     usable = kvm_usable(qemu)
     return Check("kvm", usable, "a guest boots under KVM" if usable else
                  "/dev/kvm exists but a guest does not boot under it (nested?): using TCG",
