@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict, TypeGuard
+
+import numpy as np
 
 from . import backends
-from .backends import Backend
+from .backends import Backend, TapBackend
 from .control import qmp
 from .errors import ConfigError, ReplugError
 from .net.virtio_net import VirtioNet, check_tx_mode, parse_mac
 from .telemetry import counters as stats
+from .telemetry.flows import FlowsResult
 from .vfio_user.session import Server
 from .virtio import features as feat
 
@@ -37,6 +41,40 @@ def qemu_memory_args(mem_mb: int = 512) -> list[str]:
             "-machine", "memory-backend=mem"]
 
 
+class Modes(TypedDict):
+    tx: str
+    rx_coalesce: bool
+    tap_gro_us: NotRequired[int]      # TAP backends only
+
+
+class DeviceInfo(TypedDict):
+    mac: str
+    mtu: int
+    backend: str
+    socket: str | None
+    link_up: bool
+    offered_features: list[str]
+    negotiated_features: list[str]
+    needs_reset: bool
+    tx_mode: str
+    rx_filter: dict[str, Any]
+    rx_coalesce: bool
+    tap_gro_us: NotRequired[int]      # TAP backends only
+
+
+class _StartUp(TypedDict):
+    """What reset() goes back to."""
+    features: frozenset[feat.F]
+    tx: str
+    rx_coalesce: bool
+    tap_gro_us: int | None
+
+
+def _tunable_gro(backend: Backend) -> TypeGuard[TapBackend]:
+    """A backend whose host GRO can be tuned (a TAP)."""
+    return hasattr(backend, "set_gro")
+
+
 class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
                  mtu: int = 1500, features: str = "", tx_mode: str = "segment",
@@ -47,20 +85,19 @@ class Device:
         flow_table_max: flows kept per queue pair (0: no per-flow statistics)."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.DEFAULT, features)
-        # what `reset` goes back to
-        self._initial = {"features": offered, "tx": tx_mode, "rx_coalesce": rx_coalesce}
         self.qmp_path: str | None = None           # QEMU's monitor, for replug
         self.device_id = qmp.DEFAULT_DEVICE_ID
         self._stats_base: dict[str, int] = {}      # totals at the last reset()
-        self._queue_base = None                     # per-queue rows at the last reset()
+        self._queue_base: np.ndarray | None = None  # per-queue rows at the last reset()
         if isinstance(mac, str):
             mac = parse_mac(mac)
         flow_kw = {} if flow_table_max is None else {"flow_table_max": flow_table_max}
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
                              features=offered, tx_mode=tx_mode,
                              rx_coalesce=rx_coalesce, **flow_kw)
-        # the backend is open now: its GRO is what is really in force
-        self._initial["tap_gro_us"] = self.backend.gro_flush_us if self._has_gro() else None
+        # what `reset` goes back to; the backend is open now: its GRO is what is really in force
+        self._initial = _StartUp(features=offered, tx=tx_mode, rx_coalesce=rx_coalesce,
+                                 tap_gro_us=self.backend.gro_flush_us if _tunable_gro(self.backend) else None)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -86,7 +123,7 @@ class Device:
         """Where QEMU's QMP socket is and the id QEMU knows this NIC by."""
         self.qmp_path, self.device_id = str(qmp_path), device_id
 
-    def replug(self, timeout: float = 60.0) -> dict:
+    def replug(self, timeout: float = 60.0) -> dict[str, Any]:
         """Unplug and replug the NIC through QMP: the guest renegotiates now
         (new offer in force).  Blocks until QEMU has plugged it back."""
         if not self.qmp_path:
@@ -107,7 +144,7 @@ class Device:
     def __enter__(self) -> Device:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- state -----------------------------------------------------------------
@@ -127,7 +164,7 @@ class Device:
         """Device totals since start, or since the last reset()."""
         return {k: v - self._stats_base.get(k, 0) for k, v in self.net.stats().items()}
 
-    def reset(self) -> dict:
+    def reset(self) -> DeviceInfo:
         """Back to the start-up configuration: the offer (the guest sees it at
         its next negotiation), TX mode, coalescing, host GRO, link up;
         counters from zero, no flows.  The modes go first: they are the
@@ -156,18 +193,18 @@ class Device:
         return self.offered_features
 
     def set_mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
-                 tap_gro_us: int | None = None) -> dict:
+                 tap_gro_us: int | None = None) -> Modes:
         """Modes take effect at once.  tap_gro_us: the TAP's host GRO flush
         timeout (0: off); the result shows it for TAP backends only.  The
         GRO change, the one that can fail on a good value, goes first, so a
         refused request changes nothing."""
-        if tap_gro_us is not None and not self._has_gro():
+        if tap_gro_us is not None and not _tunable_gro(self.backend):
             raise ConfigError(f"host GRO needs a TAP backend, not {self.backend.describe()}")
         if tx is not None:
             check_tx_mode(tx)
         if rx_coalesce is not None and not isinstance(rx_coalesce, bool):
             raise ConfigError(f"rx_coalesce is true or false, not {rx_coalesce!r}")
-        if tap_gro_us is not None:
+        if tap_gro_us is not None and _tunable_gro(self.backend):
             self.backend.set_gro(tap_gro_us)
         if tx is not None:
             self.net.set_tx_mode(tx)
@@ -175,16 +212,13 @@ class Device:
             self.net.set_rx_coalesce(rx_coalesce)
         return self._modes()
 
-    def _has_gro(self) -> bool:
-        return hasattr(self.backend, "set_gro")
-
-    def _modes(self) -> dict:
-        modes = {"tx": self.net.tx_mode, "rx_coalesce": self.net.rx_coalesce}
-        if self._has_gro():
+    def _modes(self) -> Modes:
+        modes = Modes(tx=self.net.tx_mode, rx_coalesce=self.net.rx_coalesce)
+        if _tunable_gro(self.backend):
             modes["tap_gro_us"] = self.backend.gro_flush_us
         return modes
 
-    def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
+    def flows(self, top: int | None = None, sort: str = "bytes") -> FlowsResult:
         """Per-flow statistics: {"table": entries/capacity/bound/evictions,
         "flows": [one dict per flow, largest first by `sort`]}."""
         return {"table": self.net.flow_table_info(), "flows": self.net.flows(top=top, sort=sort)}
@@ -195,18 +229,20 @@ class Device:
             rows = [{k: v - int(b[k]) for k, v in row.items()} for row, b in zip(rows, self._queue_base, strict=False)]
         return rows
 
-    def info(self) -> dict:
-        return {
-            "mac": self.mac,
-            "mtu": self.net.mtu,
-            "backend": self.backend.describe(),
-            "socket": str(self.socket_path) if self.socket_path else None,
-            "link_up": self.net.link_up,
-            "offered_features": self.offered_features,
-            "negotiated_features": self.negotiated_features,
-            "needs_reset": self.net.failed(),
-            "tx_mode": self.net.tx_mode,
-            "rx_filter": self.net.filter_state(),
-            "rx_coalesce": self.net.rx_coalesce,
-            **({"tap_gro_us": self.backend.gro_flush_us} if self._has_gro() else {}),
-        }
+    def info(self) -> DeviceInfo:
+        info = DeviceInfo(
+            mac=self.mac,
+            mtu=self.net.mtu,
+            backend=self.backend.describe(),
+            socket=str(self.socket_path) if self.socket_path else None,
+            link_up=self.net.link_up,
+            offered_features=self.offered_features,
+            negotiated_features=self.negotiated_features,
+            needs_reset=self.net.failed(),
+            tx_mode=self.net.tx_mode,
+            rx_filter=self.net.filter_state(),
+            rx_coalesce=self.net.rx_coalesce,
+        )
+        if _tunable_gro(self.backend):
+            info["tap_gro_us"] = self.backend.gro_flush_us
+        return info

@@ -8,6 +8,8 @@ from ..errors import BackendError
 from .null import NullBackend
 from .tap import TapBackend
 
+__all__ = ["Backend", "BackendError", "NullBackend", "TapBackend", "parse", "parse_tap_gro"]
+
 Backend = NullBackend | TapBackend
 
 

@@ -32,12 +32,15 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .._native import ffi, lib
 from ..errors import BackendError, ConfigError
 
 CLONE_NEWNET = 0x40000000
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TapBackend:
@@ -110,7 +113,7 @@ class TapBackend:
 
     def _open_here(self) -> int:
         name = ffi.new("char[]", 16)
-        fd = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
+        fd: int = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
         if fd < 0:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
             raise BackendError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
@@ -136,13 +139,13 @@ class TapBackend:
             self.fd = -1
 
 
-def _in_netns(netns: str, fn):
+def _in_netns(netns: str, fn: Callable[[], T]) -> T:
     """Run fn in a thread that has entered /run/netns/NETNS."""
     path = f"/run/netns/{netns}"
     if not os.path.exists(path):
         raise BackendError(2, f"network namespace {netns!r} does not exist (create it: ip netns add {netns})")
     libc = ctypes.CDLL(None, use_errno=True)
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def run() -> None:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -163,4 +166,5 @@ def _in_netns(netns: str, fn):
     thread.join()
     if "error" in result:
         raise result["error"]
-    return result["value"]
+    value: T = result["value"]
+    return value

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ..errors import ControlError
 
+if TYPE_CHECKING:                 # vnic.device imports this package
+    from ..device import DeviceInfo, Modes
+    from ..telemetry.flows import FlowsResult
 
-def request(path: str | Path, cmd: dict, timeout: float = 90) -> dict:
+
+def request(path: str | Path, cmd: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
     """One request to a running `vnic serve --control PATH`.  The timeout is
     generous: a replug waits for the guest to release the device."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -36,7 +42,8 @@ def request(path: str | Path, cmd: dict, timeout: float = 90) -> dict:
             raise ControlError(f"no reply from {path} within {timeout:.0f} s") from None
     if not data:
         raise ControlError(f"{path} closed the connection without a reply")
-    return json.loads(data)
+    reply: dict[str, Any] = json.loads(data)
+    return reply
 
 
 class Client:
@@ -45,39 +52,57 @@ class Client:
     def __init__(self, path: str | Path, timeout: float = 90):
         self.path, self.timeout = path, timeout
 
-    def call(self, cmd: str, **args):
+    def call(self, cmd: str, **args: Any) -> Any:
         reply = request(self.path, {"cmd": cmd, **args}, self.timeout)
         if not reply.get("ok"):
             raise ControlError(reply.get("error", "request failed"))
         return reply["result"]
 
-    def info(self) -> dict:
-        return self.call("info")
+    def info(self) -> DeviceInfo:
+        result: DeviceInfo = self.call("info")
+        return result
 
-    def stats(self, per_queue: bool = False):
-        return self.call("stats", per_queue=per_queue)
+    @overload
+    def stats(self, per_queue: Literal[False] = False) -> dict[str, int]: ...
+    @overload
+    def stats(self, per_queue: Literal[True]) -> list[dict[str, int]]: ...
+    @overload
+    def stats(self, per_queue: bool) -> dict[str, int] | list[dict[str, int]]: ...
 
-    def link(self, up: bool) -> dict:
-        return self.call("link", up=up)
+    def stats(self, per_queue: bool = False) -> dict[str, int] | list[dict[str, int]]:
+        result: dict[str, int] | list[dict[str, int]] = self.call("stats", per_queue=per_queue)
+        return result
 
-    def announce(self) -> dict:
-        return self.call("announce")
+    def link(self, up: bool) -> dict[str, bool]:
+        result: dict[str, bool] = self.call("link", up=up)
+        return result
 
-    def features(self, enable=(), disable=(), replug: bool = False) -> dict:
-        return self.call("features", enable=list(enable), disable=list(disable), replug=replug)
+    def announce(self) -> dict[str, bool]:
+        result: dict[str, bool] = self.call("announce")
+        return result
 
-    def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
-        return self.call("flows", sort=sort, **({} if top is None else {"top": top}))
+    def features(self, enable: Iterable[str] = (), disable: Iterable[str] = (),
+                 replug: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("features", enable=list(enable), disable=list(disable),
+                                           replug=replug)
+        return result
 
-    def replug(self) -> dict:
+    def flows(self, top: int | None = None, sort: str = "bytes") -> FlowsResult:
+        result: FlowsResult = self.call("flows", sort=sort, **({} if top is None else {"top": top}))
+        return result
+
+    def replug(self) -> dict[str, Any]:
         """QEMU unplugs and replugs the NIC; returns once it is plugged back."""
-        return self.call("replug")
+        result: dict[str, Any] = self.call("replug")
+        return result
 
-    def reset(self, replug: bool = False) -> dict:
-        return self.call("reset", replug=replug)
+    def reset(self, replug: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("reset", replug=replug)
+        return result
 
     def mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
-             tap_gro_us: int | None = None) -> dict:
+             tap_gro_us: int | None = None) -> Modes:
         args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce),
                                   ("tap_gro_us", tap_gro_us)) if v is not None}
-        return self.call("mode", **args)
+        result: Modes = self.call("mode", **args)
+        return result

@@ -23,6 +23,9 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 HOST_IP = "10.213.0.1/24"
 GUEST_IP = "10.213.0.2/24"
@@ -102,7 +105,7 @@ class NetNS:
         self.exec_prefix = ["ip", "netns", "exec", self.name]
         self.procs: list[subprocess.Popen] = []
         self.fds: list[int] = []
-        self._old_sigterm = None
+        self._old_sigterm: Callable[[int, FrameType | None], Any] | int | None = None
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self) -> NetNS:

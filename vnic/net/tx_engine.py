@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ class TxDropped(DeviceError):
 
 
 class TxEngine:
-    def __init__(self, features=ALL_TX_OFFLOADS, max_frames: int = 1024):
+    def __init__(self, features: Iterable[int] = ALL_TX_OFFLOADS, max_frames: int = 1024):
         self._engine = ffi.gc(lib.vnic_tx_engine_new(mask(features) | 1 << F.VERSION_1),
                               lib.vnic_tx_engine_free)
         self._stats = ffi.new("struct vnic_queue_stats *")
@@ -58,20 +59,21 @@ class TxEngine:
         raw = np.frombuffer(ffi.buffer(self._stats), dtype=stats.DTYPE)
         return stats.totals(raw)
 
-    def run(self, hdr: NetHdr, frame: bytes, cuts: list[int] = (), repeat: int = 1,
+    def run(self, hdr: NetHdr, frame: bytes, cuts: Sequence[int] = (), repeat: int = 1,
             keep_output: bool = True) -> list[bytes]:
         """Frames the device would put on the wire for one guest TX frame,
         the frame split into guest buffers at `cuts`."""
         pkt = hdr.pack() + frame
         cut_arr = ffi.new("uint32_t[]", list(cuts)) if cuts else ffi.NULL
         out = self._out if keep_output else ffi.NULL
-        n = lib.vnic_tx_engine_run(self._engine, pkt, len(pkt), cut_arr, len(cuts), out,
+        n: int = lib.vnic_tx_engine_run(self._engine, pkt, len(pkt), cut_arr, len(cuts), out,
                                    len(self._out), self._lens, self._max, repeat, self._stats)
         if n < 0:
             raise TxDropped(DROP_REASONS.get(-n, str(-n)))
         if not keep_output:
             return []
-        frames, pos = [], 0
+        frames: list[bytes] = []
+        pos = 0
         for i in range(n):
             frames.append(bytes(ffi.buffer(self._out + pos, self._lens[i])))
             pos += self._lens[i]

@@ -9,9 +9,12 @@ import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .._native import ffi, lib
+from ..backends import Backend
 from ..errors import BackendError, ConfigError, DeviceError, check
 from ..telemetry import counters as stats
 from ..telemetry import flows as flow_stats
@@ -31,7 +34,7 @@ MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
 
-def check_tx_mode(mode) -> None:
+def check_tx_mode(mode: object) -> None:
     """A ValueError naming the modes for anything that is not one (a control
     request may carry any JSON value)."""
     if not isinstance(mode, str) or mode not in TX_MODES:
@@ -58,7 +61,7 @@ class VirtioNet:
     class_code = 0x020000          # network controller, ethernet
     queue_pairs = 1
 
-    def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
+    def __init__(self, backend: Backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
                  features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
                  rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX):
         if not MIN_MTU <= mtu <= MAX_MTU:
@@ -143,10 +146,12 @@ class VirtioNet:
             self.negotiated = 0
 
     def failed(self) -> bool:
-        return lib.vnic_dev_error(self.native) != 0
+        error: int = lib.vnic_dev_error(self.native)
+        return error != 0
 
     def read_isr(self) -> int:
-        return lib.vnic_dev_read_isr(self.native)
+        isr: int = lib.vnic_dev_read_isr(self.native)
+        return isr
 
     def kick(self, queue: int) -> None:
         lib.vnic_queue_kick(self.native, queue)
@@ -169,7 +174,7 @@ class VirtioNet:
         lib.vnic_irq_set_masked(self.native, vector, int(masked))
 
     # ---- channel ---------------------------------------------------------------
-    def attach_channel(self, chan) -> None:
+    def attach_channel(self, chan: Any) -> None:
         from ..virtio import transport as t
         lib.vnic_chan_set_notify(chan, self.native, t.VIRTIO_BAR, t.NOTIFY_OFF,
                                  t.NOTIFY_MULTIPLIER, self.num_queues)
@@ -181,7 +186,7 @@ class VirtioNet:
             lib.vnic_chan_attach_dma(ffi.NULL, self.native)
 
     @contextmanager
-    def quiesced(self):
+    def quiesced(self) -> Iterator[None]:
         """Stop the workers around a change to memory they hold pointers into."""
         with self._lock:
             running = lib.vnic_dev_running(self.native)
@@ -224,7 +229,7 @@ class VirtioNet:
         lib.vnic_dev_announce(self.native)
         return True
 
-    def filter_state(self) -> dict:
+    def filter_state(self) -> dict[str, Any]:
         st = ffi.new("struct vnic_filter_state *")
         lib.vnic_dev_filter_state(self.native, st)
         state = {name: getattr(st, name) for name, _ in ffi.typeof("struct vnic_filter_state").fields}
@@ -252,7 +257,7 @@ class VirtioNet:
         check(rc, "flow table bound")
         self.flow_table_max = entries
 
-    def flows(self, top: int | None = None, sort: str = "bytes") -> list[dict]:
+    def flows(self, top: int | None = None, sort: str = "bytes") -> list[flow_stats.FlowRow]:
         """The flows seen (see vnic.telemetry.flows.row for the keys), largest first by
         `sort` ("bytes", "packets" or "last_seen"), the `top` first if given."""
         return flow_stats.rows(flow_stats.snapshot(self.native), top=top, sort=sort)

@@ -90,10 +90,12 @@ class ConfigSpace:
 
     # ---- access ----------------------------------------------------------------
     def u16(self, off: int) -> int:
-        return struct.unpack_from("<H", self.data, off)[0]
+        value: int = struct.unpack_from("<H", self.data, off)[0]
+        return value
 
     def u32(self, off: int) -> int:
-        return struct.unpack_from("<I", self.data, off)[0]
+        value: int = struct.unpack_from("<I", self.data, off)[0]
+        return value
 
     def read(self, offset: int, count: int) -> bytes:
         self._check(offset, count)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 # vfio-pci region indices
 BAR_REGIONS = range(6)
@@ -24,7 +25,7 @@ class Region:
 
 
 def empty_region() -> Region:
-    def no_access(*_args):
+    def no_access(*_args: object) -> NoReturn:
         raise IndexError("region has no size")
     return Region(0, no_access, no_access)
 

@@ -14,6 +14,7 @@ import mmap
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from .._native import ffi, lib
 from ..errors import ProtocolError, check
@@ -28,11 +29,11 @@ class Mapping:
     size: int
     writable: bool
     map: mmap.mmap | None
-    pointer: object            # cffi pointer keeping the buffer exported
+    pointer: Any               # cffi pointer keeping the buffer exported
 
 
 class DmaTable:
-    def __init__(self, native, quiesced: Callable[[], AbstractContextManager]):
+    def __init__(self, native: Any, quiesced: Callable[[], AbstractContextManager[None]]):
         self._native = native
         self._quiesced = quiesced
         self.mappings: dict[tuple[int, int], Mapping] = {}
@@ -82,7 +83,7 @@ class DmaTable:
         self.mappings.clear()
 
     @staticmethod
-    def _release(region: mmap.mmap | None, pointer) -> None:
+    def _release(region: mmap.mmap | None, pointer: Any) -> None:
         if region is not None:
             ffi.release(pointer)
             region.close()

@@ -10,6 +10,7 @@ import errno
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ProtocolError
 
@@ -84,8 +85,8 @@ VERSION = struct.Struct("<HH")
 MAJOR, MINOR = 0, 0
 
 
-def server_capabilities(write_multiple: bool = False) -> dict:
-    caps = {
+def server_capabilities(write_multiple: bool = False) -> dict[str, Any]:
+    caps: dict[str, Any] = {
         "max_msg_fds": MAX_MSG_FDS,
         "max_data_xfer_size": MAX_DATA_XFER,
         "pgsizes": PGSIZE,
@@ -96,11 +97,11 @@ def server_capabilities(write_multiple: bool = False) -> dict:
     return {"capabilities": caps}
 
 
-def parse_version(body: bytes | memoryview) -> tuple[int, int, dict]:
+def parse_version(body: bytes | memoryview) -> tuple[int, int, dict[str, Any]]:
     need(body, VERSION.size, "VERSION")
     major, minor = VERSION.unpack_from(body)
     raw = bytes(body[VERSION.size:]).split(b"\0", 1)[0]
-    caps: dict = {}
+    caps: dict[str, Any] = {}
     if raw:
         try:
             caps = json.loads(raw)
@@ -111,7 +112,7 @@ def parse_version(body: bytes | memoryview) -> tuple[int, int, dict]:
     return major, minor, caps
 
 
-def pack_version(caps: dict) -> bytes:
+def pack_version(caps: dict[str, Any]) -> bytes:
     return VERSION.pack(MAJOR, MINOR) + json.dumps(caps).encode() + b"\0"
 
 

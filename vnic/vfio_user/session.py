@@ -14,8 +14,9 @@ import socket
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._native import ffi, lib
 from ..errors import DeviceError, ProtocolError
@@ -26,17 +27,23 @@ from .protocol import Command, Header
 
 log = logging.getLogger(__name__)
 
+# A request handler: header, body and the fds that came with it, to the
+# reply body (and the fds to send with it).
+Handler = Callable[[Header, bytes, list[int]], bytes | tuple[bytes, list[int]]]
+
 
 class DeviceModel(Protocol):
     """What a session needs from the device it serves."""
     regions: list[Region]
-    memory: DmaTable
+
+    @property
+    def memory(self) -> DmaTable: ...
 
     def irq_info(self, index: int) -> tuple[int, int]: ...
     def set_irqs(self, index: int, flags: int, start: int, count: int,
                  fds: list[int], data: bytes) -> None: ...
     def device_reset(self) -> None: ...
-    def attach_channel(self, chan) -> None: ...
+    def attach_channel(self, chan: Any) -> None: ...
     def detach_channel(self) -> None: ...
     def client_gone(self) -> None: ...
 
@@ -48,10 +55,10 @@ class Session:
         if self.chan == ffi.NULL:
             raise DeviceError(errno.ENOMEM, "cannot start the vfio-user channel")
         self._chan_lock = threading.Lock()
-        self.client_caps: dict = {}
+        self.client_caps: dict[str, Any] = {}
         self.negotiated = False
         self.errors = 0
-        self._handlers = {
+        self._handlers: dict[int, Handler] = {
             Command.VERSION: self._version,
             Command.DMA_MAP: self._dma_map,
             Command.DMA_UNMAP: self._dma_unmap,

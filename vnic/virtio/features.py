@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from ..errors import FeatureError
 
@@ -114,7 +115,7 @@ def without_orphans(features: set[F]) -> set[F]:
     return result
 
 
-def mask(features) -> int:
+def mask(features: Iterable[int]) -> int:
     bits = 0
     for f in features:
         bits |= 1 << int(f)

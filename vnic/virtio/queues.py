@@ -18,4 +18,4 @@ class QueueConfig:
     device: int = 0        # used ring
 
     def reset(self) -> None:
-        self.__init__()
+        QueueConfig.__init__(self)

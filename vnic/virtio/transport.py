@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import DeviceError
 from ..pci import config as pcicfg
@@ -27,6 +27,7 @@ from ..pci.region import (
     Region,
     empty_region,
 )
+from ..vfio_user.dma import DmaTable
 from .features import F
 from .queues import MAX_QUEUE_SIZE, NO_VECTOR, QueueConfig
 
@@ -88,11 +89,12 @@ class VirtioBackend(Protocol):
     def failed(self) -> bool: ...
     def set_vector(self, queue: int | None, vector: int) -> None: ...
     # MSI-X eventfds (msix.VectorSink) and guest memory
-    memory: object
+    @property
+    def memory(self) -> DmaTable: ...
     def set_vector_fd(self, vector: int, fd: int) -> None: ...
     def trigger_vector(self, vector: int) -> None: ...
     def mask_vector(self, vector: int, masked: bool) -> None: ...
-    def attach_channel(self, chan) -> None: ...
+    def attach_channel(self, chan: Any) -> None: ...
     def detach_channel(self) -> None: ...
 
 
@@ -310,7 +312,7 @@ class VirtioPciTransport:
 
     # ---- what the vfio-user session calls -------------------------------------
     @property
-    def memory(self):
+    def memory(self) -> DmaTable:
         return self.device.memory
 
     def irq_info(self, index: int) -> tuple[int, int]:
@@ -330,7 +332,7 @@ class VirtioPciTransport:
     def device_reset(self) -> None:
         self.reset()
 
-    def attach_channel(self, chan) -> None:
+    def attach_channel(self, chan: Any) -> None:
         self.device.attach_channel(chan)
 
     def detach_channel(self) -> None:

@@ -39,6 +39,7 @@ def vnic(qemu, image, seconds: int, tx_mode: str = "segment",
         with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode,
                     features=features) as dev:
             dev.serve(Path(tmp) / "vnic.sock")
+            assert dev.socket_path is not None          # serving
             res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds)
             res["counters"] = dev.stats()
             return res
