@@ -36,6 +36,8 @@ CMDLINE_MAX = 2048 - 1  # x86 COMMAND_LINE_SIZE, including the NUL
 
 @dataclass
 class GuestResult:
+    """What one guest run gave: the command's exit status and output, the
+    console, and how QEMU ended."""
     rc: int | None            # the command's exit status; None if it never finished
     output: str               # its stdout+stderr, byte-exact (less serial \r)
     console_log: str          # the whole serial console
@@ -49,6 +51,7 @@ class GuestResult:
 
     @property
     def ok(self) -> bool:
+        """The command exited 0 and nothing went wrong."""
         return self.rc == 0 and self.error is None
 
 
@@ -70,6 +73,7 @@ def parse_console(log: str) -> dict:
 
 
 def choose_accel(qemu: Qemu) -> str:
+    """"kvm" if a guest boots under KVM here, else "tcg"."""
     return "kvm" if kvm_usable(qemu) else "tcg"
 
 
@@ -134,6 +138,8 @@ class GuestProcess:
         self.result: GuestResult | None = None
 
     def start(self) -> GuestProcess:
+        """Start QEMU and the threads that read its console and stderr; returns
+        self."""
         argv = self.argv
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
@@ -160,10 +166,12 @@ class GuestProcess:
                 self._ready.set()
 
     def console(self) -> str:
+        """The serial console so far, with CRLF as LF."""
         with self._lock:
             return self._buf.decode(errors="replace").replace("\r\n", "\n")
 
     def stderr(self) -> str:
+        """QEMU's stderr so far."""
         with self._lock:
             return self._err.decode(errors="replace")
 
@@ -177,6 +185,7 @@ class GuestProcess:
         return True
 
     def kill(self) -> None:
+        """Kill QEMU if it still runs, reap it and wait for the reader threads."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
         if self.proc:
