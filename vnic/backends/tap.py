@@ -44,6 +44,11 @@ T = TypeVar("T")
 
 
 class TapBackend:
+    """The TAP interface ifname, inside network namespace netns if given;
+    nothing is opened before open(). gro_flush_us: how long the host's GRO
+    may hold a merged packet, in microseconds (0: no host GRO; see the
+    module docstring). Raises ConfigError for a timeout outside
+    0..MAX_GRO_FLUSH_US."""
     kind = lib.VNIC_BACKEND_TAP
     DEFAULT_GRO_FLUSH_US = 2000
     MAX_GRO_FLUSH_US = 1_000_000
@@ -61,9 +66,16 @@ class TapBackend:
         self.fd = -1
 
     def describe(self) -> str:
+        """The backend spec: tap:IFNAME or tap:IFNAME@NETNS."""
         return f"tap:{self.ifname}" + (f"@{self.netns}" if self.netns else "")
 
     def open(self) -> None:
+        """Open the TAP (creating it if it does not exist) with a vnet header,
+        bring it up and set its GRO flush timeout. Raises BackendError if
+        the TAP or the namespace cannot be opened,
+        subprocess.CalledProcessError if `ip link set up` fails. A timeout
+        the kernel refuses is logged, and gro_flush_us becomes what the TAP
+        has."""
         if self.netns:
             self.fd = _in_netns(self.netns, self._open_here)
         else:
@@ -78,7 +90,10 @@ class TapBackend:
             self.gro_flush_us = int(current) // 1000 if current and current.isdigit() else 0
 
     def set_gro(self, us: int) -> None:
-        """Change how long the host's GRO holds merged segments, live (0: off)."""
+        """Change how long the host's GRO holds merged segments, live (0: off).
+        Raises ConfigError for a value that is not a whole number in range, a
+        TAP that is not open or was opened without GRO (to turn it on), or a
+        timeout the kernel refuses."""
         if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= self.MAX_GRO_FLUSH_US:
             raise ConfigError(f"host GRO flush timeout {us!r}: a whole number of microseconds, "
                              f"0 (off) to {self.MAX_GRO_FLUSH_US}")
@@ -122,7 +137,8 @@ class TapBackend:
     def kernel_drops(self) -> int:
         """Frames the kernel dropped on their way to us because the TAP's
         queue (txqueuelen) was full: what happens while the guest posts no
-        receive buffers for longer than the queue lasts."""
+        receive buffers for longer than the queue lasts.  0 if the interface
+        is gone."""
         cmd = ["ip", "-j", "-s"] + (["-n", self.netns] if self.netns else []) + \
             ["link", "show", "dev", self.ifname]
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -131,6 +147,8 @@ class TapBackend:
         return int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
 
     def close(self) -> None:
+        """Give the TAP back the gro_flush_timeout it had before open() and
+        close it. A second call does nothing."""
         if self._saved_gro_timeout is not None:     # a TAP that outlives us gets it back
             self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
             self._saved_gro_timeout = None

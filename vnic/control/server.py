@@ -128,6 +128,9 @@ COMMANDS: dict[str, Callable[[Device, Request], object]] = {
 
 
 def handle(device: Device, request: Request) -> object:
+    """Run one decoded request on device and return its result (JSON values).
+    Raises ControlError for an unknown command or a bad argument; a
+    ConfigError (FeatureError included) from the device passes through."""
     name = request.get("cmd")
     command = COMMANDS.get(name) if isinstance(name, str) else None     # any JSON may come
     if command is None:
@@ -162,6 +165,9 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 
 class ControlServer:
+    """The control socket at path (mode 0600; a file already there is replaced)
+    for device. Nothing is served before start()."""
+
     def __init__(self, path: str | Path, device: Device):
         self.path = Path(path)
         if self.path.exists():
@@ -174,9 +180,12 @@ class ControlServer:
         self._server.device = device
 
     def start(self) -> None:
+        """Serve requests from a daemon thread; each connection gets its own
+        thread."""
         threading.Thread(target=self._server.serve_forever, name="vnic-control", daemon=True).start()
 
     def close(self) -> None:
+        """Stop serving and remove the socket."""
         self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)

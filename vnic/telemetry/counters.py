@@ -22,8 +22,10 @@ def view(native: Any) -> np.ndarray:
 
 
 def totals(counters: np.ndarray) -> dict[str, int]:
+    """Each counter summed over the queue pairs."""
     return {name: int(counters[name].sum()) for name in FIELDS}
 
 
 def per_queue(counters: np.ndarray) -> list[dict[str, int]]:
+    """One dict of counters per queue pair."""
     return [{name: int(row[name]) for name in FIELDS} for row in counters]

@@ -113,6 +113,7 @@ def _protocol(record: np.void) -> str:
 
 
 def offload_names(bits: int) -> list[str]:
+    """Names of the offload bits set in bits ("csum", "tso", ...)."""
     return [name for bit, name in OFFLOADS.items() if bits & bit]
 
 

@@ -107,6 +107,8 @@ class DeviceCollector:
         self.read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter family per device counter, labelled by queue pair;
+        prometheus_client calls it at every scrape."""
         rows = self.read()
         for name in rows[0]:
             family = CounterMetricFamily(f"vnic_{name}", f"vnic device counter {name}", labels=["queue"])

@@ -25,6 +25,8 @@ NO_FD_WARN_SIZE = 16 << 20
 
 @dataclass
 class Mapping:
+    """One DMA_MAP region: its place in the guest's IOVA space and, if it came
+    with a file descriptor, its mmap and the pointer the data plane holds."""
     iova: int
     size: int
     writable: bool
@@ -33,6 +35,10 @@ class Mapping:
 
 
 class DmaTable:
+    """The guest memory regions the client has mapped, kept in step with the C
+    device native. quiesced() must give a context in which the workers are
+    stopped: they hold pointers into these regions."""
+
     def __init__(self, native: Any, quiesced: Callable[[], AbstractContextManager[None]]):
         self._native = native
         self._quiesced = quiesced
@@ -40,6 +46,10 @@ class DmaTable:
         self.warned_no_fd = False
 
     def map(self, iova: int, size: int, fd: int | None, offset: int, writable: bool) -> None:
+        """DMA_MAP: mmap the region from fd at offset (without an fd it is
+        reached by DMA_READ/DMA_WRITE messages) and hand it to the data
+        plane. Raises ProtocolError for an empty or overflowing range, an fd
+        that cannot be mapped, or a region the data plane refuses."""
         if size == 0 or iova + size > 1 << 64:
             raise ProtocolError(errno.EINVAL, f"DMA_MAP of bad range {iova:#x}+{size:#x}")
         region = None
@@ -68,6 +78,8 @@ class DmaTable:
         self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer)
 
     def unmap(self, iova: int, size: int) -> None:
+        """DMA_UNMAP of the region mapped with exactly this iova and size.
+        Raises ProtocolError (ENOENT) if there is none."""
         mapping = self.mappings.pop((iova, size), None)
         if mapping is None:
             raise ProtocolError(errno.ENOENT, f"DMA_UNMAP of unknown region {iova:#x}+{size:#x}")
@@ -76,6 +88,8 @@ class DmaTable:
         self._release(mapping.map, mapping.pointer)
 
     def unmap_all(self) -> None:
+        """Forget every region (DMA_UNMAP with the ALL flag, or the client went
+        away)."""
         with self._quiesced():
             lib.vnic_mem_clear(self._native)
         for mapping in self.mappings.values():

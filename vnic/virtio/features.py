@@ -116,6 +116,7 @@ def without_orphans(features: set[F]) -> set[F]:
 
 
 def mask(features: Iterable[int]) -> int:
+    """The bit mask of some feature bit numbers."""
     bits = 0
     for f in features:
         bits |= 1 << int(f)
