@@ -8,10 +8,15 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .backends import BackendError, parse, parse_tap_gro
+from .errors import FeatureError
 from .net.virtio_net import TX_MODES
-from .virtio.features import FeatureError
+
+if TYPE_CHECKING:
+    from .telemetry.flows import FlowsResult
 
 
 def _features_help() -> str:
@@ -33,7 +38,9 @@ TAP_GRO_HELP = ("on (default), off or MICROSECONDS: the host's GRO merges the wi
 RX_COALESCE_HELP = "merge received TCP segments into super-frames for TSO-capable guests (default on)"
 
 
-def cmd_setup(args) -> int:
+def cmd_setup(args: argparse.Namespace) -> int:
+    """`vnic setup`: find or build a QEMU with vfio-user-pci, then build the
+    guest image. Returns the exit status."""
     from vnic.lab.image import ensure_guest_image
 
     from .lab.qemu import ensure_qemu
@@ -43,7 +50,9 @@ def cmd_setup(args) -> int:
     return 0
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """`vnic doctor`: print every check. Exit status 1 if a required one
+    failed."""
     from .lab.doctor import run_checks
     failed = False
     for check in run_checks(probe_kvm=not args.no_kvm_probe):
@@ -74,7 +83,10 @@ def _wait_for_signal() -> None:
         pass
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`vnic serve`: serve one device until SIGINT or SIGTERM, with the control
+    socket, QMP replug and the metrics exporter when asked. Errors
+    (BackendError, ConfigError, FeatureError, OSError) go to main()."""
     from .device import Device, qemu_memory_args
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
@@ -110,7 +122,10 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_vm(args) -> int:
+def cmd_vm(args: argparse.Namespace) -> int:
+    """`vnic vm`: boot the test guest with a vnic NIC, run the command or
+    iperf3 and print the result. Exit status 1 if the command failed or the
+    guest reported an error."""
     from .lab.vm import vm
     log = (lambda *_: None) if args.json else print
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
@@ -134,7 +149,9 @@ def cmd_vm(args) -> int:
     return 0 if res.rc == 0 and not res.error else 1
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`vnic bench iperf|offloads|engine`: run one benchmark and return its
+    exit status."""
     if args.bench == "engine":
         from vnic.lab.bench import engine
         return engine.main(as_json=args.json)
@@ -147,7 +164,10 @@ def cmd_bench(args) -> int:
                             tap_gro_us=parse_tap_gro(args.tap_gro))
 
 
-def cmd_stats(args) -> int:
+def cmd_stats(args: argparse.Namespace) -> int:
+    """`vnic stats`: counters or flows of a running `vnic serve --control`,
+    once (a table or JSON) or live. Exit status 1, with the message on
+    stderr, if the control socket is unreachable or refuses."""
     from rich.console import Console
 
     from .control import Client, ControlError
@@ -155,7 +175,7 @@ def cmd_stats(args) -> int:
     client = Client(args.control)
     try:
         if args.flows:
-            read = lambda: client.flows(top=args.top, sort=args.sort)
+            read: Callable[[], FlowsResult] = lambda: client.flows(top=args.top, sort=args.sort)
             if args.watch:
                 watch_flows(read, args.interval)
             elif args.json:
@@ -177,7 +197,10 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def cmd_ctl(args) -> int:
+def cmd_ctl(args: argparse.Namespace) -> int:
+    """`vnic ctl ACTION`: one control-socket request, its result printed as
+    JSON. Exit status 1, with the message on stderr, on a ControlError or a
+    bad --tap-gro (BackendError)."""
     from .control import Client, ControlError
     client = Client(args.control)
     try:
@@ -216,6 +239,8 @@ def cmd_ctl(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the `vnic` command; each subcommand sets func to its cmd_*
+    function."""
     p = argparse.ArgumentParser(prog="vnic", description="An out-of-process virtio-net NIC for QEMU (vfio-user).")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -332,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _glue_feature_lists(argv: list[str]) -> list[str]:
     """`--features -csum,-tso4` reads naturally but argparse takes the
     leading '-' for an option: glue such a value to its flag."""
-    out = []
+    out: list[str] = []
     for arg in argv:
         if out and out[-1] == "--features" and arg[:1] in "+-" and not arg.startswith("--"):
             out[-1] = f"--features={arg}"
@@ -342,6 +367,12 @@ def _glue_feature_lists(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `vnic` command: parse argv (default sys.argv[1:]), set up logging
+    and run the subcommand; returns its exit status. Exits with status 2 for
+    a bad value (ValueError, which includes ConfigError and FeatureError,
+    and BackendError) and 1 for any other OSError or RuntimeError
+    (DeviceError, ProtocolError, ReplugError among them); Ctrl-C returns
+    130."""
     parser = build_parser()
     args = parser.parse_args(_glue_feature_lists(sys.argv[1:] if argv is None else argv))
     if args.command == "vm" and args.iperf is not None and args.cmd:
@@ -349,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        return rc
     except (FeatureError, BackendError, ValueError) as exc:
         parser.exit(2, f"vnic: error: {exc}\n")
     except (OSError, RuntimeError) as exc:

@@ -27,6 +27,8 @@ class VnicError(Exception):
 class _ErrnoError(VnicError, OSError):
     """An error that carries an errno (positive) and a message."""
 
+    errno: int                  # always set: OSError's own is int | None
+
     def __init__(self, err: int, message: str):
         OSError.__init__(self, err, message)
         self.message = message
@@ -53,8 +55,10 @@ class BackendError(_ErrnoError):
 
     def __init__(self, err_or_message: int | str, message: str | None = None):
         if isinstance(err_or_message, str):   # a bad spec: no system call failed
-            err_or_message, message = _errno.EINVAL, err_or_message
-        super().__init__(err_or_message, message or os.strerror(err_or_message))
+            err, message = _errno.EINVAL, err_or_message
+        else:
+            err = err_or_message
+        super().__init__(err, message or os.strerror(err))
 
 
 class ReplugError(VnicError, RuntimeError):

@@ -8,11 +8,16 @@ from ..errors import BackendError
 from .null import NullBackend
 from .tap import TapBackend
 
+__all__ = ["Backend", "BackendError", "NullBackend", "TapBackend", "parse", "parse_tap_gro"]
+
 Backend = NullBackend | TapBackend
 
 
 def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backend:
-    """tap_gro_us: how long the host's GRO may hold a TAP's merged segments (0: no GRO)."""
+    """The backend a spec names, not opened yet.  tap_gro_us: how long the
+    host's GRO may hold a TAP's merged segments (0: no GRO).  Raises
+    BackendError for an unknown spec or a bad interface name, ConfigError for
+    a tap_gro_us out of range."""
     kind, _, arg = spec.partition(":")
     if kind == "null" and not arg:
         return NullBackend()
@@ -25,7 +30,8 @@ def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backe
 
 
 def parse_tap_gro(value: str) -> int:
-    """--tap-gro on|off|MICROSECONDS as a GRO flush timeout in microseconds."""
+    """--tap-gro on|off|MICROSECONDS as a GRO flush timeout in microseconds.
+    Raises BackendError for anything else."""
     if value == "on":
         return TapBackend.DEFAULT_GRO_FLUSH_US
     if value == "off":

@@ -32,15 +32,23 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .._native import ffi, lib
 from ..errors import BackendError, ConfigError
 
 CLONE_NEWNET = 0x40000000
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TapBackend:
+    """The TAP interface ifname, inside network namespace netns if given;
+    nothing is opened before open(). gro_flush_us: how long the host's GRO
+    may hold a merged packet, in microseconds (0: no host GRO; see the
+    module docstring). Raises ConfigError for a timeout outside
+    0..MAX_GRO_FLUSH_US."""
     kind = lib.VNIC_BACKEND_TAP
     DEFAULT_GRO_FLUSH_US = 2000
     MAX_GRO_FLUSH_US = 1_000_000
@@ -58,9 +66,16 @@ class TapBackend:
         self.fd = -1
 
     def describe(self) -> str:
+        """The backend spec: tap:IFNAME or tap:IFNAME@NETNS."""
         return f"tap:{self.ifname}" + (f"@{self.netns}" if self.netns else "")
 
     def open(self) -> None:
+        """Open the TAP (creating it if it does not exist) with a vnet header,
+        bring it up and set its GRO flush timeout. Raises BackendError if
+        the TAP or the namespace cannot be opened,
+        subprocess.CalledProcessError if `ip link set up` fails. A timeout
+        the kernel refuses is logged, and gro_flush_us becomes what the TAP
+        has."""
         if self.netns:
             self.fd = _in_netns(self.netns, self._open_here)
         else:
@@ -75,7 +90,10 @@ class TapBackend:
             self.gro_flush_us = int(current) // 1000 if current and current.isdigit() else 0
 
     def set_gro(self, us: int) -> None:
-        """Change how long the host's GRO holds merged segments, live (0: off)."""
+        """Change how long the host's GRO holds merged segments, live (0: off).
+        Raises ConfigError for a value that is not a whole number in range, a
+        TAP that is not open or was opened without GRO (to turn it on), or a
+        timeout the kernel refuses."""
         if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= self.MAX_GRO_FLUSH_US:
             raise ConfigError(f"host GRO flush timeout {us!r}: a whole number of microseconds, "
                              f"0 (off) to {self.MAX_GRO_FLUSH_US}")
@@ -110,7 +128,7 @@ class TapBackend:
 
     def _open_here(self) -> int:
         name = ffi.new("char[]", 16)
-        fd = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
+        fd: int = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
         if fd < 0:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
             raise BackendError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
@@ -119,7 +137,8 @@ class TapBackend:
     def kernel_drops(self) -> int:
         """Frames the kernel dropped on their way to us because the TAP's
         queue (txqueuelen) was full: what happens while the guest posts no
-        receive buffers for longer than the queue lasts."""
+        receive buffers for longer than the queue lasts.  0 if the interface
+        is gone."""
         cmd = ["ip", "-j", "-s"] + (["-n", self.netns] if self.netns else []) + \
             ["link", "show", "dev", self.ifname]
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -128,6 +147,8 @@ class TapBackend:
         return int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
 
     def close(self) -> None:
+        """Give the TAP back the gro_flush_timeout it had before open() and
+        close it. A second call does nothing."""
         if self._saved_gro_timeout is not None:     # a TAP that outlives us gets it back
             self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
             self._saved_gro_timeout = None
@@ -136,13 +157,13 @@ class TapBackend:
             self.fd = -1
 
 
-def _in_netns(netns: str, fn):
+def _in_netns(netns: str, fn: Callable[[], T]) -> T:
     """Run fn in a thread that has entered /run/netns/NETNS."""
     path = f"/run/netns/{netns}"
     if not os.path.exists(path):
         raise BackendError(2, f"network namespace {netns!r} does not exist (create it: ip netns add {netns})")
     libc = ctypes.CDLL(None, use_errno=True)
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def run() -> None:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -163,4 +184,5 @@ def _in_netns(netns: str, fn):
     thread.join()
     if "error" in result:
         raise result["error"]
-    return result["value"]
+    value: T = result["value"]
+    return value

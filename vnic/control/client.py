@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ..errors import ControlError
 
+if TYPE_CHECKING:                 # vnic.device imports this package
+    from ..device import DeviceInfo, Modes
+    from ..telemetry.flows import FlowsResult
 
-def request(path: str | Path, cmd: dict, timeout: float = 90) -> dict:
+
+def request(path: str | Path, cmd: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
     """One request to a running `vnic serve --control PATH`.  The timeout is
-    generous: a replug waits for the guest to release the device."""
+    generous: a replug waits for the guest to release the device.  Returns
+    the reply object.  Raises ControlError if nothing listens at path, no
+    reply comes within timeout seconds, or the connection closes without
+    one."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
@@ -36,48 +45,99 @@ def request(path: str | Path, cmd: dict, timeout: float = 90) -> dict:
             raise ControlError(f"no reply from {path} within {timeout:.0f} s") from None
     if not data:
         raise ControlError(f"{path} closed the connection without a reply")
-    return json.loads(data)
+    reply: dict[str, Any] = json.loads(data)
+    return reply
 
 
 class Client:
-    """The control socket from Python: `vnic.control.Client(path).stats()`."""
+    """The control socket from Python: `vnic.control.Client(path).stats()`.
+
+    Each method is one request (see vnic.control.server) and returns its
+    result.  Every one raises ControlError if the socket is unreachable or
+    silent for timeout seconds, or refuses the request (the message is the
+    server's)."""
 
     def __init__(self, path: str | Path, timeout: float = 90):
         self.path, self.timeout = path, timeout
 
-    def call(self, cmd: str, **args):
+    def call(self, cmd: str, **args: Any) -> Any:
+        """Send {"cmd": cmd, **args} and return the reply's result. Raises
+        ControlError if the server refuses the request or cannot be reached."""
         reply = request(self.path, {"cmd": cmd, **args}, self.timeout)
         if not reply.get("ok"):
             raise ControlError(reply.get("error", "request failed"))
         return reply["result"]
 
-    def info(self) -> dict:
-        return self.call("info")
+    def info(self) -> DeviceInfo:
+        """Device.info() of the served device: MAC, MTU, backend, link, offered
+        and negotiated features, modes and receive filter."""
+        result: DeviceInfo = self.call("info")
+        return result
 
-    def stats(self, per_queue: bool = False):
-        return self.call("stats", per_queue=per_queue)
+    @overload
+    def stats(self, per_queue: Literal[False] = False) -> dict[str, int]: ...
+    @overload
+    def stats(self, per_queue: Literal[True]) -> list[dict[str, int]]: ...
+    @overload
+    def stats(self, per_queue: bool) -> dict[str, int] | list[dict[str, int]]: ...
 
-    def link(self, up: bool) -> dict:
-        return self.call("link", up=up)
+    def stats(self, per_queue: bool = False) -> dict[str, int] | list[dict[str, int]]:
+        """Device counters since start or the last reset: the totals, or one
+        dict per queue pair with per_queue."""
+        result: dict[str, int] | list[dict[str, int]] = self.call("stats", per_queue=per_queue)
+        return result
 
-    def announce(self) -> dict:
-        return self.call("announce")
+    def link(self, up: bool) -> dict[str, bool]:
+        """Carrier up or down; the guest sees the change at once. Returns
+        {"link_up": up}."""
+        result: dict[str, bool] = self.call("link", up=up)
+        return result
 
-    def features(self, enable=(), disable=(), replug: bool = False) -> dict:
-        return self.call("features", enable=list(enable), disable=list(disable), replug=replug)
+    def announce(self) -> dict[str, bool]:
+        """Ask the guest to announce itself (gratuitous ARP). Raises
+        ControlError if the guest did not negotiate guest_announce."""
+        result: dict[str, bool] = self.call("announce")
+        return result
 
-    def flows(self, top: int | None = None, sort: str = "bytes") -> dict:
-        return self.call("flows", sort=sort, **({} if top is None else {"top": top}))
+    def features(self, enable: Iterable[str] = (), disable: Iterable[str] = (),
+                 replug: bool = False) -> dict[str, Any]:
+        """Enable and disable offered features by name; the guest sees the new
+        offer at its next negotiation, or at once with replug. Returns the
+        offer, what the guest negotiated and a note. Raises ControlError for
+        an unknown, unimplemented or required feature, or a failed replug."""
+        result: dict[str, Any] = self.call("features", enable=list(enable), disable=list(disable),
+                                           replug=replug)
+        return result
 
-    def replug(self) -> dict:
-        """QEMU unplugs and replugs the NIC; returns once it is plugged back."""
-        return self.call("replug")
+    def flows(self, top: int | None = None, sort: str = "bytes") -> FlowsResult:
+        """Per-flow statistics (see vnic.telemetry.flows.FlowsResult), the top
+        largest first by sort: "bytes", "packets" or "last_seen". Raises
+        ControlError for a bad top or sort."""
+        result: FlowsResult = self.call("flows", sort=sort, **({} if top is None else {"top": top}))
+        return result
 
-    def reset(self, replug: bool = False) -> dict:
-        return self.call("reset", replug=replug)
+    def replug(self) -> dict[str, Any]:
+        """QEMU unplugs and replugs the NIC; returns once it is plugged back.
+        Raises ControlError if the NIC is served without --qmp or the replug
+        fails (see Device.replug)."""
+        result: dict[str, Any] = self.call("replug")
+        return result
+
+    def reset(self, replug: bool = False) -> dict[str, Any]:
+        """Back to the start-up offer, modes and link up, counters and flows
+        from zero (Device.reset()); with replug the guest also renegotiates
+        now. Returns Device.info() and "replugged". Raises ControlError if
+        the modes or the replug are refused."""
+        result: dict[str, Any] = self.call("reset", replug=replug)
+        return result
 
     def mode(self, tx: str | None = None, rx_coalesce: bool | None = None,
-             tap_gro_us: int | None = None) -> dict:
+             tap_gro_us: int | None = None) -> Modes:
+        """Change any of the TX mode, receive coalescing and the TAP's host GRO
+        timeout in microseconds (None leaves one as it is); returns the
+        modes now. Raises ControlError for a refused value, and then nothing
+        has changed."""
         args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce),
                                   ("tap_gro_us", tap_gro_us)) if v is not None}
-        return self.call("mode", **args)
+        result: Modes = self.call("mode", **args)
+        return result

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
 
 from ..errors import ReplugError
 
@@ -32,17 +33,17 @@ RENEGOTIATE_IN_GUEST = (
     "echo $p > /sys/bus/pci/drivers/virtio-pci/unbind; echo $p > /sys/bus/pci/drivers/virtio-pci/bind")
 
 
-def device_spec(socket_path: str | Path, device_id: str | None = DEFAULT_DEVICE_ID) -> dict:
+def device_spec(socket_path: str | Path, device_id: str | None = DEFAULT_DEVICE_ID) -> dict[str, Any]:
     """The vfio-user-pci device that attaches to a vnic socket, as QMP/-device JSON."""
-    spec = {"driver": "vfio-user-pci", "socket": {"type": "unix", "path": str(socket_path)}}
+    spec: dict[str, Any] = {"driver": "vfio-user-pci", "socket": {"type": "unix", "path": str(socket_path)}}
     if device_id:
         spec["id"] = device_id
     return spec
 
 
-async def _placement(qmp: QMPClient, device_id: str) -> dict:
+async def _placement(qmp: QMPClient, device_id: str) -> dict[str, str]:
     """bus and addr of the device now, so the replugged one lands in the same slot."""
-    where = {}
+    where: dict[str, str] = {}
     path = f"/machine/peripheral/{device_id}"
     try:
         bus = await qmp.execute("qom-get", {"path": path, "property": "parent_bus"})
@@ -51,7 +52,8 @@ async def _placement(qmp: QMPClient, device_id: str) -> dict:
                           f"(give the vfio-user-pci device id={device_id})") from None
     if isinstance(bus, str) and bus:
         where["bus"] = bus.rstrip("/").rsplit("/", 1)[-1]
-    for pci_bus in await qmp.execute("query-pci"):
+    buses: Any = await qmp.execute("query-pci")        # QMP's JSON
+    for pci_bus in buses:
         for d in pci_bus.get("devices", []):
             if d.get("qdev_id") == device_id:
                 where["addr"] = f"{d['slot']:02x}.{d['function']}"
@@ -59,7 +61,8 @@ async def _placement(qmp: QMPClient, device_id: str) -> dict:
 
 
 async def _refuse_if_unplug_aborts(qmp: QMPClient) -> None:
-    v = (await qmp.execute("query-version"))["qemu"]
+    reply: Any = await qmp.execute("query-version")
+    v = reply["qemu"]
     version = (v["major"], v["minor"], v["micro"])
     if version <= UNPLUG_ABORTS_UP_TO:
         raise ReplugError(
@@ -69,8 +72,8 @@ async def _refuse_if_unplug_aborts(qmp: QMPClient) -> None:
             f"from inside the guest: {RENEGOTIATE_IN_GUEST}")
 
 
-async def _replug(qmp_path: str, spec: dict, timeout: float) -> dict:
-    device_id = spec["id"]
+async def _replug(qmp_path: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    device_id: str = spec["id"]
     qmp = QMPClient("vnic")
     try:
         await asyncio.wait_for(qmp.connect(qmp_path), timeout)
@@ -95,13 +98,14 @@ async def _replug(qmp_path: str, spec: dict, timeout: float) -> dict:
         await qmp.disconnect()
 
 
-async def _deleted(events, device_id: str) -> None:
+async def _deleted(events: EventListener, device_id: str) -> None:
     async for event in events:
-        if event.get("data", {}).get("device") == device_id:
+        data: Any = event.get("data", {})
+        if data.get("device") == device_id:
             return
 
 
-def replug(qmp_path: str | Path, spec: dict, timeout: float = 60.0) -> dict:
+def replug(qmp_path: str | Path, spec: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
     """Unplug the device spec["id"] and plug spec back; returns what was added.
     Blocks until the guest has released the device (it must cooperate)."""
     if not spec.get("id"):

@@ -19,15 +19,23 @@ import logging
 import os
 import socketserver
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ControlError, ReplugError
+
+if TYPE_CHECKING:                 # vnic.device imports this package
+    from ..device import Device, Modes
+    from ..telemetry.flows import FlowsResult
 
 log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
 
+Request = dict[str, Any]          # one decoded request line (any JSON values)
 
-def _names(value) -> list[str]:
+
+def _names(value: object) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -37,25 +45,26 @@ def _names(value) -> list[str]:
     return [v.strip() for v in value if v.strip()]
 
 
-def _flag(request: dict, name: str) -> bool:
+def _flag(request: Request, name: str) -> bool:
     value = request.get(name, False)
     if not isinstance(value, bool):
         raise ControlError(f'"{name}" is true or false')
     return value
 
 
-def _replug(device, request: dict | None = None):
+def _replug(device: Device, request: Request | None = None) -> dict[str, Any]:
     try:
         return {"replugged": device.replug()}
     except ReplugError as exc:
         raise ControlError(f"replug failed: {exc}") from None
 
 
-def _features(device, request: dict):
+def _features(device: Device, request: Request) -> dict[str, Any]:
     spec = ",".join([f"+{n}" for n in _names(request.get("enable"))] +
                     [f"-{n}" for n in _names(request.get("disable"))])
     replug = _flag(request, "replug")
     offered = device.change_features(spec) if spec else device.offered_features
+    note: str | None
     if replug:
         _replug(device)
         note = "replugged: the guest has renegotiated"
@@ -64,7 +73,7 @@ def _features(device, request: dict):
     return {"offered": offered, "negotiated": device.negotiated_features, "note": note}
 
 
-def _reset(device, request: dict):
+def _reset(device: Device, request: Request) -> dict[str, Any]:
     replug = _flag(request, "replug")
     info = device.reset()
     if replug:
@@ -72,13 +81,13 @@ def _reset(device, request: dict):
     return {**info, "replugged": replug}
 
 
-def _mode(device, request: dict):
+def _mode(device: Device, request: Request) -> Modes:
     # Device.set_mode checks every value (any JSON may come) before changing any
     return device.set_mode(tx=request.get("tx"), rx_coalesce=request.get("rx_coalesce"),
                            tap_gro_us=request.get("tap_gro_us"))
 
 
-def _link(device, request: dict):
+def _link(device: Device, request: Request) -> dict[str, bool]:
     up = request.get("up")
     if not isinstance(up, bool):
         raise ControlError('link needs "up": true or false')
@@ -86,13 +95,13 @@ def _link(device, request: dict):
     return {"link_up": up}
 
 
-def _announce(device, request: dict):
+def _announce(device: Device, request: Request) -> dict[str, bool]:
     if not device.announce():
         raise ControlError("the guest did not negotiate guest_announce")
     return {"announced": True}
 
 
-def _flows(device, request: dict):
+def _flows(device: Device, request: Request) -> FlowsResult:
     top, sort = request.get("top"), request.get("sort", "bytes")
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
         raise ControlError('"top" is a number of flows (0 or more)')
@@ -101,11 +110,11 @@ def _flows(device, request: dict):
     return device.flows(top=top, sort=sort)
 
 
-def _stats(device, request: dict):
+def _stats(device: Device, request: Request) -> dict[str, int] | list[dict[str, int]]:
     return device.per_queue_stats() if request.get("per_queue") else device.stats()
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[Device, Request], object]] = {
     "info": lambda device, request: device.info(),
     "stats": _stats,
     "flows": _flows,
@@ -118,14 +127,20 @@ COMMANDS = {
 }
 
 
-def handle(device, request: dict):
-    command = COMMANDS.get(request.get("cmd"))
+def handle(device: Device, request: Request) -> object:
+    """Run one decoded request on device and return its result (JSON values).
+    Raises ControlError for an unknown command or a bad argument; a
+    ConfigError (FeatureError included) from the device passes through."""
+    name = request.get("cmd")
+    command = COMMANDS.get(name) if isinstance(name, str) else None     # any JSON may come
     if command is None:
         raise ControlError(f"unknown command {request.get('cmd')!r}; known: {', '.join(COMMANDS)}")
     return command(device, request)
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
     def handle(self) -> None:
         while True:
             line = self.rfile.readline(MAX_LINE)
@@ -135,7 +150,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ControlError("a request is a JSON object")
-                reply = {"ok": True, "result": handle(self.server.device, request)}
+                reply: dict[str, object] = {"ok": True, "result": handle(self.server.device, request)}
             except (ValueError, ControlError) as exc:     # FeatureError is a ValueError
                 reply = {"ok": False, "error": str(exc)}
             try:
@@ -146,10 +161,14 @@ class _Handler(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    device: Device
 
 
 class ControlServer:
-    def __init__(self, path: str | Path, device):
+    """The control socket at path (mode 0600; a file already there is replaced)
+    for device. Nothing is served before start()."""
+
+    def __init__(self, path: str | Path, device: Device):
         self.path = Path(path)
         if self.path.exists():
             self.path.unlink()
@@ -161,9 +180,12 @@ class ControlServer:
         self._server.device = device
 
     def start(self) -> None:
+        """Serve requests from a daemon thread; each connection gets its own
+        thread."""
         threading.Thread(target=self._server.serve_forever, name="vnic-control", daemon=True).start()
 
     def close(self) -> None:
+        """Stop serving and remove the socket."""
         self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .cache import cache_dir
@@ -35,6 +36,8 @@ CMDLINE_MAX = 2048 - 1  # x86 COMMAND_LINE_SIZE, including the NUL
 
 @dataclass
 class GuestResult:
+    """What one guest run gave: the command's exit status and output, the
+    console, and how QEMU ended."""
     rc: int | None            # the command's exit status; None if it never finished
     output: str               # its stdout+stderr, byte-exact (less serial \r)
     console_log: str          # the whole serial console
@@ -48,12 +51,13 @@ class GuestResult:
 
     @property
     def ok(self) -> bool:
+        """The command exited 0 and nothing went wrong."""
         return self.rc == 0 and self.error is None
 
 
 def parse_console(log: str) -> dict:
     """rc, output, ready fields and error from a serial console log (\r\n -> \n)."""
-    out = {"rc": None, "output": "", "ready": {}, "error": None}
+    out: dict[str, Any] = {"rc": None, "output": "", "ready": {}, "error": None}
     if m := READY_RE.search(log):
         out["ready"] = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
     start = log.find(BEGIN)
@@ -69,6 +73,7 @@ def parse_console(log: str) -> dict:
 
 
 def choose_accel(qemu: Qemu) -> str:
+    """"kvm" if a guest boots under KVM here, else "tcg"."""
     return "kvm" if kvm_usable(qemu) else "tcg"
 
 
@@ -122,16 +127,19 @@ class GuestProcess:
         accel = accel or os.environ.get("VNIC_ACCEL") or choose_accel(qemu)
         self.argv = guest_argv(qemu, image, list(nic_args), cmd, ip, mem_mb, smp, accel,
                                cpu, list(extra_args), append, shared_memory)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._buf = bytearray()
         self._err = bytearray()
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.t_start = self.t_ready = None
+        self.t_start: float | None = None
+        self.t_ready: float | None = None
         self.result: GuestResult | None = None
 
     def start(self) -> GuestProcess:
+        """Start QEMU and the threads that read its console and stderr; returns
+        self."""
         argv = self.argv
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
@@ -158,15 +166,18 @@ class GuestProcess:
                 self._ready.set()
 
     def console(self) -> str:
+        """The serial console so far, with CRLF as LF."""
         with self._lock:
             return self._buf.decode(errors="replace").replace("\r\n", "\n")
 
     def stderr(self) -> str:
+        """QEMU's stderr so far."""
         with self._lock:
             return self._err.decode(errors="replace")
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the guest printed READY (or ERROR) or QEMU exited."""
+        assert self.proc is not None, "start() the guest first"
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -174,6 +185,7 @@ class GuestProcess:
         return True
 
     def kill(self) -> None:
+        """Kill QEMU if it still runs, reap it and wait for the reader threads."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
         if self.proc:
@@ -185,6 +197,7 @@ class GuestProcess:
         """Wait for QEMU to exit (killing it at the timeout) and parse the console."""
         if self.result:
             return self.result
+        assert self.proc is not None and self.t_start is not None, "start() the guest first"
         timed_out = False
         try:
             remaining = self.timeout - (time.monotonic() - self.t_start)
@@ -197,6 +210,7 @@ class GuestProcess:
         return self.result
 
     def _parse(self, timed_out: bool) -> GuestResult:
+        assert self.proc is not None and self.t_start is not None
         log = self.console()
         res = GuestResult(console_log=log, argv=self.argv,
                           elapsed_s=time.monotonic() - self.t_start,
@@ -265,6 +279,7 @@ def kvm_usable(qemu: Qemu, timeout: float = 10.0) -> bool:
             deadline = time.monotonic() + timeout
             # Nested KVM here stops with "KVM internal error" and then hangs:
             # give up as soon as QEMU says so instead of waiting out the timeout.
+            assert g.proc is not None                  # started by `with`
             while g.proc.poll() is None and time.monotonic() < deadline:
                 if "KVM internal error" in g.stderr():
                     break

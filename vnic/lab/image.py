@@ -38,12 +38,14 @@ TOOL_CFLAGS = ["-static", "-O2", "-s", "-Wall", "-Wextra"]
 
 @dataclass
 class GuestImage:
+    """A built guest image: kernel, initrd and what the build recorded."""
     kernel: Path
     initrd: Path
     info: dict = field(default_factory=dict)  # kernel version, modules, sizes
 
 
 def recipe() -> dict:
+    """The recipe, guest_images/recipe.json."""
     return json.loads((RECIPE_DIR / "recipe.json").read_text())
 
 

@@ -94,5 +94,6 @@ def run_iperf_pair(qemu, image, nic_args, ns: NetNS, seconds: int = 3,
 
 
 def describe(res: dict) -> str:
+    """Both directions' Gbit/s and the retransmits, on one line for people."""
     return (f"guest->host {res['tx_gbps']:.2f} Gbit/s, host->guest {res['rx_gbps']:.2f} Gbit/s"
             f" (retransmits {res['tx_retransmits']})")

@@ -23,6 +23,9 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 HOST_IP = "10.213.0.1/24"
 GUEST_IP = "10.213.0.2/24"
@@ -42,6 +45,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def list_namespaces() -> list[str]:
+    """Names of the network namespaces that exist."""
     out = _ip("netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -102,7 +106,7 @@ class NetNS:
         self.exec_prefix = ["ip", "netns", "exec", self.name]
         self.procs: list[subprocess.Popen] = []
         self.fds: list[int] = []
-        self._old_sigterm = None
+        self._old_sigterm: Callable[[int, FrameType | None], Any] | int | None = None
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self) -> NetNS:
@@ -120,6 +124,8 @@ class NetNS:
         self.close()
 
     def close(self) -> None:
+        """Stop what runs in the namespace, close its TAP fds, delete it and
+        put SIGTERM's handler back."""
         for p in self.procs:
             self._stop(p)
         self.procs.clear()
@@ -168,6 +174,8 @@ class NetNS:
 
     # -- processes -------------------------------------------------------
     def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        """Run argv inside the namespace to completion; output captured as text
+        unless kw says otherwise."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         return subprocess.run(self.exec_prefix + list(argv), **kw)
@@ -180,6 +188,7 @@ class NetNS:
         return p
 
     def stop(self, p: subprocess.Popen) -> None:
+        """Stop p (SIGTERM, then SIGKILL, to its process group) and forget it."""
         self._stop(p)
         if p in self.procs:
             self.procs.remove(p)

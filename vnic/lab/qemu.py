@@ -36,6 +36,8 @@ MIRRORS = [
 
 @dataclass
 class Qemu:
+    """A QEMU to run: its command line prefix, extra environment, version, and
+    whether it has vfio-user-pci."""
     argv_prefix: list[str]          # command to exec, firmware -L options included
     env: dict = field(default_factory=dict)  # extra environment (QEMU_MODULE_DIR)
     version: str = ""
@@ -48,6 +50,7 @@ class Qemu:
 
 
 def qemu_root() -> Path:
+    """Where the private QEMU is unpacked."""
     return cache_dir() / "qemu-root"
 
 

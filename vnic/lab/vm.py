@@ -31,6 +31,8 @@ TAP_NAME = "vnic0"
 
 @dataclass
 class VmResult:
+    """What `vnic vm` reports: the guest command's outcome, the features the
+    guest negotiated, the device counters and the iperf3 rates."""
     rc: int | None
     output: str
     error: str | None
@@ -42,6 +44,7 @@ class VmResult:
     extra: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
+        """The result as `vnic vm --json` prints it."""
         return {
             "tx_gbps": self.tx_gbps, "rx_gbps": self.rx_gbps, "rc": self.rc, "error": self.error,
             "guest_features": self.guest_features, "counters": self.counters,

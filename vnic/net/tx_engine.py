@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ DROP_REASONS = {1: "headers", 2: "csum_range", 3: "gso_size", 4: "gso_type", 5: 
 
 @dataclass
 class NetHdr:
+    """A struct virtio_net_hdr as a guest puts it in front of a TX frame
+    (num_buffers always 0)."""
     flags: int = 0
     gso_type: int = GSO_NONE
     hdr_len: int = 0
@@ -33,6 +36,7 @@ class NetHdr:
     csum_offset: int = 0
 
     def pack(self) -> bytes:
+        """The header as the 12 little-endian bytes the guest writes."""
         return NET_HDR.pack(self.flags, self.gso_type, self.hdr_len, self.gso_size,
                             self.csum_start, self.csum_offset, 0)
 
@@ -46,7 +50,11 @@ class TxDropped(DeviceError):
 
 
 class TxEngine:
-    def __init__(self, features=ALL_TX_OFFLOADS, max_frames: int = 1024):
+    """The C TX offload engine on its own, with features negotiated (VERSION_1
+    always); run() returns what a guest TX frame becomes on the wire.
+    max_frames bounds the wire frames one run may produce."""
+
+    def __init__(self, features: Iterable[int] = ALL_TX_OFFLOADS, max_frames: int = 1024):
         self._engine = ffi.gc(lib.vnic_tx_engine_new(mask(features) | 1 << F.VERSION_1),
                               lib.vnic_tx_engine_free)
         self._stats = ffi.new("struct vnic_queue_stats *")
@@ -55,23 +63,27 @@ class TxEngine:
         self._lens = ffi.new("uint32_t[]", max_frames)
 
     def counters(self) -> dict[str, int]:
+        """The engine's counters so far, named as the device's."""
         raw = np.frombuffer(ffi.buffer(self._stats), dtype=stats.DTYPE)
         return stats.totals(raw)
 
-    def run(self, hdr: NetHdr, frame: bytes, cuts: list[int] = (), repeat: int = 1,
+    def run(self, hdr: NetHdr, frame: bytes, cuts: Sequence[int] = (), repeat: int = 1,
             keep_output: bool = True) -> list[bytes]:
         """Frames the device would put on the wire for one guest TX frame,
-        the frame split into guest buffers at `cuts`."""
+        the frame split into guest buffers at `cuts`, run `repeat` times (a
+        benchmark); keep_output=False returns [].  Raises TxDropped, a
+        DeviceError, if the engine drops the frame."""
         pkt = hdr.pack() + frame
         cut_arr = ffi.new("uint32_t[]", list(cuts)) if cuts else ffi.NULL
         out = self._out if keep_output else ffi.NULL
-        n = lib.vnic_tx_engine_run(self._engine, pkt, len(pkt), cut_arr, len(cuts), out,
+        n: int = lib.vnic_tx_engine_run(self._engine, pkt, len(pkt), cut_arr, len(cuts), out,
                                    len(self._out), self._lens, self._max, repeat, self._stats)
         if n < 0:
             raise TxDropped(DROP_REASONS.get(-n, str(-n)))
         if not keep_output:
             return []
-        frames, pos = [], 0
+        frames: list[bytes] = []
+        pos = 0
         for i in range(n):
             frames.append(bytes(ffi.buffer(self._out + pos, self._lens[i])))
             pos += self._lens[i]

@@ -9,9 +9,12 @@ import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .._native import ffi, lib
+from ..backends import Backend
 from ..errors import BackendError, ConfigError, DeviceError, check
 from ..telemetry import counters as stats
 from ..telemetry import flows as flow_stats
@@ -31,7 +34,7 @@ MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
 
-def check_tx_mode(mode) -> None:
+def check_tx_mode(mode: object) -> None:
     """A ValueError naming the modes for anything that is not one (a control
     request may carry any JSON value)."""
     if not isinstance(mode, str) or mode not in TX_MODES:
@@ -39,6 +42,8 @@ def check_tx_mode(mode) -> None:
 
 
 def parse_mac(text: str) -> bytes:
+    """xx:xx:xx:xx:xx:xx as 6 bytes. Raises ConfigError for another form or a
+    multicast address."""
     if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
         raise ConfigError(f"bad MAC address {text!r} (want xx:xx:xx:xx:xx:xx)")
     mac = bytes(int(b, 16) for b in text.split(":"))
@@ -53,12 +58,19 @@ def random_mac() -> bytes:
 
 
 class VirtioNet:
+    """The virtio-net device: its configuration, offered features, link, modes
+    and statistics, and the bridge to the C data plane. transport is the
+    virtio PCI transport in front of it, which the vfio-user server serves.
+
+    The constructor opens backend. It raises ConfigError for a bad MTU, speed,
+    TX mode or flow table bound, BackendError if the backend cannot be opened
+    or attached, and DeviceError if the C device cannot be created."""
     device_type = DEVICE_TYPE_NET
     subsystem_id = 0x1100
     class_code = 0x020000          # network controller, ethernet
     queue_pairs = 1
 
-    def __init__(self, backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
+    def __init__(self, backend: Backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
                  features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
                  rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX):
         if not MIN_MTU <= mtu <= MAX_MTU:
@@ -91,6 +103,7 @@ class VirtioNet:
 
     # ---- offered features and device configuration -------------------------
     def offered_features(self) -> int:
+        """The offer as a feature bit mask."""
         return feat.mask(self.features)
 
     @property
@@ -101,6 +114,8 @@ class VirtioNet:
         return bytes(out)
 
     def config_read(self, offset: int, count: int) -> bytes:
+        """count bytes of struct virtio_net_config from offset (zeros past its
+        end)."""
         status = (STATUS_LINK_UP if self.link_up else 0) | \
             (STATUS_ANNOUNCE if lib.vnic_dev_announce_pending(self.native) else 0)
         # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu, speed, duplex
@@ -109,10 +124,15 @@ class VirtioNet:
         return raw[offset:offset + count].ljust(count, b"\0")
 
     def config_write(self, offset: int, data: bytes) -> None:
+        """Ignored (logged at debug level): the device configuration is
+        read-only in virtio 1.x."""
         log.debug("ignored device config write at %#x", offset)   # read-only in virtio 1.x
 
     # ---- lifecycle (from the transport's status machine) ---------------------
     def start(self, features: int, queues: list[QueueConfig], config_vector: int) -> bool:
+        """DRIVER_OK: give the data plane the negotiated features and the
+        enabled queues, and start its workers. False, logged, if the data
+        plane refuses any step."""
         with self._lock:
             if lib.vnic_dev_set_features(self.native, features) < 0:
                 log.warning("features changed while the device runs: refused")
@@ -138,20 +158,30 @@ class VirtioNet:
             return True
 
     def reset(self) -> None:
+        """Device reset: the data plane stops and forgets the driver's state;
+        nothing is negotiated any more."""
         with self._lock:
             lib.vnic_dev_reset(self.native)
             self.negotiated = 0
 
     def failed(self) -> bool:
-        return lib.vnic_dev_error(self.native) != 0
+        """True if the data plane hit an error that needs a device reset
+        (NEEDS_RESET)."""
+        error: int = lib.vnic_dev_error(self.native)
+        return error != 0
 
     def read_isr(self) -> int:
-        return lib.vnic_dev_read_isr(self.native)
+        """The ISR status byte; reading it clears it, as virtio specifies."""
+        isr: int = lib.vnic_dev_read_isr(self.native)
+        return isr
 
     def kick(self, queue: int) -> None:
+        """The driver notified queue: wake its worker."""
         lib.vnic_queue_kick(self.native, queue)
 
     def set_vector(self, queue: int | None, vector: int) -> None:
+        """Send queue's interrupts (with queue None, configuration changes) to
+        MSI-X vector."""
         if queue is None:
             lib.vnic_irq_set_config_vector(self.native, vector)
         else:
@@ -159,17 +189,23 @@ class VirtioNet:
 
     # ---- MSI-X eventfds --------------------------------------------------------
     def set_vector_fd(self, vector: int, fd: int) -> None:
+        """Signal vector through eventfd fd from now on (-1: no eventfd). The
+        device owns fd: it is closed if the data plane refuses it."""
         if lib.vnic_irq_set_fd(self.native, vector, fd) < 0 and fd >= 0:
             os.close(fd)
 
     def trigger_vector(self, vector: int) -> None:
+        """Signal vector now."""
         lib.vnic_irq_trigger(self.native, vector)
 
     def mask_vector(self, vector: int, masked: bool) -> None:
+        """Mask or unmask vector."""
         lib.vnic_irq_set_masked(self.native, vector, int(masked))
 
     # ---- channel ---------------------------------------------------------------
-    def attach_channel(self, chan) -> None:
+    def attach_channel(self, chan: Any) -> None:
+        """Give the data plane the vfio-user channel chan (a cffi pointer): it
+        answers doorbells and reaches message-based DMA through it."""
         from ..virtio import transport as t
         lib.vnic_chan_set_notify(chan, self.native, t.VIRTIO_BAR, t.NOTIFY_OFF,
                                  t.NOTIFY_MULTIPLIER, self.num_queues)
@@ -177,11 +213,12 @@ class VirtioNet:
             lib.vnic_chan_attach_dma(chan, self.native)
 
     def detach_channel(self) -> None:
+        """Take the channel away from the data plane before it is freed."""
         with self.quiesced():
             lib.vnic_chan_attach_dma(ffi.NULL, self.native)
 
     @contextmanager
-    def quiesced(self):
+    def quiesced(self) -> Iterator[None]:
         """Stop the workers around a change to memory they hold pointers into."""
         with self._lock:
             running = lib.vnic_dev_running(self.native)
@@ -195,7 +232,8 @@ class VirtioNet:
     # ---- offload behaviour ---------------------------------------------------------
     def set_tx_mode(self, mode: str) -> None:
         """segment: the device cuts super-frames into wire frames itself;
-        passthrough: a TAP backend gets them whole, with their header."""
+        passthrough: a TAP backend gets them whole, with their header.
+        Raises ConfigError for another mode, or passthrough without a TAP."""
         check_tx_mode(mode)
         rc = lib.vnic_dev_set_tx_mode(self.native, TX_MODES[mode])
         if rc < 0:
@@ -210,6 +248,7 @@ class VirtioNet:
 
     # ---- link and statistics -----------------------------------------------------
     def set_link(self, up: bool) -> None:
+        """Carrier up or down; a change raises a configuration interrupt."""
         if up != self.link_up:
             self.link_up = up
             self.transport.config_changed()
@@ -224,7 +263,10 @@ class VirtioNet:
         lib.vnic_dev_announce(self.native)
         return True
 
-    def filter_state(self) -> dict:
+    def filter_state(self) -> dict[str, Any]:
+        """The driver's receive filter (promiscuous and multicast modes, MAC in
+        force, table sizes and overflows, VLANs), the guest offloads in
+        force and the last refused control command, as JSON values."""
         st = ffi.new("struct vnic_filter_state *")
         lib.vnic_dev_filter_state(self.native, st)
         state = {name: getattr(st, name) for name, _ in ffi.typeof("struct vnic_filter_state").fields}
@@ -244,7 +286,8 @@ class VirtioNet:
     def set_flow_table_max(self, entries: int) -> None:
         """Bound of each queue pair's flow table (0: no flow statistics).
         While running, the workers take it between batches; a bound below
-        the flows held empties the table."""
+        the flows held empties the table.  Raises ConfigError outside
+        0..LIMIT, DeviceError if the data plane refuses."""
         if not 0 <= entries <= flow_stats.LIMIT:
             raise ConfigError(f"flow table bound {entries} outside 0..{flow_stats.LIMIT}")
         with self._lock:                  # the C call must not race start/stop
@@ -252,7 +295,7 @@ class VirtioNet:
         check(rc, "flow table bound")
         self.flow_table_max = entries
 
-    def flows(self, top: int | None = None, sort: str = "bytes") -> list[dict]:
+    def flows(self, top: int | None = None, sort: str = "bytes") -> list[flow_stats.FlowRow]:
         """The flows seen (see vnic.telemetry.flows.row for the keys), largest first by
         `sort` ("bytes", "packets" or "last_seen"), the `top` first if given."""
         return flow_stats.rows(flow_stats.snapshot(self.native), top=top, sort=sort)
@@ -262,12 +305,14 @@ class VirtioNet:
         return flow_stats.info(self.native)
 
     def clear_flows(self) -> None:
-        """Forget every flow (safe while traffic runs; counters keep counting)."""
+        """Forget every flow (safe while traffic runs; counters keep counting).
+        Raises DeviceError if the data plane refuses."""
         with self._lock:
             rc = lib.vnic_flows_clear(self.native)
         check(rc, "clearing flows")
 
     def close(self) -> None:
+        """Stop the data plane and close the backend."""
         with self._lock:
             lib.vnic_dev_stop(self.native)
         self.backend.close()

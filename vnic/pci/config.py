@@ -37,6 +37,8 @@ BAR_MEM64 = 0x4
 
 @dataclass
 class Bar:
+    """A 32-bit memory BAR: its index and size (a power of two, at least 16
+    bytes)."""
     index: int
     size: int                     # power of two, >= 16
 
@@ -47,6 +49,11 @@ WriteHook = Callable[[int, bytes], None]
 
 
 class ConfigSpace:
+    """A type-0 PCI configuration space: IDs, BARs, a capability list, hooks
+    that serve windows of it by code, and the mask of the bits a guest may
+    write. Raises ValueError for a BAR size that is not a power of two of at
+    least 16."""
+
     def __init__(self, vendor: int, device: int, class_code: int, revision: int,
                  subsys_vendor: int, subsys_id: int, bars: list[Bar]):
         self.data = bytearray(CONFIG_SIZE)
@@ -69,7 +76,9 @@ class ConfigSpace:
 
     # ---- building ------------------------------------------------------------
     def add_capability(self, cap_id: int, body: bytes, wmask: bytes | None = None) -> int:
-        """Append a capability (body excludes id and next); returns its offset."""
+        """Append a capability (body excludes id and next); returns its offset.
+        wmask: writable bits of the body.  Raises ValueError if the space is
+        full."""
         size = (2 + len(body) + 3) & ~3
         off = self._next_cap
         if off + size > CONFIG_SIZE:
@@ -90,12 +99,18 @@ class ConfigSpace:
 
     # ---- access ----------------------------------------------------------------
     def u16(self, off: int) -> int:
-        return struct.unpack_from("<H", self.data, off)[0]
+        """The little-endian 16-bit value at off."""
+        value: int = struct.unpack_from("<H", self.data, off)[0]
+        return value
 
     def u32(self, off: int) -> int:
-        return struct.unpack_from("<I", self.data, off)[0]
+        """The little-endian 32-bit value at off."""
+        value: int = struct.unpack_from("<I", self.data, off)[0]
+        return value
 
     def read(self, offset: int, count: int) -> bytes:
+        """count bytes from offset, from a hook if one covers them. Raises
+        IndexError for an access outside the space."""
         self._check(offset, count)
         for start, length, read, _ in self._hooks:
             if read and start <= offset and offset + count <= start + length:
@@ -103,6 +118,9 @@ class ConfigSpace:
         return bytes(self.data[offset:offset + count])
 
     def write(self, offset: int, data: bytes) -> None:
+        """Write data at offset: to a hook if one covers it, else only the bits
+        the write mask allows. Raises IndexError for an access outside the
+        space."""
         self._check(offset, len(data))
         for start, length, _, write in self._hooks:
             if write and start <= offset and offset + len(data) <= start + length:
@@ -120,7 +138,9 @@ class ConfigSpace:
 
     @property
     def command(self) -> int:
+        """The command register."""
         return self.u16(COMMAND)
 
     def bar_address(self, index: int) -> int:
+        """The address in BAR index, flag bits cleared."""
         return self.u32(BAR0 + 4 * index) & ~0xF

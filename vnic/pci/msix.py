@@ -31,6 +31,10 @@ CONTROL_MASKALL = 0x4000
 
 
 class Msix:
+    """MSI-X with vectors vectors: the capability (added to config) and the BAR
+    region holding the table and the PBA, in BAR bar. Raises ValueError if
+    they do not fit bar_size."""
+
     def __init__(self, config: ConfigSpace, vectors: int, bar: int, bar_size: int = 0x1000):
         self.vectors = vectors
         self.table_offset = 0
@@ -48,6 +52,7 @@ class Msix:
 
     @property
     def enabled(self) -> bool:
+        """The enable bit of the capability's message control."""
         return bool(self.config.u16(self.cap + 2) & CONTROL_ENABLE)
 
     def _read(self, offset: int, count: int) -> bytes:
@@ -62,9 +67,15 @@ class Msix:
 
 class VectorSink(Protocol):
     """Where MSI-X vectors go: the data plane's eventfd table."""
-    def set_vector_fd(self, vector: int, fd: int) -> None: ...
-    def trigger_vector(self, vector: int) -> None: ...
-    def mask_vector(self, vector: int, masked: bool) -> None: ...
+
+    def set_vector_fd(self, vector: int, fd: int) -> None:
+        """Signal vector through eventfd fd from now on (-1: no eventfd)."""
+
+    def trigger_vector(self, vector: int) -> None:
+        """Signal vector now."""
+
+    def mask_vector(self, vector: int, masked: bool) -> None:
+        """Mask or unmask vector."""
 
 
 def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
@@ -73,7 +84,8 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
 
     QEMU assigns eventfds in runs: a run of fds replaces those vectors'
     eventfds, a run sent without fds de-assigns them, and DATA_NONE|TRIGGER
-    with count 0 disables them all."""
+    with count 0 disables them all.  Every fd in fds is used or closed.
+    Raises DeviceError (EINVAL) for a malformed request."""
     data_type = flags & (IRQ_SET_DATA_NONE | IRQ_SET_DATA_BOOL | IRQ_SET_DATA_EVENTFD)
     action = flags & (IRQ_SET_ACTION_MASK | IRQ_SET_ACTION_UNMASK | IRQ_SET_ACTION_TRIGGER)
     if bin(data_type).count("1") != 1 or bin(action).count("1") != 1:

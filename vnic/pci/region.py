@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 # vfio-pci region indices
 BAR_REGIONS = range(6)
@@ -18,13 +19,16 @@ NUM_IRQS = 5
 
 @dataclass
 class Region:
+    """A device region of size bytes; accesses go to read(offset, count) and
+    write(offset, data)."""
     size: int
     read: Callable[[int, int], bytes]
     write: Callable[[int, bytes], None]
 
 
 def empty_region() -> Region:
-    def no_access(*_args):
+    """A region of size 0 (an absent BAR): any access raises IndexError."""
+    def no_access(*_args: object) -> NoReturn:
         raise IndexError("region has no size")
     return Region(0, no_access, no_access)
 

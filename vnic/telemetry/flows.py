@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -50,7 +51,32 @@ ETHERTYPES = {0x0806: "arp", 0x8035: "rarp", 0x88CC: "lldp", 0x888E: "eapol", 0x
               0x8847: "mpls", 0x8863: "pppoe-discovery", 0x8864: "pppoe"}
 
 
-def info(native) -> dict[str, int]:
+class FlowRow(TypedDict):
+    """One flow as row() gives it (and the control socket sends it)."""
+    direction: str                # "tx" or "rx"
+    queue_pair: int
+    ip_version: int | None        # 4, 6, or None for a non-IP frame
+    ethertype: int
+    protocol: str                 # "tcp", "udp", ..., "ip-proto-N" or "ethertype-0xNNNN"
+    protocol_number: int
+    src: str | None
+    dst: str | None
+    src_port: int
+    dst_port: int
+    packets: int
+    bytes: int
+    offloads: list[str]           # offload_names() of the flow's offload bits
+    first_seen_ago: float         # seconds
+    last_seen_ago: float
+
+
+class FlowsResult(TypedDict):
+    """Device.flows() and the control socket's "flows" reply."""
+    table: dict[str, int]         # info(): entries, capacity, max_entries, evictions, grows
+    flows: list[FlowRow]
+
+
+def info(native: Any) -> dict[str, int]:
     """entries, capacity (summed over queue pairs), max_entries (the bound
     of each pair's table, 0: off), evictions and grows (summed)."""
     out = ffi.new("struct vnic_flow_table_info *")
@@ -58,14 +84,15 @@ def info(native) -> dict[str, int]:
     return {name: int(getattr(out, name)) for name in INFO_FIELDS}
 
 
-def snapshot(native) -> np.ndarray:
+def snapshot(native: Any) -> np.ndarray:
     """Every flow held, all queue pairs, as a DTYPE array (a copy)."""
     room = info(native)["entries"] + 64       # flows may come while we copy
     while True:
         buf = ffi.new("struct vnic_flow_record[]", room)
-        n = lib.vnic_flows_snapshot(native, buf, room)
+        n: int = lib.vnic_flows_snapshot(native, buf, room)
         if n <= room:
-            return np.frombuffer(ffi.buffer(buf), dtype=DTYPE, count=n).copy()
+            records: np.ndarray = np.frombuffer(ffi.buffer(buf), dtype=DTYPE, count=n).copy()
+            return records
         room = n + n // 4
 
 
@@ -77,7 +104,7 @@ def _address(raw: np.ndarray, version: int) -> str | None:
     return None
 
 
-def _protocol(record) -> str:
+def _protocol(record: np.void) -> str:
     if record["ip_version"]:
         number = int(record["protocol"])
         return IP_PROTOCOLS.get(number, f"ip-proto-{number}")
@@ -86,10 +113,11 @@ def _protocol(record) -> str:
 
 
 def offload_names(bits: int) -> list[str]:
+    """Names of the offload bits set in bits ("csum", "tso", ...)."""
     return [name for bit, name in OFFLOADS.items() if bits & bit]
 
 
-def row(record, now_ns: int) -> dict:
+def row(record: np.void, now_ns: int) -> FlowRow:
     """One flow for people and JSON."""
     version = int(record["ip_version"])
     return {
@@ -112,7 +140,7 @@ def row(record, now_ns: int) -> dict:
 
 
 def rows(records: np.ndarray, top: int | None = None, sort: str = "bytes",
-         now_ns: int | None = None) -> list[dict]:
+         now_ns: int | None = None) -> list[FlowRow]:
     """Flows largest first by `sort` ("bytes", "packets", or "last_seen":
     most recent first), the first `top` of them if given."""
     if sort not in SORT_FIELDS:

@@ -5,14 +5,18 @@ Counter names are the device's own (Linux ethtool / virtio_net style);
 Prometheus sees them as vnic_<name>_total with a `queue` label."""
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, CollectorRegistry
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.live import Live
 from rich.table import Table
+
+from .flows import FlowsResult
 
 PerQueue = list[dict[str, int]]
 
@@ -54,14 +58,15 @@ def _endpoint(addr: str | None, port: int) -> str:
     return f"{addr}:{port}" if port else addr
 
 
-def flow_table(result: dict) -> Table:
+def flow_table(result: FlowsResult) -> Table:
     """`vnic stats --flows`: one row per flow, as the control socket gives them."""
     info = result["table"]
     t = Table(title=f"vnic flows: {info['entries']} held (bound {info['max_entries']} per queue pair), "
                     f"{info['evictions']} evicted")
-    for name, justify in (("dir", "left"), ("proto", "left"), ("source", "left"),
-                          ("destination", "left"), ("packets", "right"), ("bytes", "right"),
-                          ("last seen", "right"), ("offloads", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("dir", "left"), ("proto", "left"), ("source", "left"), ("destination", "left"),
+        ("packets", "right"), ("bytes", "right"), ("last seen", "right"), ("offloads", "left"))
+    for name, justify in columns:
         t.add_column(name, justify=justify)
     for f in result["flows"]:
         t.add_row(f["direction"], f["protocol"], _endpoint(f["src"], f["src_port"]),
@@ -70,7 +75,7 @@ def flow_table(result: dict) -> Table:
     return t
 
 
-def watch_flows(read: Callable[[], dict], interval: float = 1.0, count: int | None = None,
+def watch_flows(read: Callable[[], FlowsResult], interval: float = 1.0, count: int | None = None,
                 console: Console | None = None) -> None:
     """Live flow table, refreshed every interval (until Ctrl-C, or `count` frames)."""
     shown = 0
@@ -101,7 +106,9 @@ class DeviceCollector:
     def __init__(self, read: Callable[[], PerQueue]):
         self.read = read
 
-    def collect(self):
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter family per device counter, labelled by queue pair;
+        prometheus_client calls it at every scrape."""
         rows = self.read()
         for name in rows[0]:
             family = CounterMetricFamily(f"vnic_{name}", f"vnic device counter {name}", labels=["queue"])
@@ -111,7 +118,7 @@ class DeviceCollector:
 
 
 def serve_metrics(read: Callable[[], PerQueue], port: int,
-                  registry: CollectorRegistry = REGISTRY):
+                  registry: CollectorRegistry = REGISTRY) -> tuple[WSGIServer, threading.Thread]:
     """Expose the counters on http://127.0.0.1:port/metrics (loopback only)."""
     from prometheus_client import start_http_server
     registry.register(DeviceCollector(read))

@@ -14,6 +14,7 @@ import mmap
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from .._native import ffi, lib
 from ..errors import ProtocolError, check
@@ -24,21 +25,31 @@ NO_FD_WARN_SIZE = 16 << 20
 
 @dataclass
 class Mapping:
+    """One DMA_MAP region: its place in the guest's IOVA space and, if it came
+    with a file descriptor, its mmap and the pointer the data plane holds."""
     iova: int
     size: int
     writable: bool
     map: mmap.mmap | None
-    pointer: object            # cffi pointer keeping the buffer exported
+    pointer: Any               # cffi pointer keeping the buffer exported
 
 
 class DmaTable:
-    def __init__(self, native, quiesced: Callable[[], AbstractContextManager]):
+    """The guest memory regions the client has mapped, kept in step with the C
+    device native. quiesced() must give a context in which the workers are
+    stopped: they hold pointers into these regions."""
+
+    def __init__(self, native: Any, quiesced: Callable[[], AbstractContextManager[None]]):
         self._native = native
         self._quiesced = quiesced
         self.mappings: dict[tuple[int, int], Mapping] = {}
         self.warned_no_fd = False
 
     def map(self, iova: int, size: int, fd: int | None, offset: int, writable: bool) -> None:
+        """DMA_MAP: mmap the region from fd at offset (without an fd it is
+        reached by DMA_READ/DMA_WRITE messages) and hand it to the data
+        plane. Raises ProtocolError for an empty or overflowing range, an fd
+        that cannot be mapped, or a region the data plane refuses."""
         if size == 0 or iova + size > 1 << 64:
             raise ProtocolError(errno.EINVAL, f"DMA_MAP of bad range {iova:#x}+{size:#x}")
         region = None
@@ -67,6 +78,8 @@ class DmaTable:
         self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer)
 
     def unmap(self, iova: int, size: int) -> None:
+        """DMA_UNMAP of the region mapped with exactly this iova and size.
+        Raises ProtocolError (ENOENT) if there is none."""
         mapping = self.mappings.pop((iova, size), None)
         if mapping is None:
             raise ProtocolError(errno.ENOENT, f"DMA_UNMAP of unknown region {iova:#x}+{size:#x}")
@@ -75,6 +88,8 @@ class DmaTable:
         self._release(mapping.map, mapping.pointer)
 
     def unmap_all(self) -> None:
+        """Forget every region (DMA_UNMAP with the ALL flag, or the client went
+        away)."""
         with self._quiesced():
             lib.vnic_mem_clear(self._native)
         for mapping in self.mappings.values():
@@ -82,7 +97,7 @@ class DmaTable:
         self.mappings.clear()
 
     @staticmethod
-    def _release(region: mmap.mmap | None, pointer) -> None:
+    def _release(region: mmap.mmap | None, pointer: Any) -> None:
         if region is not None:
             ffi.release(pointer)
             region.close()

@@ -10,6 +10,7 @@ import errno
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ProtocolError
 
@@ -29,6 +30,7 @@ MAX_DMA_MAPS = 256                        # matches VNIC_MAX_REGIONS in native/i
 
 
 class Command(enum.IntEnum):
+    """vfio-user command numbers."""
     VERSION = 1
     DMA_MAP = 2
     DMA_UNMAP = 3
@@ -48,6 +50,7 @@ class Command(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Header:
+    """The 16-byte header of every vfio-user message."""
     id: int
     command: int
     size: int
@@ -56,25 +59,32 @@ class Header:
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> Header:
+        """The header at the start of data."""
         return cls(*HEADER.unpack_from(data))
 
     def pack(self) -> bytes:
+        """The header as its 16 bytes."""
         return HEADER.pack(self.id, self.command, self.size, self.flags, self.error)
 
     @property
     def wants_reply(self) -> bool:
+        """False for a message sent with FLAG_NO_REPLY."""
         return not self.flags & FLAG_NO_REPLY
 
 
 def reply(request: Header, body: bytes = b"") -> bytes:
+    """The reply to request, carrying body."""
     return Header(request.id, request.command, HEADER_SIZE + len(body), FLAG_REPLY).pack() + body
 
 
 def error_reply(request: Header, err: int) -> bytes:
+    """The error reply to request, carrying errno err."""
     return Header(request.id, request.command, HEADER_SIZE, FLAG_REPLY | FLAG_ERROR, err).pack()
 
 
 def need(body: bytes | memoryview, size: int, what: str) -> None:
+    """Raise ProtocolError (EINVAL) if body is shorter than size bytes; what
+    names the message."""
     if len(body) < size:
         raise ProtocolError(errno.EINVAL, f"{what}: body of {len(body)} bytes, need {size}")
 
@@ -84,8 +94,9 @@ VERSION = struct.Struct("<HH")
 MAJOR, MINOR = 0, 0
 
 
-def server_capabilities(write_multiple: bool = False) -> dict:
-    caps = {
+def server_capabilities(write_multiple: bool = False) -> dict[str, Any]:
+    """Our side of VERSION: the JSON object with the capabilities we offer."""
+    caps: dict[str, Any] = {
         "max_msg_fds": MAX_MSG_FDS,
         "max_data_xfer_size": MAX_DATA_XFER,
         "pgsizes": PGSIZE,
@@ -96,11 +107,14 @@ def server_capabilities(write_multiple: bool = False) -> dict:
     return {"capabilities": caps}
 
 
-def parse_version(body: bytes | memoryview) -> tuple[int, int, dict]:
+def parse_version(body: bytes | memoryview) -> tuple[int, int, dict[str, Any]]:
+    """Major, minor and the capabilities object of a VERSION body. Raises
+    ProtocolError for a short body or capabilities that are not a JSON
+    object."""
     need(body, VERSION.size, "VERSION")
     major, minor = VERSION.unpack_from(body)
     raw = bytes(body[VERSION.size:]).split(b"\0", 1)[0]
-    caps: dict = {}
+    caps: dict[str, Any] = {}
     if raw:
         try:
             caps = json.loads(raw)
@@ -111,7 +125,8 @@ def parse_version(body: bytes | memoryview) -> tuple[int, int, dict]:
     return major, minor, caps
 
 
-def pack_version(caps: dict) -> bytes:
+def pack_version(caps: dict[str, Any]) -> bytes:
+    """A VERSION body: our version and caps as NUL-terminated JSON."""
     return VERSION.pack(MAJOR, MINOR) + json.dumps(caps).encode() + b"\0"
 
 

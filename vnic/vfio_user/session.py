@@ -14,8 +14,9 @@ import socket
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._native import ffi, lib
 from ..errors import DeviceError, ProtocolError
@@ -26,32 +27,57 @@ from .protocol import Command, Header
 
 log = logging.getLogger(__name__)
 
+# A request handler: header, body and the fds that came with it, to the
+# reply body (and the fds to send with it).
+Handler = Callable[[Header, bytes, list[int]], bytes | tuple[bytes, list[int]]]
+
 
 class DeviceModel(Protocol):
     """What a session needs from the device it serves."""
     regions: list[Region]
-    memory: DmaTable
 
-    def irq_info(self, index: int) -> tuple[int, int]: ...
+    @property
+    def memory(self) -> DmaTable:
+        """The DMA table that DMA_MAP and DMA_UNMAP change."""
+
+    def irq_info(self, index: int) -> tuple[int, int]:
+        """(flags, count) of interrupt index. Raises DeviceError for an index
+        the device lacks."""
+
     def set_irqs(self, index: int, flags: int, start: int, count: int,
-                 fds: list[int], data: bytes) -> None: ...
-    def device_reset(self) -> None: ...
-    def attach_channel(self, chan) -> None: ...
-    def detach_channel(self) -> None: ...
-    def client_gone(self) -> None: ...
+                 fds: list[int], data: bytes) -> None:
+        """Apply a SET_IRQS request; fds are the model's to keep or close.
+        Raises DeviceError for a bad request."""
+
+    def device_reset(self) -> None:
+        """DEVICE_RESET from the client."""
+
+    def attach_channel(self, chan: Any) -> None:
+        """The session's C channel (a cffi pointer) is up: doorbells and DMA
+        messages go through it."""
+
+    def detach_channel(self) -> None:
+        """The channel is about to be freed."""
+
+    def client_gone(self) -> None:
+        """The client went away: forget its memory, eventfds and driver state."""
 
 
 class Session:
+    """One client connection on sock, served by run(); the C channel takes the
+    socket over. Raises DeviceError (ENOMEM) if the channel cannot be
+    created."""
+
     def __init__(self, sock: socket.socket, model: DeviceModel):
         self.model = model
         self.chan = lib.vnic_chan_new(sock.detach(), P.MAX_MSG_SIZE)
         if self.chan == ffi.NULL:
             raise DeviceError(errno.ENOMEM, "cannot start the vfio-user channel")
         self._chan_lock = threading.Lock()
-        self.client_caps: dict = {}
+        self.client_caps: dict[str, Any] = {}
         self.negotiated = False
         self.errors = 0
-        self._handlers = {
+        self._handlers: dict[int, Handler] = {
             Command.VERSION: self._version,
             Command.DMA_MAP: self._dma_map,
             Command.DMA_UNMAP: self._dma_unmap,
@@ -67,7 +93,8 @@ class Session:
 
     # ---- loop ---------------------------------------------------------------
     def run(self) -> None:
-        """Serve until the client goes away or shutdown() is called."""
+        """Serve until the client goes away or shutdown() is called.  A bad
+        request gets an error reply and the session goes on."""
         buf = ffi.new("uint8_t[]", P.MAX_MSG_SIZE)
         fds = ffi.new("int[]", P.MAX_MSG_FDS)
         nfds = ffi.new("int *")
@@ -93,6 +120,8 @@ class Session:
             lib.vnic_chan_free(chan)
 
     def shutdown(self) -> None:
+        """Make run() return soon. Safe from another thread, also once run()
+        has returned."""
         with self._chan_lock:
             if self.chan != ffi.NULL:
                 lib.vnic_chan_shutdown(self.chan)
@@ -235,7 +264,10 @@ class Session:
 
 
 class Server:
-    """Listen on a UNIX socket and serve one client at a time, forever."""
+    """Listen on a UNIX socket and serve one client at a time, forever.  The
+    socket is created at once (mode 0600; a stale one is replaced).  Raises
+    FileExistsError if path exists and is not a socket, or another server
+    answers on it."""
 
     def __init__(self, path: str | Path, model: DeviceModel):
         self.path = Path(path)
@@ -269,6 +301,8 @@ class Server:
         return sock
 
     def serve_forever(self) -> None:
+        """Accept clients one at a time and serve each until it goes away,
+        until close(). An accept error not caused by close() propagates."""
         while not self._stopping.is_set():
             try:
                 conn, _ = self._listener.accept()
@@ -287,11 +321,13 @@ class Server:
                 log.info("vfio-user client disconnected; waiting for the next one")
 
     def start(self) -> threading.Thread:
+        """Run serve_forever() in a daemon thread, and return the thread."""
         thread = threading.Thread(target=self.serve_forever, name="vnic-vfio-user", daemon=True)
         thread.start()
         return thread
 
     def close(self) -> None:
+        """Stop accepting, end the current session and remove the socket."""
         self._stopping.set()
         try:
             self._listener.shutdown(socket.SHUT_RDWR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from ..errors import FeatureError
 
@@ -114,7 +115,8 @@ def without_orphans(features: set[F]) -> set[F]:
     return result
 
 
-def mask(features) -> int:
+def mask(features: Iterable[int]) -> int:
+    """The bit mask of some feature bit numbers."""
     bits = 0
     for f in features:
         bits |= 1 << int(f)

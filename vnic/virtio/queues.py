@@ -10,6 +10,8 @@ MAX_QUEUE_SIZE = 256
 
 @dataclass
 class QueueConfig:
+    """One virtqueue as the driver sets it up through the common configuration:
+    size, MSI-X vector, enable and the ring addresses."""
     size: int = MAX_QUEUE_SIZE
     msix_vector: int = NO_VECTOR
     enabled: bool = False
@@ -18,4 +20,5 @@ class QueueConfig:
     device: int = 0        # used ring
 
     def reset(self) -> None:
-        self.__init__()
+        """Back to the defaults (device reset)."""
+        QueueConfig.__init__(self)

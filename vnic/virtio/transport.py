@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import DeviceError
 from ..pci import config as pcicfg
@@ -27,6 +27,7 @@ from ..pci.region import (
     Region,
     empty_region,
 )
+from ..vfio_user.dma import DmaTable
 from .features import F
 from .queues import MAX_QUEUE_SIZE, NO_VECTOR, QueueConfig
 
@@ -78,25 +79,62 @@ class VirtioBackend(Protocol):
     class_code: int
     num_queues: int
 
-    def offered_features(self) -> int: ...
-    def config_read(self, offset: int, count: int) -> bytes: ...
-    def config_write(self, offset: int, data: bytes) -> None: ...
-    def start(self, features: int, queues: list[QueueConfig], config_vector: int) -> bool: ...
-    def reset(self) -> None: ...
-    def kick(self, queue: int) -> None: ...
-    def read_isr(self) -> int: ...
-    def failed(self) -> bool: ...
-    def set_vector(self, queue: int | None, vector: int) -> None: ...
+    def offered_features(self) -> int:
+        """The offered feature bits."""
+
+    def config_read(self, offset: int, count: int) -> bytes:
+        """count bytes of the device configuration from offset."""
+
+    def config_write(self, offset: int, data: bytes) -> None:
+        """A driver write to the device configuration."""
+
+    def start(self, features: int, queues: list[QueueConfig], config_vector: int) -> bool:
+        """DRIVER_OK: start with the negotiated features and queues. False if
+        the device refuses."""
+
+    def reset(self) -> None:
+        """Device reset."""
+
+    def kick(self, queue: int) -> None:
+        """The driver notified queue."""
+
+    def read_isr(self) -> int:
+        """Read and clear the ISR status byte."""
+
+    def failed(self) -> bool:
+        """True if the device needs a reset (NEEDS_RESET)."""
+
+    def set_vector(self, queue: int | None, vector: int) -> None:
+        """Send queue's interrupts (with queue None, configuration changes) to
+        MSI-X vector."""
+
     # MSI-X eventfds (msix.VectorSink) and guest memory
-    memory: object
-    def set_vector_fd(self, vector: int, fd: int) -> None: ...
-    def trigger_vector(self, vector: int) -> None: ...
-    def mask_vector(self, vector: int, masked: bool) -> None: ...
-    def attach_channel(self, chan) -> None: ...
-    def detach_channel(self) -> None: ...
+    @property
+    def memory(self) -> DmaTable:
+        """Guest memory as the vfio-user client has mapped it."""
+
+    def set_vector_fd(self, vector: int, fd: int) -> None:
+        """Signal vector through eventfd fd from now on (-1: no eventfd)."""
+
+    def trigger_vector(self, vector: int) -> None:
+        """Signal vector now."""
+
+    def mask_vector(self, vector: int, masked: bool) -> None:
+        """Mask or unmask vector."""
+
+    def attach_channel(self, chan: Any) -> None:
+        """The vfio-user channel (a cffi pointer) is up."""
+
+    def detach_channel(self) -> None:
+        """The vfio-user channel is about to be freed."""
 
 
 class VirtioPciTransport:
+    """The virtio PCI transport in front of device: config space with the
+    virtio and MSI-X capabilities, the MSI-X and virtio BARs, all as
+    vfio-user regions (regions), and the device status machine. It is the
+    DeviceModel a vfio-user Server serves."""
+
     def __init__(self, device: VirtioBackend):
         self.device = device
         self.config = ConfigSpace(
@@ -306,14 +344,21 @@ class VirtioPciTransport:
         self._reset_state()
 
     def config_changed(self) -> None:
+        """The device configuration changed: bump config_generation (the caller
+        raises the interrupt)."""
         self.generation += 1
 
     # ---- what the vfio-user session calls -------------------------------------
     @property
-    def memory(self):
+    def memory(self) -> DmaTable:
+        """The device's DMA table."""
         return self.device.memory
 
     def irq_info(self, index: int) -> tuple[int, int]:
+        """(flags, count) of vfio interrupt index: MSI-X has one vector per
+        queue plus one for configuration changes, INTx, MSI and REQ none.
+        Raises DeviceError (EINVAL) for ERR (an expected probe) and unknown
+        indices."""
         if index >= NUM_IRQS or index == IRQ_ERR:
             # no AER: QEMU takes an error reply for ERR silently
             raise DeviceError(errno.EINVAL, f"no interrupt index {index}", expected=index == IRQ_ERR)
@@ -321,6 +366,8 @@ class VirtioPciTransport:
         return 1, count                                          # VFIO_IRQ_INFO_EVENTFD
 
     def set_irqs(self, index: int, flags: int, start: int, count: int, fds: list[int], data: bytes) -> None:
+        """SET_IRQS: only MSI-X has vectors (see vnic.pci.msix.set_irqs).
+        Raises DeviceError (EINVAL) for any other index, after closing fds."""
         if index != IRQ_MSIX:
             for fd in fds:
                 os.close(fd)
@@ -328,12 +375,15 @@ class VirtioPciTransport:
         msixmod.set_irqs(self.msix, self.device, flags, start, count, fds, data)
 
     def device_reset(self) -> None:
+        """DEVICE_RESET from the client: a device reset."""
         self.reset()
 
-    def attach_channel(self, chan) -> None:
+    def attach_channel(self, chan: Any) -> None:
+        """Hand the session's channel to the device."""
         self.device.attach_channel(chan)
 
     def detach_channel(self) -> None:
+        """Take the channel away from the device."""
         self.device.detach_channel()
 
     def client_gone(self) -> None:

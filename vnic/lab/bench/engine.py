@@ -32,6 +32,7 @@ def best_of(fn, tries: int = 5) -> float:
 
 
 def memcpy_gbps(size: int = SUPERFRAME, repeat: int = 4000) -> float:
+    """numpy copies of size-byte blocks, in GB/s: the best of five runs."""
     src = np.frombuffer(np.random.default_rng(1).bytes(size), dtype=np.uint8)
     dst = np.empty_like(src)
 
@@ -44,6 +45,8 @@ def memcpy_gbps(size: int = SUPERFRAME, repeat: int = 4000) -> float:
 
 
 def tso_gbps(repeat: int = 4000) -> float:
+    """TSO of a 64 KiB TCP super-frame into 1448-byte segments with their
+    checksums (output not kept), in GB/s of payload: the best of five runs."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     payload = np.random.default_rng(2).bytes(SUPERFRAME - 54)
@@ -61,6 +64,8 @@ def tso_gbps(repeat: int = 4000) -> float:
 
 
 def path_ns_per_pkt(bench, size: int, batch: int = 64, rounds: int = 20000) -> float:
+    """ns per frame of a C path benchmark (lib.vnic_bench_tx_path or rx_path),
+    the best of five runs. Raises RuntimeError if it fails."""
     ns = best_of(lambda: bench(size, batch, rounds))
     if ns < 0:
         raise RuntimeError(f"{bench.__name__} failed ({ns})")
@@ -68,6 +73,8 @@ def path_ns_per_pkt(bench, size: int, batch: int = 64, rounds: int = 20000) -> f
 
 
 def coalesce_gbps(segs: int = 44, rounds: int = 5000) -> float:
+    """Receive coalescing of segs segments into one super-frame, in GB/s of
+    payload. Raises RuntimeError if the benchmark fails."""
     ns = best_of(lambda: lib.vnic_bench_coalesce(segs, rounds))
     if ns < 0:
         raise RuntimeError(f"coalescing benchmark failed ({ns})")
@@ -75,6 +82,7 @@ def coalesce_gbps(segs: int = 44, rounds: int = 5000) -> float:
 
 
 def run() -> dict:
+    """Every measurement and its ratio to memcpy, as JSON values."""
     memcpy = memcpy_gbps()
     tso = tso_gbps()
     coalesce = coalesce_gbps()
@@ -93,6 +101,8 @@ def run() -> dict:
 
 
 def main(as_json: bool = False) -> int:
+    """Run and print the results (JSON with as_json); returns the exit status,
+    0."""
     res = run()
     if as_json:
         print(json.dumps(res, indent=2))

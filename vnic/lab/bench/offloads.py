@@ -38,6 +38,9 @@ CONFIGS = {
 
 def run(seconds: int = 5, rounds: int = 3, builtin: bool = True, tx_mode: str = "segment",
         log=print) -> dict:
+    """rounds interleaved rounds of every configuration, each one guest boot,
+    and the ratios of the medians. Raises ConfigError if rounds or seconds
+    is below 1, RuntimeError if a guest or iperf3 fails."""
     if rounds < 1 or seconds < 1:
         raise ConfigError("rounds and seconds must be at least 1")
     qemu = ensure_qemu(log=log)
@@ -75,6 +78,8 @@ def _shown(ratio: float | None) -> str:
 
 def main(seconds: int = 5, rounds: int = 3, builtin: bool = True, tx_mode: str = "segment",
          as_json: bool = False) -> int:
+    """Run and print the medians and ratios (JSON with as_json); returns the
+    exit status, 0."""
     res = run(seconds, rounds, builtin, tx_mode, log=(lambda *_: None) if as_json else print)
     if as_json:
         print(json.dumps(res, indent=2))
