@@ -24,7 +24,7 @@ PY="$VENV/bin/python"
 
 echo "test: fast tier (ruff, mypy, unit, engine)"
 "$VENV/bin/ruff" check .
-# "$VENV/bin/mypy"   (enabled with the type annotations)
+"$VENV/bin/mypy"
 if [ "$fast" = 1 ]; then
     exec "$PY" -m pytest -q -ra tests/unit tests/engine "$@"
 fi
