@@ -85,7 +85,7 @@ static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_
     vnic_dev_set_mac(b->dev, bench_mac);
     vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
     uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
-    vnic_dev_set_features(b->dev, features | 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX);
+    vnic_dev_set_features(b->dev, features | 1ull << VNIC_F_VERSION_1 | 1ull << VNIC_F_RING_EVENT_IDX);
     vnic_queue_setup(b->dev, queue, BENCH_QSIZE, desc, avail, used);
     b->qp = &b->dev->qp[0];
     b->vq = queue % 2 ? &b->qp->tx : &b->qp->rx;
@@ -146,14 +146,14 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
-    size_t slot = (size_t)(VNIC_NET_HDR_LEN + frame_size + 63) & ~(size_t)63;
+    size_t slot = (size_t)(VNIC_NET_HDR_SIZE + frame_size + 63) & ~(size_t)63;
     struct bench b;
     if (bench_init(&b, 1, 0, slot) < 0)
         return -ENOMEM;
     struct vring_desc *d = (struct vring_desc *)b.mem;
     for (int i = 0; i < BENCH_QSIZE; i++) {            /* zero header + a frame */
-        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_LEN, frame_size, i % BENCH_FLOWS);
-        d[i].len = (uint32_t)(VNIC_NET_HDR_LEN + frame_size);
+        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_SIZE, frame_size, i % BENCH_FLOWS);
+        d[i].len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
     }
     double total = 0;
     for (int r = 0; r < rounds; r++) {
@@ -175,19 +175,19 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 double vnic_bench_rx_path(int frame_size, int batch, int rounds)
 {
     const size_t buf = 1536;                /* Linux's usual mergeable buffer */
-    size_t per_frame = (VNIC_NET_HDR_LEN + (size_t)frame_size + buf - 1) / buf;
+    size_t per_frame = (VNIC_NET_HDR_SIZE + (size_t)frame_size + buf - 1) / buf;
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || rounds < 1 ||
         (size_t)batch * per_frame > BENCH_QSIZE)
         return -EINVAL;
-    uint32_t frame_len = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
+    uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)frame_size;
     uint8_t *frames = calloc(BENCH_FLOWS, frame_len);    /* zero headers + frames */
     struct bench b;
-    if (!frames || bench_init(&b, 0, 1ull << VIRTIO_NET_F_MRG_RXBUF, buf) < 0) {
+    if (!frames || bench_init(&b, 0, 1ull << VNIC_F_MRG_RXBUF, buf) < 0) {
         free(frames);
         return -ENOMEM;
     }
     for (int i = 0; i < BENCH_FLOWS; i++)
-        bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_LEN, frame_size, i);
+        bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_SIZE, frame_size, i);
     double total = bench_rx_rounds(&b, frames, frame_len, BENCH_FLOWS, (uint32_t)batch, rounds);
     uint64_t got = b.dev->stats[0].rx_packets;
     bench_free(&b);
@@ -201,10 +201,10 @@ static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
 {
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)buf;
     memset(h, 0, sizeof(*h));
-    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->flags = VNIC_HDR_F_NEEDS_CSUM;
     h->csum_start = 34;
     h->csum_offset = 16;
-    uint8_t *f = buf + VNIC_NET_HDR_LEN;
+    uint8_t *f = buf + VNIC_NET_HDR_SIZE;
     memset(f, 0, 54);
     f[12] = 0x08;                                   /* IPv4 */
     uint8_t *ip = f + 14, *tcp = ip + 20;
@@ -223,13 +223,13 @@ static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
 double vnic_bench_coalesce(int segs, int rounds)
 {
     const uint32_t mss = 1448;
-    uint32_t frame_len = VNIC_NET_HDR_LEN + 54 + mss;
+    uint32_t frame_len = VNIC_NET_HDR_SIZE + 54 + mss;
     if (segs < 2 || segs * mss > 65535 - 40 || rounds < 1)
         return -EINVAL;
     uint8_t *frames = malloc((size_t)frame_len * (size_t)segs);
     struct bench b;
-    uint64_t features = 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_GUEST_CSUM |
-                        1ull << VIRTIO_NET_F_GUEST_TSO4;
+    uint64_t features = 1ull << VNIC_F_MRG_RXBUF | 1ull << VNIC_F_GUEST_CSUM |
+                        1ull << VNIC_F_GUEST_TSO4;
     if (!frames || bench_init(&b, 0, features, 4096) < 0) {
         free(frames);
         return -ENOMEM;

@@ -44,10 +44,10 @@ static bool has(const struct vnic_dev *dev, int bit)
 static int set_rx_mode(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     struct rx_filter *f = &dev->filter;
-    if (len != 1 || !has(dev, VIRTIO_NET_F_CTRL_RX))
+    if (len != 1 || !has(dev, VNIC_F_CTRL_RX))
         return NET_ERR;
     bool on = data[0] != 0;
-    if (cmd > RX_ALLMULTI && !has(dev, VIRTIO_NET_F_CTRL_RX_EXTRA))
+    if (cmd > RX_ALLMULTI && !has(dev, VNIC_F_CTRL_RX_EXTRA))
         return NET_ERR;
     switch (cmd) {
     case RX_PROMISC: f->promisc = on; break;
@@ -82,12 +82,12 @@ static int set_mac(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint3
 {
     struct rx_filter *f = &dev->filter;
     if (cmd == MAC_ADDR_SET) {
-        if (len != 6 || !has(dev, VIRTIO_NET_F_CTRL_MAC_ADDR) || (data[0] & 1))
+        if (len != 6 || !has(dev, VNIC_F_CTRL_MAC_ADDR) || (data[0] & 1))
             return NET_ERR;
         memcpy(f->mac, data, 6);
         return NET_OK;
     }
-    if (cmd != MAC_TABLE_SET || !has(dev, VIRTIO_NET_F_CTRL_RX))
+    if (cmd != MAC_TABLE_SET || !has(dev, VNIC_F_CTRL_RX))
         return NET_ERR;
     struct rx_filter next = *f;
     int used = mac_table(data, len, next.uc, &next.n_uc, &next.uc_overflow);
@@ -103,7 +103,7 @@ static int set_mac(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint3
 static int set_vlan(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     uint16_t vid;
-    if (len != 2 || !has(dev, VIRTIO_NET_F_CTRL_VLAN))
+    if (len != 2 || !has(dev, VNIC_F_CTRL_VLAN))
         return NET_ERR;
     memcpy(&vid, data, 2);
     if (vid >= 4096)
@@ -121,12 +121,12 @@ static int set_vlan(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint
 static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     uint64_t want;
-    if (cmd != OFFLOADS_SET || len != 8 || !has(dev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS))
+    if (cmd != OFFLOADS_SET || len != 8 || !has(dev, VNIC_F_CTRL_GUEST_OFFLOADS))
         return NET_ERR;
     memcpy(&want, data, 8);
     /* only receive offloads the driver negotiated can be switched on; Linux
      * also lists GUEST_HDRLEN among them, which changes nothing here */
-    uint64_t valid = GUEST_OFFLOAD_MASK | 1ull << VIRTIO_NET_F_GUEST_HDRLEN;
+    uint64_t valid = GUEST_OFFLOAD_MASK | 1ull << VNIC_F_GUEST_HDRLEN;
     if (want & ~(dev->features & valid))
         return NET_ERR;
     want &= GUEST_OFFLOAD_MASK;
@@ -143,7 +143,7 @@ static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t
     case CLASS_MAC: return set_mac(dev, cmd, data, len);
     case CLASS_VLAN: return set_vlan(dev, cmd, data, len);
     case CLASS_ANNOUNCE:
-        if (cmd != ANNOUNCE_ACK || len || !has(dev, VIRTIO_NET_F_GUEST_ANNOUNCE))
+        if (cmd != ANNOUNCE_ACK || len || !has(dev, VNIC_F_GUEST_ANNOUNCE))
             return NET_ERR;
         atomic_store(&dev->announce, false);
         return NET_OK;
@@ -218,7 +218,7 @@ bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_
     const struct rx_filter *f = &dev->filter;
     if (f->promisc || len < 14)
         return true;
-    if (has(dev, VIRTIO_NET_F_CTRL_VLAN) && frame[12] == 0x81 && frame[13] == 0x00 && len >= 16) {
+    if (has(dev, VNIC_F_CTRL_VLAN) && frame[12] == 0x81 && frame[13] == 0x00 && len >= 16) {
         uint16_t vid = (uint16_t)((frame[14] & 0x0f) << 8 | frame[15]);
         if (!(f->vlans[vid / 32] >> (vid % 32) & 1)) {
             st->rx_filtered_vlan++;

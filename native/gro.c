@@ -15,7 +15,7 @@
 #include "headers.h"
 
 #define TCP_ACK 0x10
-#define FRAME_BUF (VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX)
+#define FRAME_BUF (VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX)
 
 static bool same_flow(const struct layout *a, const uint8_t *fa, const struct layout *b, const uint8_t *fb)
 {
@@ -30,10 +30,10 @@ static bool same_flow(const struct layout *a, const uint8_t *fa, const struct la
  * segment owns; sequence and ID continue; size keeps it under 64 KiB. */
 static bool continues(const struct gro_flow *f, const uint8_t *frame, const struct layout *lo, uint32_t payload)
 {
-    const uint8_t *first = f->buf + VNIC_NET_HDR_LEN;
+    const uint8_t *first = f->buf + VNIC_NET_HDR_SIZE;
     if (lo->hdr_len != f->lo.hdr_len || payload > f->mss)
         return false;
-    if (f->len - VNIC_NET_HDR_LEN - lo->l3 + payload > 65535)
+    if (f->len - VNIC_NET_HDR_SIZE - lo->l3 + payload > 65535)
         return false;
     if (rd32(frame + lo->l4 + 4) != f->next_seq)
         return false;
@@ -68,12 +68,12 @@ static bool continues(const struct gro_flow *f, const uint8_t *frame, const stru
 static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
 {
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)f->buf;
-    uint8_t *frame = f->buf + VNIC_NET_HDR_LEN;
+    uint8_t *frame = f->buf + VNIC_NET_HDR_SIZE;
     const struct layout *lo = &f->lo;
     if (f->segs == 1)
         return;                                     /* the frame as it came, header and all */
     memset(h, 0, sizeof(*h));
-    uint32_t l4_len = f->len - VNIC_NET_HDR_LEN - lo->l4;
+    uint32_t l4_len = f->len - VNIC_NET_HDR_SIZE - lo->l4;
     if (lo->ipv6) {
         wr16(frame + lo->l3 + 4, (uint16_t)(lo->l4 - lo->l3 - 40 + l4_len));
     } else {
@@ -82,8 +82,8 @@ static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
     }
     uint16_t partial = csum_fold(hdr_pseudo_sum(frame, lo, l4_len));  /* as CHECKSUM_PARTIAL wants */
     memcpy(frame + lo->l4 + 16, &partial, 2);
-    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    h->gso_type = lo->ipv6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+    h->flags = VNIC_HDR_F_NEEDS_CSUM;
+    h->gso_type = lo->ipv6 ? VNIC_GSO_TCPV6 : VNIC_GSO_TCPV4;
     h->gso_size = f->mss;
     h->hdr_len = lo->hdr_len;
     h->csum_start = lo->l4;
@@ -172,8 +172,8 @@ static struct gro_flow *slot(struct qpair *qp, uint16_t *pending, struct vnic_qu
 
 static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
 {
-    return lo->ipv6 ? (rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
-                    : rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO4 & 1;
+    return lo->ipv6 ? (rx_features(dev) >> VNIC_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
+                    : rx_features(dev) >> VNIC_F_GUEST_TSO4 & 1;
 }
 
 int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
@@ -181,8 +181,8 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     struct vnic_dev *dev = qp->dev;
     struct gro *g = qp->gro;
     const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
     struct layout lo;
     if (hdr_parse(frame, len, &lo) < 0 || lo.proto != IPPROTO_TCP_)
         return GRO_PASS;
@@ -190,16 +190,16 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     struct gro_flow *f = NULL;
     for (int i = 0; i < g->allocated && !f; i++)
         if (g->flow[i].state == GRO_OPEN &&
-            same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_LEN, &lo, frame))
+            same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_SIZE, &lo, frame))
             f = &g->flow[i];
 
     uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
     uint8_t flags = frame[lo.l4 + 13];
     uint32_t payload = len - lo.hdr_len;
     /* checksum verified by us, or left partial by a local sender: both may merge */
-    bool csum_ok = h->flags == VIRTIO_NET_HDR_F_DATA_VALID ||
-                   (h->flags == VIRTIO_NET_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == 16);
-    bool eligible = csum_ok && h->gso_type == VIRTIO_NET_HDR_GSO_NONE &&
+    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
+                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == 16);
+    bool eligible = csum_ok && h->gso_type == VNIC_GSO_NONE &&
                     lo.l3 + ip_len == len &&                     /* no padding, no lies */
                     (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && payload > 0 &&
                     may_coalesce(dev, &lo);
@@ -211,7 +211,7 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
         f->next_id++;
         f->segs++;
         f->touched = g->batch;
-        f->buf[VNIC_NET_HDR_LEN + lo.l4 + 13] |= flags & TCP_PSH;
+        f->buf[VNIC_NET_HDR_SIZE + lo.l4 + 13] |= flags & TCP_PSH;
         /* PSH or a short segment ends what the sender meant as one burst */
         if ((flags & TCP_PSH) || payload < f->mss) {
             int r = close_flow(qp, f, pending, st);

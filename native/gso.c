@@ -97,12 +97,12 @@ static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, con
 {
     uint32_t start = h->csum_start, field = (uint32_t)h->csum_start + h->csum_offset;
     if (!csum_range_ok(h, f))
-        return TX_DROP_CSUM_RANGE;
+        return VNIC_TX_DROP_CSUM_RANGE;
     struct cursor c;
     uint64_t sum = 0;
     cursor_seek(&c, f, start);
     if (cursor_take(&c, f->len - start, ctx->iov + 1, VNIC_IOV_MAX - 1, &sum, 0) < 0)
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     uint16_t value = csum_finish(sum, h->csum_offset == CSUM_OFFSET_UDP);
     /* emit [0, field) + patched 2 bytes + [field+2, end) */
     struct iovec *iov = ctx->iov + 1;
@@ -110,7 +110,7 @@ static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, con
     cursor_seek(&c, f, 0);
     int k = cursor_take(&c, field, iov, VNIC_IOV_MAX - 3, NULL, 0);
     if (k < 0)
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     n += k;
     memcpy(ctx->tpl, &value, 2);
     iov[n].iov_base = ctx->tpl;
@@ -119,10 +119,10 @@ static int complete_csum(struct tx_ctx *ctx, const struct virtio_net_hdr *h, con
     cursor_seek(&c, f, field + 2);
     k = cursor_take(&c, f->len - field - 2, iov + n, VNIC_IOV_MAX - 1 - n, NULL, 0);
     if (k < 0)
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     n += k;
     ctx->st->tx_csum_offloaded++;
-    return ctx->emit(ctx, ctx->iov, n, f->len) ? TX_DROP_BACKEND : 0;
+    return ctx->emit(ctx, ctx->iov, n, f->len) ? VNIC_TX_DROP_BACKEND : 0;
 }
 
 /* ---- segmentation: TSO4/TSO6 and USO --------------------------------------- */
@@ -195,11 +195,11 @@ static int segment(struct tx_ctx *ctx, const struct tx_frame *f, const struct la
         ctx->iov[1].iov_len = hlen;
         int n = cursor_take(&c, len, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0);
         if (n < 0)
-            return TX_DROP_HEADERS;
+            return VNIC_TX_DROP_HEADERS;
         uint16_t value = csum_finish(sum, !tcp);
         memcpy(l4 + (tcp ? 16 : 6), &value, 2);
         if (ctx->emit(ctx, ctx->iov, n + 1, hlen + len))
-            return TX_DROP_BACKEND;
+            return VNIC_TX_DROP_BACKEND;
     }
     if (tcp) {
         ctx->st->tx_tso_packets++;
@@ -220,9 +220,9 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
     uint32_t frag_size = mss & ~7u;
     uint32_t dlen = f->len - lo->l4;               /* UDP header + data */
     if (!frag_size)
-        return TX_DROP_GSO_SIZE;
+        return VNIC_TX_DROP_GSO_SIZE;
     if (lo->ipv6 ? lo->ipv6_ext : lo->l4 - lo->l3 != 20)
-        return TX_DROP_HEADERS;                    /* options/extensions: not fragmented here */
+        return VNIC_TX_DROP_HEADERS;                    /* options/extensions: not fragmented here */
 
     /* the UDP checksum covers the whole datagram, computed once */
     wr16(udp + 4, (uint16_t)dlen);
@@ -231,7 +231,7 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
     struct cursor c;
     cursor_seek(&c, f, lo->l4 + 8);
     if (cursor_take(&c, dlen - 8, ctx->iov + 2, VNIC_IOV_MAX - 2, &sum, 0) < 0)
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     uint16_t value = csum_finish(sum, true);
     memcpy(udp + 6, &value, 2);
 
@@ -275,9 +275,9 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
         }
         int k = cursor_take(&c, body, ctx->iov + 1 + n, VNIC_IOV_MAX - 1 - n, NULL, 0);
         if (k < 0)
-            return TX_DROP_HEADERS;
+            return VNIC_TX_DROP_HEADERS;
         if (ctx->emit(ctx, ctx->iov, n + k, hdrs + len))
-            return TX_DROP_BACKEND;
+            return VNIC_TX_DROP_BACKEND;
     }
     ctx->st->tx_ufo_packets++;
     ctx->st->tx_ufo_fragments += nfrag;
@@ -288,60 +288,60 @@ static int fragment(struct tx_ctx *ctx, const struct tx_frame *f, const struct l
 
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h)
 {
-    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !(features >> VIRTIO_NET_F_CSUM & 1))
-        return TX_DROP_UNNEGOTIATED;
-    if ((h->gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(features >> VIRTIO_NET_F_HOST_ECN & 1))
-        return TX_DROP_UNNEGOTIATED;
+    uint8_t type = h->gso_type & (uint8_t)~VNIC_GSO_ECN;
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !(features >> VNIC_F_CSUM & 1))
+        return VNIC_TX_DROP_UNNEGOTIATED;
+    if ((h->gso_type & VNIC_GSO_ECN) && !(features >> VNIC_F_HOST_ECN & 1))
+        return VNIC_TX_DROP_UNNEGOTIATED;
     switch (type) {
-    case VIRTIO_NET_HDR_GSO_NONE:
+    case VNIC_GSO_NONE:
         return 0;
-    case VIRTIO_NET_HDR_GSO_TCPV4:
-        return features >> VIRTIO_NET_F_HOST_TSO4 & 1 ? 0 : TX_DROP_UNNEGOTIATED;
-    case VIRTIO_NET_HDR_GSO_TCPV6:
-        return features >> VIRTIO_NET_F_HOST_TSO6 & 1 ? 0 : TX_DROP_UNNEGOTIATED;
-    case VIRTIO_NET_HDR_GSO_UDP:
-        return features >> VIRTIO_NET_F_HOST_UFO & 1 ? 0 : TX_DROP_UNNEGOTIATED;
-    case VIRTIO_NET_HDR_GSO_UDP_L4:
-        return features >> VIRTIO_NET_F_HOST_USO & 1 ? 0 : TX_DROP_UNNEGOTIATED;
+    case VNIC_GSO_TCPV4:
+        return features >> VNIC_F_HOST_TSO4 & 1 ? 0 : VNIC_TX_DROP_UNNEGOTIATED;
+    case VNIC_GSO_TCPV6:
+        return features >> VNIC_F_HOST_TSO6 & 1 ? 0 : VNIC_TX_DROP_UNNEGOTIATED;
+    case VNIC_GSO_UDP:
+        return features >> VNIC_F_HOST_UFO & 1 ? 0 : VNIC_TX_DROP_UNNEGOTIATED;
+    case VNIC_GSO_UDP_L4:
+        return features >> VNIC_F_HOST_USO & 1 ? 0 : VNIC_TX_DROP_UNNEGOTIATED;
     default:
-        return TX_DROP_GSO_TYPE;
+        return VNIC_TX_DROP_GSO_TYPE;
     }
 }
 
 /* The checks segmentation relies on, for a GSO request: headers that parse
  * and match the GSO type, hdr_len as promised, a usable gso_size.  lo gets
- * the parsed layout (ctx->tpl the header bytes).  0 or a TX_DROP_ reason. */
+ * the parsed layout (ctx->tpl the header bytes).  0 or a VNIC_TX_DROP_ reason. */
 static int gso_check(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f,
                      struct layout *lo)
 {
-    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    uint8_t type = h->gso_type & (uint8_t)~VNIC_GSO_ECN;
     uint32_t have = f->len < VNIC_TPL_MAX ? f->len : VNIC_TPL_MAX;
     if (!frame_copy(f, 0, ctx->tpl, have))
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     if (hdr_parse(ctx->tpl, have, lo) < 0)
-        return TX_DROP_HEADERS;
+        return VNIC_TX_DROP_HEADERS;
     bool v6 = lo->ipv6;
-    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
-    if ((type == VIRTIO_NET_HDR_GSO_TCPV4 && v6) || (type == VIRTIO_NET_HDR_GSO_TCPV6 && !v6) ||
+    bool want_tcp = type == VNIC_GSO_TCPV4 || type == VNIC_GSO_TCPV6;
+    if ((type == VNIC_GSO_TCPV4 && v6) || (type == VNIC_GSO_TCPV6 && !v6) ||
         (want_tcp != (lo->proto == IPPROTO_TCP_)))
-        return TX_DROP_GSO_TYPE;
-    if ((ctx->features >> VIRTIO_NET_F_GUEST_HDRLEN & 1) && h->hdr_len != lo->hdr_len)
-        return TX_DROP_HEADERS;                /* the driver promised the exact length */
+        return VNIC_TX_DROP_GSO_TYPE;
+    if ((ctx->features >> VNIC_F_GUEST_HDRLEN & 1) && h->hdr_len != lo->hdr_len)
+        return VNIC_TX_DROP_HEADERS;                /* the driver promised the exact length */
     /* UFO cuts the whole datagram (UDP header included), the others the payload */
-    uint32_t payload = f->len - (type == VIRTIO_NET_HDR_GSO_UDP ? lo->l4 : lo->hdr_len);
+    uint32_t payload = f->len - (type == VNIC_GSO_UDP ? lo->l4 : lo->hdr_len);
     if (h->gso_size == 0 || f->len == lo->hdr_len || h->gso_size > payload)
-        return TX_DROP_GSO_SIZE;
+        return VNIC_TX_DROP_GSO_SIZE;
     if (lo->hdr_len + (uint32_t)h->gso_size > VNIC_MAX_FRAME)
-        return TX_DROP_GSO_SIZE;
+        return VNIC_TX_DROP_GSO_SIZE;
     return 0;
 }
 
 int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
-    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !csum_range_ok(h, f))
-        return TX_DROP_CSUM_RANGE;
-    if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE)
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !csum_range_ok(h, f))
+        return VNIC_TX_DROP_CSUM_RANGE;
+    if (h->gso_type == VNIC_GSO_NONE)
         return 0;
     struct layout lo;
     return gso_check(ctx, h, f, &lo);
@@ -349,15 +349,15 @@ int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const str
 
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
-    uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-    if (type == VIRTIO_NET_HDR_GSO_NONE)
+    uint8_t type = h->gso_type & (uint8_t)~VNIC_GSO_ECN;
+    if (type == VNIC_GSO_NONE)
         return complete_csum(ctx, h, f);
     struct layout lo;
     int err = gso_check(ctx, h, f, &lo);
     if (err)
         return err;
-    if (type == VIRTIO_NET_HDR_GSO_UDP)
+    if (type == VNIC_GSO_UDP)
         return fragment(ctx, f, &lo, h->gso_size);
-    bool want_tcp = type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6;
+    bool want_tcp = type == VNIC_GSO_TCPV4 || type == VNIC_GSO_TCPV6;
     return segment(ctx, f, &lo, h->gso_size, want_tcp);
 }

@@ -9,12 +9,12 @@
 #include <sys/uio.h>
 #include "vnic.h"
 
-#define VNIC_MAX_QP        8
-#define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QP)
+/* for checks of guest- and peer-controlled values: the failure is rare */
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define likely(x)   __builtin_expect(!!(x), 1)
+
+#define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QUEUE_PAIRS)
 #define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 1)
-#define VNIC_MAX_REGIONS   256
-#define VNIC_NO_VECTOR     0xffff
-#define VNIC_NET_HDR_LEN   12          /* virtio_net_hdr_mrg_rxbuf, VERSION_1 */
 #define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
 #define VNIC_RX_FRAME_MAX  (65536 + 4096) /* largest GSO frame a TAP hands us, with slack */
 #define VNIC_MAX_SEGS      1024        /* guest memory pieces in one chain */
@@ -24,50 +24,8 @@
 #define VNIC_IOV_MAX       1024        /* UIO_MAXIOV: pieces in one writev() */
 #define VNIC_TPL_MAX       256         /* headers the TX engine rewrites per segment */
 
-/* virtio feature bits the data plane cares about */
-#define VIRTIO_NET_F_CSUM        0
-#define VIRTIO_NET_F_GUEST_CSUM  1
-#define VIRTIO_NET_F_GUEST_TSO4  7
-#define VIRTIO_NET_F_GUEST_TSO6  8
-#define VIRTIO_NET_F_GUEST_ECN   9
-#define VIRTIO_NET_F_GUEST_UFO   10
-#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
-#define VIRTIO_NET_F_CTRL_VQ     17
-#define VIRTIO_NET_F_CTRL_RX     18
-#define VIRTIO_NET_F_CTRL_VLAN   19
-#define VIRTIO_NET_F_CTRL_RX_EXTRA 20
-#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
-#define VIRTIO_NET_F_CTRL_MAC_ADDR 23
-#define VIRTIO_NET_F_HOST_TSO4   11
-#define VIRTIO_NET_F_HOST_TSO6   12
-#define VIRTIO_NET_F_HOST_ECN    13
-#define VIRTIO_NET_F_HOST_UFO    14
-#define VIRTIO_NET_F_MRG_RXBUF   15
-#define VIRTIO_F_INDIRECT_DESC   28
-#define VIRTIO_F_EVENT_IDX       29
-#define VIRTIO_NET_F_GUEST_USO4  54
-#define VIRTIO_NET_F_GUEST_USO6  55
-#define VIRTIO_NET_F_HOST_USO    56
-#define VIRTIO_NET_F_GUEST_HDRLEN 59
-
-/* struct virtio_net_hdr_mrg_rxbuf (little-endian fields) */
-struct virtio_net_hdr {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
-#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
-#define VIRTIO_NET_HDR_F_DATA_VALID 2
-#define VIRTIO_NET_HDR_GSO_NONE   0
-#define VIRTIO_NET_HDR_GSO_TCPV4  1
-#define VIRTIO_NET_HDR_GSO_UDP    3
-#define VIRTIO_NET_HDR_GSO_TCPV6  4
-#define VIRTIO_NET_HDR_GSO_UDP_L4 5
-#define VIRTIO_NET_HDR_GSO_ECN    0x80
+_Static_assert(sizeof(struct virtio_net_hdr) == VNIC_NET_HDR_SIZE, "virtio_net_hdr_mrg_rxbuf");
+_Static_assert(sizeof(struct vfio_user_header) == 16, "vfio-user header");
 
 #define VRING_DESC_F_NEXT      1
 #define VRING_DESC_F_WRITE     2
@@ -84,7 +42,7 @@ struct mem_region {
 
 struct vnic_mem {
     int count;
-    struct mem_region region[VNIC_MAX_REGIONS];   /* sorted by iova */
+    struct mem_region region[VNIC_MAX_DMA_REGIONS];   /* sorted by iova */
     struct vnic_chan *chan;                        /* for message regions */
 };
 
@@ -195,16 +153,6 @@ struct tx_frame {
     uint32_t len;
 };
 
-/* Why the TX engine dropped a frame; each has its own counter. */
-enum tx_drop {
-    TX_SENT = 0,
-    TX_DROP_HEADERS,        /* truncated, unparseable or unsupported headers */
-    TX_DROP_CSUM_RANGE,     /* csum_start/csum_offset beyond the frame */
-    TX_DROP_GSO_SIZE,       /* gso_size 0 or larger than the payload */
-    TX_DROP_GSO_TYPE,       /* gso_type unknown or not matching the headers */
-    TX_DROP_UNNEGOTIATED,   /* an offload (or ECN) the driver did not negotiate */
-    TX_DROP_BACKEND         /* the backend refused the frame */
-};
 
 /* Per-queue scratch of the TX engine: allocated once, reused per frame. */
 struct tx_ctx {
@@ -224,7 +172,7 @@ struct tx_ctx {
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 /* What tx_offload would refuse, for a frame handed to the host whole
- * (passthrough): the host kernel is not the only guard.  0 or TX_DROP_. */
+ * (passthrough): the host kernel is not the only guard.  0 or VNIC_TX_DROP_. */
 int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 
 /* Where the headers of a frame are. */
@@ -298,10 +246,10 @@ struct rx_filter {
 };
 
 /* the guest receive features a driver may switch at run time */
-#define GUEST_OFFLOAD_MASK (1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4 | \
-                            1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN | \
-                            1ull << VIRTIO_NET_F_GUEST_UFO | 1ull << VIRTIO_NET_F_GUEST_USO4 | \
-                            1ull << VIRTIO_NET_F_GUEST_USO6)
+#define GUEST_OFFLOAD_MASK (1ull << VNIC_F_GUEST_CSUM | 1ull << VNIC_F_GUEST_TSO4 | \
+                            1ull << VNIC_F_GUEST_TSO6 | 1ull << VNIC_F_GUEST_ECN | \
+                            1ull << VNIC_F_GUEST_UFO | 1ull << VNIC_F_GUEST_USO4 | \
+                            1ull << VNIC_F_GUEST_USO6)
 
 void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6]);
 int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats *st);
@@ -411,7 +359,7 @@ struct qpair {
 
 struct vnic_dev {
     int nqp;
-    struct qpair qp[VNIC_MAX_QP];
+    struct qpair qp[VNIC_MAX_QUEUE_PAIRS];
     struct vq ctrl;              /* control queue: index 2 * nqp */
     struct rx_filter filter;
     uint64_t guest_offloads;     /* receive offloads in force (CTRL_GUEST_OFFLOADS) */
@@ -433,7 +381,7 @@ struct vnic_dev {
     atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     bool running;
-    struct vnic_queue_stats stats[VNIC_MAX_QP];
+    struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
 
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st);

@@ -52,7 +52,7 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
         return 1;
     }
     for (;;) {
-        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
+        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -61,7 +61,7 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
             st->rx_drops_backend++;
             return -1;
         }
-        if (n <= VNIC_NET_HDR_LEN) {   /* runt frame: dropped */
+        if (n <= VNIC_NET_HDR_SIZE) {   /* runt frame: dropped */
             st->rx_drops_backend++;
             return 1;
         }
@@ -72,13 +72,13 @@ static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
 
 static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
 {
-    if ((gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(f >> VIRTIO_NET_F_GUEST_ECN & 1))
+    if ((gso_type & VNIC_GSO_ECN) && !(f >> VNIC_F_GUEST_ECN & 1))
         return false;
-    switch (gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
-    case VIRTIO_NET_HDR_GSO_TCPV4: return f >> VIRTIO_NET_F_GUEST_TSO4 & 1;
-    case VIRTIO_NET_HDR_GSO_TCPV6: return f >> VIRTIO_NET_F_GUEST_TSO6 & 1;
-    case VIRTIO_NET_HDR_GSO_UDP: return f >> VIRTIO_NET_F_GUEST_UFO & 1;
-    case VIRTIO_NET_HDR_GSO_UDP_L4: return (f >> VIRTIO_NET_F_GUEST_USO4 & 1) || (f >> VIRTIO_NET_F_GUEST_USO6 & 1);
+    switch (gso_type & (uint8_t)~VNIC_GSO_ECN) {
+    case VNIC_GSO_TCPV4: return f >> VNIC_F_GUEST_TSO4 & 1;
+    case VNIC_GSO_TCPV6: return f >> VNIC_F_GUEST_TSO6 & 1;
+    case VNIC_GSO_UDP: return f >> VNIC_F_GUEST_UFO & 1;
+    case VNIC_GSO_UDP_L4: return (f >> VNIC_F_GUEST_USO4 & 1) || (f >> VNIC_F_GUEST_USO6 & 1);
     default: return false;
     }
 }
@@ -115,19 +115,19 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
-    bool guest_csum = rx_features(dev) >> VIRTIO_NET_F_GUEST_CSUM & 1;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    bool guest_csum = rx_features(dev) >> VNIC_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
     qp->rx_frame_offloads = 0;
-    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+    if (h->gso_type != VNIC_GSO_NONE) {
         if (!guest_accepts_gso(rx_features(dev), h->gso_type)) {
             st->rx_drops_offload++;
             return false;
         }
         st->rx_gso_packets++;
     }
-    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !guest_csum) {
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum) {
         uint32_t start = h->csum_start, field = start + h->csum_offset;
         if (field + 2 > len) {
             st->rx_drops_offload++;
@@ -140,12 +140,12 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
         qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
     }
     if (!guest_csum) {
-        memset(h, 0, VNIC_NET_HDR_LEN);    /* flags must be zero without GUEST_CSUM */
+        memset(h, 0, VNIC_NET_HDR_SIZE);    /* flags must be zero without GUEST_CSUM */
         return true;
     }
-    h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
-    if (!h->flags && h->gso_type == VIRTIO_NET_HDR_GSO_NONE && rx_checksum_ok(frame, len, st))
-        h->flags = VIRTIO_NET_HDR_F_DATA_VALID;
+    h->flags &= VNIC_HDR_F_NEEDS_CSUM | VNIC_HDR_F_DATA_VALID;
+    if (!h->flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(frame, len, st))
+        h->flags = VNIC_HDR_F_DATA_VALID;
     return true;
 }
 
@@ -154,13 +154,13 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
 static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads)
 {
     const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)buf;
-    if (h->flags & VIRTIO_NET_HDR_F_DATA_VALID)
+    if (h->flags & VNIC_HDR_F_DATA_VALID)
         offloads |= VNIC_FLOW_CSUM_VALID;
-    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
+    if (h->gso_type != VNIC_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
         offloads |= VNIC_FLOW_GSO;
     struct flow_key k;
-    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_LEN, total - VNIC_NET_HDR_LEN);
-    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_LEN, offloads);
+    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_SIZE, total - VNIC_NET_HDR_SIZE);
+    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_SIZE, offloads);
 }
 
 int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
@@ -172,7 +172,7 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
     uint32_t written = 0;
     uint16_t bufs = 0;
     /* where the header went: the first chain's pieces, kept to patch num_buffers */
-    struct seg hdr_seg[VNIC_NET_HDR_LEN];
+    struct seg hdr_seg[VNIC_NET_HDR_SIZE];
     int hdr_nseg = 0;
 
     while (written < total) {
@@ -192,11 +192,11 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
             return 1;
         }
         if (bufs == 0) {
-            if (c->in_len < VNIC_NET_HDR_LEN) {
+            if (c->in_len < VNIC_NET_HDR_SIZE) {
                 vq_rewind(vq, 1);
                 return -VNIC_ERR_DESC_DIRECTION;
             }
-            for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_LEN; i++)
+            for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_SIZE; i++)
                 hdr_seg[hdr_nseg++] = c->seg[i];
         }
         uint32_t n = total - written < c->in_len ? total - written : (uint32_t)c->in_len;
@@ -215,7 +215,7 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
 
     *pending += bufs;
     st->rx_packets++;
-    st->rx_bytes += total - VNIC_NET_HDR_LEN;
+    st->rx_bytes += total - VNIC_NET_HDR_SIZE;
     st->rx_buffers_used += bufs;
     if (flows_on(&qp->flows))
         count_flow(qp, buf, total, offloads);
@@ -225,8 +225,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
 static bool coalescing(const struct vnic_dev *dev)
 {
     uint64_t f = rx_features(dev);
-    return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VIRTIO_NET_F_GUEST_CSUM & 1) &&
-           ((f >> VIRTIO_NET_F_GUEST_TSO4 & 1) || (f >> VIRTIO_NET_F_GUEST_TSO6 & 1));
+    return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VNIC_F_GUEST_CSUM & 1) &&
+           ((f >> VNIC_F_GUEST_TSO4 & 1) || (f >> VNIC_F_GUEST_TSO6 & 1));
 }
 
 /* The guest has too few buffers: ask for a kick.  false if buffers arrived
@@ -267,8 +267,8 @@ int rx_process(struct qpair *qp)
             handled++;
             if (!qp->rx_frame_len)
                 continue;                  /* a runt, dropped */
-            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_LEN,
-                                   qp->rx_frame_len - VNIC_NET_HDR_LEN, st) ||
+            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
+                                   qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
                 !rx_fix_header(qp, st)) {
                 qp->rx_frame_len = 0;
                 continue;

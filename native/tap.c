@@ -28,7 +28,7 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro
     if (gro)
         ifr.ifr_flags |= IFF_NAPI;
     strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
-    int hdr = 12;
+    int hdr = VNIC_NET_HDR_SIZE;
     if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
         ioctl(fd, TUNSETOFFLOAD, 0) < 0) {
         int err = -errno;
@@ -45,15 +45,15 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro
 int tap_set_offload(int fd, uint64_t f)
 {
     unsigned long flags = 0;
-    if (f >> VIRTIO_NET_F_GUEST_CSUM & 1) {      /* the others build on checksums */
+    if (f >> VNIC_F_GUEST_CSUM & 1) {      /* the others build on checksums */
         flags |= TUN_F_CSUM;
-        if (f >> VIRTIO_NET_F_GUEST_TSO4 & 1) flags |= TUN_F_TSO4;
-        if (f >> VIRTIO_NET_F_GUEST_TSO6 & 1) flags |= TUN_F_TSO6;
-        if ((f >> VIRTIO_NET_F_GUEST_ECN & 1) && (flags & (TUN_F_TSO4 | TUN_F_TSO6)))
+        if (f >> VNIC_F_GUEST_TSO4 & 1) flags |= TUN_F_TSO4;
+        if (f >> VNIC_F_GUEST_TSO6 & 1) flags |= TUN_F_TSO6;
+        if ((f >> VNIC_F_GUEST_ECN & 1) && (flags & (TUN_F_TSO4 | TUN_F_TSO6)))
             flags |= TUN_F_TSO_ECN;
-        if (f >> VIRTIO_NET_F_GUEST_UFO & 1) flags |= TUN_F_UFO;
-        if (f >> VIRTIO_NET_F_GUEST_USO4 & 1) flags |= TUN_F_USO4;
-        if (f >> VIRTIO_NET_F_GUEST_USO6 & 1) flags |= TUN_F_USO6;
+        if (f >> VNIC_F_GUEST_UFO & 1) flags |= TUN_F_UFO;
+        if (f >> VNIC_F_GUEST_USO4 & 1) flags |= TUN_F_USO4;
+        if (f >> VNIC_F_GUEST_USO6 & 1) flags |= TUN_F_USO6;
     }
     if (ioctl(fd, TUNSETOFFLOAD, flags) == 0)
         return 0;

@@ -58,7 +58,7 @@ static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, in
 
 /* ---- sinks ------------------------------------------------------------------ */
 
-static const uint8_t plain_hdr[VNIC_NET_HDR_LEN];
+static const uint8_t plain_hdr[VNIC_NET_HDR_SIZE];
 
 static int tap_write(int fd, struct iovec *iov, int n)
 {
@@ -91,12 +91,12 @@ static int emit_null(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
 static void count_drop(struct vnic_queue_stats *st, int reason)
 {
     switch (reason) {
-    case TX_DROP_HEADERS: st->tx_drops_headers++; break;
-    case TX_DROP_CSUM_RANGE: st->tx_drops_csum_range++; break;
-    case TX_DROP_GSO_SIZE: st->tx_drops_gso_size++; break;
-    case TX_DROP_GSO_TYPE: st->tx_drops_gso_type++; break;
-    case TX_DROP_UNNEGOTIATED: st->tx_drops_unnegotiated++; break;
-    case TX_DROP_BACKEND: st->tx_drops_backend++; break;
+    case VNIC_TX_DROP_HEADERS: st->tx_drops_headers++; break;
+    case VNIC_TX_DROP_CSUM_RANGE: st->tx_drops_csum_range++; break;
+    case VNIC_TX_DROP_GSO_SIZE: st->tx_drops_gso_size++; break;
+    case VNIC_TX_DROP_GSO_TYPE: st->tx_drops_gso_type++; break;
+    case VNIC_TX_DROP_UNNEGOTIATED: st->tx_drops_unnegotiated++; break;
+    case VNIC_TX_DROP_BACKEND: st->tx_drops_backend++; break;
     default: break;
     }
 }
@@ -114,23 +114,23 @@ static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const s
     ctx->iov[0].iov_len = sizeof(out);
     memcpy(ctx->iov + 1, f->iov, sizeof(f->iov[0]) * (size_t)f->n);
     if (tap_write(qp->dev->backend_fd, ctx->iov, f->n + 1) < 0)
-        return TX_DROP_BACKEND;
+        return VNIC_TX_DROP_BACKEND;
     ctx->st->tx_packets++;
     ctx->st->tx_bytes += f->len;
     ctx->st->tx_passthrough_packets++;
-    return TX_SENT;
+    return VNIC_TX_SENT;
 }
 
 /* The offloads a frame asked for, as flow statistics bits; whole: handed
  * to the TAP with its header, the kernel doing the work. */
 static uint32_t flow_offloads(const struct virtio_net_hdr *h, bool whole)
 {
-    uint32_t bits = h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM ? VNIC_FLOW_CSUM : 0;
-    switch (h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
-    case VIRTIO_NET_HDR_GSO_TCPV4:
-    case VIRTIO_NET_HDR_GSO_TCPV6: bits |= VNIC_FLOW_TSO; break;
-    case VIRTIO_NET_HDR_GSO_UDP: bits |= VNIC_FLOW_UFO; break;
-    case VIRTIO_NET_HDR_GSO_UDP_L4: bits |= VNIC_FLOW_USO; break;
+    uint32_t bits = h->flags & VNIC_HDR_F_NEEDS_CSUM ? VNIC_FLOW_CSUM : 0;
+    switch (h->gso_type & (uint8_t)~VNIC_GSO_ECN) {
+    case VNIC_GSO_TCPV4:
+    case VNIC_GSO_TCPV6: bits |= VNIC_FLOW_TSO; break;
+    case VNIC_GSO_UDP: bits |= VNIC_FLOW_UFO; break;
+    case VNIC_GSO_UDP_L4: bits |= VNIC_FLOW_USO; break;
     default: break;
     }
     return whole ? bits | VNIC_FLOW_PASSTHROUGH : bits;
@@ -141,17 +141,17 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     struct vnic_dev *dev = qp->dev;
     struct tx_ctx *ctx = qp->txc;
     struct virtio_net_hdr h;
-    if (c->out_len < VNIC_NET_HDR_LEN + ETH_HLEN || c->out_len > VNIC_NET_HDR_LEN + VNIC_MAX_FRAME ||
+    if (c->out_len < VNIC_NET_HDR_SIZE + ETH_HLEN || c->out_len > VNIC_NET_HDR_SIZE + VNIC_MAX_FRAME ||
         chain_read(dev, c, 0, (uint8_t *)&h, sizeof(h)) < 0) {
         st->tx_drops_malformed++;
         return;
     }
-    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_LEN);
-    bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_SIZE);
+    bool offload = (h.flags & VNIC_HDR_F_NEEDS_CSUM) || h.gso_type != VNIC_GSO_NONE;
     struct iovec *pieces = offload ? ctx->frame : ctx->iov + 1;
-    int n = chain_iov(c, VNIC_NET_HDR_LEN, pieces, VNIC_IOV_MAX - 1);
+    int n = chain_iov(c, VNIC_NET_HDR_SIZE, pieces, VNIC_IOV_MAX - 1);
     if (n < 0) {          /* message-based memory (or too scattered): gather it */
-        if (chain_read(dev, c, VNIC_NET_HDR_LEN, qp->tx_bounce, len) < 0) {
+        if (chain_read(dev, c, VNIC_NET_HDR_SIZE, qp->tx_bounce, len) < 0) {
             st->tx_drops_malformed++;
             return;
         }
@@ -262,7 +262,7 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
 {
     struct virtio_net_hdr h;
     if (len < sizeof(h) || ncuts < 0 || ncuts >= VNIC_IOV_MAX - 1)
-        return -TX_DROP_HEADERS;
+        return -VNIC_TX_DROP_HEADERS;
     memcpy(&h, pkt, sizeof(h));
     struct iovec *pieces = e->ctx.frame;
     uint32_t flen = len - (uint32_t)sizeof(h), prev = 0;
@@ -270,7 +270,7 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
     for (int i = 0; i <= ncuts; i++) {
         uint32_t end = i < ncuts ? cuts[i] : flen;
         if (end < prev || end > flen)
-            return -TX_DROP_HEADERS;
+            return -VNIC_TX_DROP_HEADERS;
         if (end == prev)
             continue;
         pieces[n].iov_base = (void *)(pkt + sizeof(h) + prev);
@@ -288,12 +288,12 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
         e->frame_lens = frame_lens;
         e->max_frames = max_frames;
         e->frames = 0;
-        bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+        bool offload = (h.flags & VNIC_HDR_F_NEEDS_CSUM) || h.gso_type != VNIC_GSO_NONE;
         if (offload) {
             err = tx_offload(&e->ctx, &h, &f);
         } else {
             memcpy(e->ctx.iov + 1, pieces, sizeof(pieces[0]) * (size_t)n);
-            err = emit_buffer(&e->ctx, e->ctx.iov, n, flen) ? TX_DROP_BACKEND : 0;
+            err = emit_buffer(&e->ctx, e->ctx.iov, n, flen) ? VNIC_TX_DROP_BACKEND : 0;
         }
     }
     if (err) {

@@ -14,6 +14,142 @@
 
 /* cdef-begin */
 
+/* ---- constants shared with Python (read from lib) ---------------------- */
+
+/* virtio-net feature bits (virtio 1.2, 5.1.3 and 6): bit numbers, so
+ * 1 << VNIC_F_X is the feature's mask. */
+enum vnic_feature_bit {
+    VNIC_F_CSUM = 0,               /* the device completes TX checksums */
+    VNIC_F_GUEST_CSUM = 1,         /* the guest takes partial RX checksums */
+    VNIC_F_CTRL_GUEST_OFFLOADS = 2,
+    VNIC_F_MTU = 3,
+    VNIC_F_MAC = 5,
+    VNIC_F_GUEST_TSO4 = 7,
+    VNIC_F_GUEST_TSO6 = 8,
+    VNIC_F_GUEST_ECN = 9,
+    VNIC_F_GUEST_UFO = 10,
+    VNIC_F_HOST_TSO4 = 11,
+    VNIC_F_HOST_TSO6 = 12,
+    VNIC_F_HOST_ECN = 13,
+    VNIC_F_HOST_UFO = 14,
+    VNIC_F_MRG_RXBUF = 15,
+    VNIC_F_STATUS = 16,
+    VNIC_F_CTRL_VQ = 17,
+    VNIC_F_CTRL_RX = 18,
+    VNIC_F_CTRL_VLAN = 19,
+    VNIC_F_CTRL_RX_EXTRA = 20,
+    VNIC_F_GUEST_ANNOUNCE = 21,
+    VNIC_F_MQ = 22,
+    VNIC_F_CTRL_MAC_ADDR = 23,
+    VNIC_F_RING_INDIRECT_DESC = 28,
+    VNIC_F_RING_EVENT_IDX = 29,
+    VNIC_F_VERSION_1 = 32,
+    VNIC_F_ACCESS_PLATFORM = 33,
+    VNIC_F_GUEST_USO4 = 54,
+    VNIC_F_GUEST_USO6 = 55,
+    VNIC_F_HOST_USO = 56,
+    VNIC_F_GUEST_HDRLEN = 59,
+    VNIC_F_SPEED_DUPLEX = 63
+};
+
+/* The virtio-net header before every frame, both ways: struct
+ * virtio_net_hdr_mrg_rxbuf (virtio 1.2, 5.1.6), little-endian fields.
+ * With VERSION_1 it is always this long, num_buffers included. */
+struct virtio_net_hdr {
+    uint8_t flags;                 /* enum vnic_net_hdr_flag */
+    uint8_t gso_type;              /* enum vnic_gso_type */
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+
+enum vnic_net_hdr_size {
+    VNIC_NET_HDR_SIZE = 12         /* sizeof(struct virtio_net_hdr) */
+};
+
+enum vnic_net_hdr_flag {
+    VNIC_HDR_F_NEEDS_CSUM = 1,     /* checksum at csum_start + csum_offset left partial */
+    VNIC_HDR_F_DATA_VALID = 2      /* RX: the device verified the checksum */
+};
+
+enum vnic_gso_type {
+    VNIC_GSO_NONE = 0,
+    VNIC_GSO_TCPV4 = 1,
+    VNIC_GSO_UDP = 3,              /* UFO: IP fragmentation of one datagram */
+    VNIC_GSO_TCPV6 = 4,
+    VNIC_GSO_UDP_L4 = 5,           /* USO: UDP segmentation */
+    VNIC_GSO_ECN = 0x80            /* flag: the TCP super-frame carries CWR */
+};
+
+/* Why the TX engine dropped a frame; each reason has its own tx_drops_
+ * counter.  vnic_tx_engine_run() returns one of them negated. */
+enum vnic_tx_drop {
+    VNIC_TX_SENT = 0,
+    VNIC_TX_DROP_HEADERS = 1,      /* truncated, unparseable or unsupported headers */
+    VNIC_TX_DROP_CSUM_RANGE = 2,   /* csum_start/csum_offset beyond the frame */
+    VNIC_TX_DROP_GSO_SIZE = 3,     /* gso_size 0 or larger than the payload */
+    VNIC_TX_DROP_GSO_TYPE = 4,     /* gso_type unknown or not matching the headers */
+    VNIC_TX_DROP_UNNEGOTIATED = 5, /* an offload (or ECN) the driver did not negotiate */
+    VNIC_TX_DROP_BACKEND = 6,      /* the backend refused the frame */
+    VNIC_TX_DROP_COUNT = 7
+};
+
+/* vfio-user (QEMU docs/interop/vfio-user.rst): the message header, little-endian. */
+struct vfio_user_header {
+    uint16_t id;                   /* matches a reply to its request */
+    uint16_t command;              /* enum vfio_user_command */
+    uint32_t size;                 /* header included */
+    uint32_t flags;                /* enum vfio_user_flag */
+    uint32_t error;                /* errno, with VFIO_USER_F_ERROR */
+};
+
+enum vfio_user_command {
+    VFIO_USER_VERSION = 1,
+    VFIO_USER_DMA_MAP = 2,
+    VFIO_USER_DMA_UNMAP = 3,
+    VFIO_USER_DEVICE_GET_INFO = 4,
+    VFIO_USER_DEVICE_GET_REGION_INFO = 5,
+    VFIO_USER_DEVICE_GET_REGION_IO_FDS = 6,
+    VFIO_USER_DEVICE_GET_IRQ_INFO = 7,
+    VFIO_USER_DEVICE_SET_IRQS = 8,
+    VFIO_USER_REGION_READ = 9,
+    VFIO_USER_REGION_WRITE = 10,
+    VFIO_USER_DMA_READ = 11,
+    VFIO_USER_DMA_WRITE = 12,
+    VFIO_USER_DEVICE_RESET = 13,
+    VFIO_USER_DIRTY_PAGES = 14,
+    VFIO_USER_REGION_WRITE_MULTI = 15
+};
+
+enum vfio_user_flag {
+    VFIO_USER_F_REPLY = 0x1,       /* the message type: a reply (else a command) */
+    VFIO_USER_F_NO_REPLY = 0x10,   /* the sender wants no reply */
+    VFIO_USER_F_ERROR = 0x20       /* a reply that failed: error holds the errno */
+};
+
+enum vfio_user_limit {
+    VFIO_USER_MAX_MSG_FDS = 16,    /* fds one message may carry */
+    VFIO_USER_MAX_DATA_XFER = 0x100000,   /* 1 MiB: the most one read/write/DMA moves */
+    VFIO_USER_MAX_MSG_SIZE = 0x101000     /* MAX_DATA_XFER + 4096 for the headers */
+};
+
+/* What vnic_chan_recv() returns instead of a message length. */
+enum vnic_chan_status {
+    VNIC_CHAN_CLOSED = -1,         /* the stream ended */
+    VNIC_CHAN_TOO_BIG = -2,        /* message longer than the buffer (or than max_msg_size) */
+    VNIC_CHAN_TOO_MANY_FDS = -3    /* message with more fds than accepted */
+};
+
+enum vnic_limit {
+    VNIC_MAX_QUEUE_PAIRS = 8,      /* vnic_dev_new() accepts 1 to this many */
+    VNIC_MAX_DMA_REGIONS = 256,    /* guest memory regions vnic_mem_add() keeps */
+    VNIC_MAX_QUEUE_SIZE = 256,     /* queue size the device offers the driver */
+    VNIC_MAX_RING_SIZE = 32768,    /* largest split ring vnic_queue_setup() accepts */
+    VNIC_NO_VECTOR = 0xffff        /* VIRTIO_MSI_NO_VECTOR: no interrupt */
+};
+
 /* Per queue-pair counters.  Python views the array of these as a numpy
  * structured array without copying; every field is a uint64_t and the names
  * follow Linux conventions. */
@@ -178,9 +314,13 @@ struct vnic_chan *vnic_chan_new(int fd, uint32_t max_msg_size);
 /* Close the socket, join the reader, free.  The dev link is dropped first. */
 void vnic_chan_free(struct vnic_chan *ch);
 /* Block for the next message for Python.  Copies header+payload into buf
- * and received fds into fds.  Returns the message length, -1 when the
- * stream ended, -2 when a message was larger than bufsize (it is dropped
- * and its fds closed; header still copied for an error reply). */
+ * and received fds into fds.  Returns the message length, or an enum
+ * vnic_chan_status: VNIC_CHAN_CLOSED when the stream ended,
+ * VNIC_CHAN_TOO_BIG when the message was longer than bufsize or
+ * max_msg_size, or carried more than maxfds fds, VNIC_CHAN_TOO_MANY_FDS
+ * when it carried more than VFIO_USER_MAX_MSG_FDS (the kernel dropped the
+ * excess).  For both the message is dropped and its fds closed, but its
+ * header is copied into buf for an error reply. */
 int vnic_chan_recv(struct vnic_chan *ch, uint8_t *buf, uint32_t bufsize,
                    int *fds, int maxfds, int *nfds);
 /* Send one whole message (header included) with optional fds. 0 or -errno. */
@@ -206,7 +346,7 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro
  * split at the cut offsets into separate pieces, as a guest's scattered
  * buffers would be.  Output frames are concatenated into out (if not NULL)
  * with their lengths in frame_lens.  The whole run repeats `repeat` times.
- * Returns the frames of the last run, or -(enum tx_drop) with the counter
+ * Returns the frames of the last run, or -(enum vnic_tx_drop) with the counter
  * in st incremented. */
 struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features);
 void vnic_tx_engine_free(struct vnic_tx_engine *e);

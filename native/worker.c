@@ -126,7 +126,7 @@ int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size, uint64_t desc, 
     struct vq *vq = queue(dev, q);
     if (!vq || dev->running)
         return -EINVAL;
-    if (size == 0 || size > 32768 || (size & (size - 1)))
+    if (size == 0 || size > VNIC_MAX_RING_SIZE || (size & (size - 1)))
         return -EINVAL;        /* split rings: a power of two, or indices break at wrap */
     vq->size = size;
     vq->desc_addr = desc;
@@ -266,7 +266,7 @@ void *worker_main(void *arg)
 
 struct vnic_dev *vnic_dev_new(int queue_pairs)
 {
-    if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QP)
+    if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QUEUE_PAIRS)
         return NULL;
     struct vnic_dev *dev = calloc(1, sizeof(*dev));
     if (!dev)
@@ -296,7 +296,7 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         qp->tx.kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         qp->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         int flows_err = flows_init(&qp->flows, &dev->stats[i]);
-        qp->rx_frame = malloc(VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
+        qp->rx_frame = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
         qp->tx_bounce = malloc(VNIC_MAX_FRAME);
         qp->chain = malloc(sizeof(struct chain));
         qp->txc = calloc(1, sizeof(struct tx_ctx));
@@ -347,9 +347,9 @@ int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
         return -EBUSY;          /* the workers read these without a lock */
     dev->features = features;
     dev->guest_offloads = features & GUEST_OFFLOAD_MASK;
-    dev->event_idx = features >> VIRTIO_F_EVENT_IDX & 1;
-    dev->indirect = features >> VIRTIO_F_INDIRECT_DESC & 1;
-    dev->mrg_rxbuf = features >> VIRTIO_NET_F_MRG_RXBUF & 1;
+    dev->event_idx = features >> VNIC_F_RING_EVENT_IDX & 1;
+    dev->indirect = features >> VNIC_F_RING_INDIRECT_DESC & 1;
+    dev->mrg_rxbuf = features >> VNIC_F_MRG_RXBUF & 1;
     return 0;
 }
 
