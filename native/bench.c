@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include "internal.h"
+#include "vnic_test.h"
 
 #define BENCH_QSIZE 256
 #define BENCH_IOVA  0x100000000ull

@@ -169,6 +169,8 @@ struct tx_ctx {
     struct iovec frame[VNIC_IOV_MAX]; /* the guest frame's pieces */
 };
 
+/* Count a drop reason (enum vnic_tx_drop; VNIC_TX_SENT counts nothing). */
+void tx_count_drop(struct vnic_queue_stats *st, int reason);
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 /* What tx_offload would refuse, for a frame handed to the host whole

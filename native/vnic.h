@@ -2,7 +2,8 @@
  * data plane.
  *
  * The part between the cdef markers is fed verbatim to cffi, so it holds
- * only plain declarations: no macros, no includes.  Python calls these
+ * only plain declarations: no macros, no includes.  What only tests and
+ * benchmarks call is in vnic_test.h.  Python calls these
  * functions per configuration change, never per packet; per-packet work
  * happens on the worker threads that vnic_dev_start() spawns.
  */
@@ -226,7 +227,6 @@ enum vnic_tx_mode {
 
 struct vnic_dev;
 struct vnic_chan;
-struct vnic_tx_engine;
 
 /* --- device lifetime --------------------------------------------------- */
 struct vnic_dev *vnic_dev_new(int queue_pairs);
@@ -340,31 +340,6 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
  * 12-byte vnet header; gro adds IFF_NAPI, so that what the device writes
  * passes the host's GRO.  Returns the fd or -errno. */
 int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro);
-
-/* --- the TX offload engine on its own (tests, benchmarks) ------------- */
-/* pkt is a virtio_net_hdr (12 bytes) followed by the frame.  The frame is
- * split at the cut offsets into separate pieces, as a guest's scattered
- * buffers would be.  Output frames are concatenated into out (if not NULL)
- * with their lengths in frame_lens.  The whole run repeats `repeat` times.
- * Returns the frames of the last run, or -(enum vnic_tx_drop) with the counter
- * in st incremented. */
-struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features);
-void vnic_tx_engine_free(struct vnic_tx_engine *e);
-int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
-                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
-                       uint32_t *frame_lens, int max_frames, int repeat,
-                       struct vnic_queue_stats *st);
-
-/* The TX queue path (descriptors in, null backend out) without a guest:
- * ns per frame of frame_size bytes, posted batch at a time. */
-double vnic_bench_tx_path(int frame_size, int batch, int rounds);
-/* The RX path the same way: frames from the null backend into posted
- * 1536-byte mergeable buffers, ns per frame. */
-double vnic_bench_rx_path(int frame_size, int batch, int rounds);
-/* Receive coalescing: `segs` 1448-byte TCP segments of one flow, read from
- * the null backend, merged and delivered as one super-frame into 4 KiB
- * mergeable buffers.  ns per super-frame. */
-double vnic_bench_coalesce(int segs, int rounds);
 
 /* --- per-flow statistics ------------------------------------------------ */
 /* Each queue pair keeps a table of the flows its worker saw, keyed by
