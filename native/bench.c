@@ -1,14 +1,14 @@
 /* bench.c - the data plane measured without a guest: a synthetic driver in
  * host memory (one ring and its buffers, registered as guest memory) feeds
- * the same tx_process()/rx_process() the workers run, with the null
- * backend, between the same per-batch housekeeping.  Frames are UDP/IPv4
- * of BENCH_FLOWS flows, so the flow statistics (at the default bound) are
- * measured too.  Used by `vnic bench engine`; never on the data path. */
+ * the same tx_process()/rx_process() the workers run, with the benchmark
+ * source as backend (bench_source.c), between the same per-batch
+ * housekeeping.  Frames are UDP/IPv4 of BENCH_FLOWS flows, so the flow
+ * statistics (at the default bound) are measured too.  Used by `vnic bench engine`; never on the data path. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "internal.h"
+#include "backend.h"
 #include "vnic_test.h"
 
 #define BENCH_QSIZE 256
@@ -83,6 +83,11 @@ static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_
         return -ENOMEM;
     }
     memset(b->mem, 0, size);
+    /* RX reads the benchmark source; TX discards, as the null backend does */
+    if (dev_use_backend(b->dev, &bench_source_backend, -1) < 0) {
+        bench_free(b);
+        return -ENOMEM;
+    }
     vnic_dev_set_mac(b->dev, bench_mac);
     vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
     uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
@@ -131,13 +136,11 @@ static double bench_round(struct bench *b, int (*process)(struct qpair *))
 static double bench_rx_rounds(struct bench *b, const uint8_t *frames, uint32_t frame_len,
                               uint32_t count, uint32_t per_round, int rounds)
 {
-    b->qp->bench_frames = frames;
-    b->qp->bench_len = b->qp->bench_stride = frame_len;
-    b->qp->bench_count = count;
+    bench_source_load(b->qp, frames, frame_len, frame_len, count);
     bench_post(b, BENCH_QSIZE);
     double total = 0;
     for (int r = 0; r < rounds; r++) {
-        b->qp->bench_left = per_round;
+        bench_source_refill(b->qp, per_round);
         total += bench_round(b, rx_process);
     }
     return total;

@@ -5,7 +5,8 @@
  * counter; none puts the device in NEEDS_RESET, since a driver bug in a
  * control command harms nothing but its own configuration. */
 #include <string.h>
-#include "internal.h"
+#include "backend.h"
+#include "headers.h"
 
 #define CLASS_RX 0
 #define CLASS_MAC 1
@@ -130,9 +131,10 @@ static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, 
     if (want & ~(dev->features & valid))
         return NET_ERR;
     want &= GUEST_OFFLOAD_MASK;
+    /* the backend first: what it refuses, the guest must not count on */
+    if (backend_set_offload(dev, (dev->features & ~GUEST_OFFLOAD_MASK) | want) < 0)
+        return NET_ERR;
     dev->guest_offloads = want;
-    if (dev->backend_kind == VNIC_BACKEND_TAP)
-        tap_set_offload(dev->backend_fd, (dev->features & ~GUEST_OFFLOAD_MASK) | want);
     return NET_OK;
 }
 
@@ -247,4 +249,41 @@ bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_
     if (!accept)
         st->rx_filtered_mac++;
     return accept;
+}
+
+/* ---- the control plane's side: MAC, filter state, announce ------------------- */
+
+void vnic_dev_set_mac(struct vnic_dev *dev, const uint8_t *mac)
+{
+    memcpy(dev->mac, mac, ETH_ALEN);
+    memcpy(dev->filter.mac, mac, ETH_ALEN);
+}
+
+void vnic_dev_get_mac(struct vnic_dev *dev, uint8_t *mac)
+{
+    memcpy(mac, dev->filter.mac, ETH_ALEN);
+}
+
+void vnic_dev_filter_state(struct vnic_dev *dev, struct vnic_filter_state *out)
+{
+    const struct rx_filter *f = &dev->filter;   /* a snapshot; the worker may be changing it */
+    *out = (struct vnic_filter_state){
+        f->promisc, f->allmulti, f->alluni, f->nomulti, f->nouni, f->nobcast, { 0 },
+        f->n_uc, f->n_mc, f->uc_overflow, f->mc_overflow, 0,
+        dev->guest_offloads, atomic_load(&dev->announce), dev->ctrl_last_error,
+    };
+    memcpy(out->mac, f->mac, ETH_ALEN);
+    for (size_t i = 0; i < sizeof(f->vlans) / sizeof(f->vlans[0]); i++)
+        out->vlans += __builtin_popcount(f->vlans[i]);
+}
+
+void vnic_dev_announce(struct vnic_dev *dev)
+{
+    atomic_store(&dev->announce, true);
+    vnic_irq_config_changed(dev);
+}
+
+int vnic_dev_announce_pending(struct vnic_dev *dev)
+{
+    return atomic_load(&dev->announce);
 }

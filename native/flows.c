@@ -291,9 +291,11 @@ static int request(struct vnic_dev *dev)
             serve_requests(t);
             continue;
         }
-        uint64_t one = 1;
-        ssize_t w = write(qp->stop_fd, &one, sizeof(one));
-        (void)w;
+        int kicked = eventfd_signal(qp->stop_fd);    /* wake it from epoll */
+        if (kicked < 0) {
+            err = kicked;
+            continue;
+        }
         for (int waited = 0; (int)(atomic_load_explicit(&t->served, memory_order_acquire) - ticket) < 0;
              waited++) {
             if (waited == 10000) {                 /* a second: a worker that never came */

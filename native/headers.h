@@ -5,6 +5,7 @@
 
 #include "internal.h"
 
+#define ETH_ALEN     6
 #define ETH_P_IPV4   0x0800
 #define ETH_P_IPV6   0x86DD
 #define ETH_P_8021Q  0x8100

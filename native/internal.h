@@ -331,6 +331,7 @@ static inline bool flows_on(const struct flow_table *t)
 }
 
 /* ---- device ------------------------------------------------------------- */
+struct backend_ops;              /* backend.h */
 struct irq_vector {
     int fd;
     bool masked;
@@ -353,10 +354,8 @@ struct qpair {
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
     uint32_t rx_frame_offloads;  /* VNIC_FLOW_* bits the device applied to rx_frame */
     struct flow_table flows;     /* per-flow statistics of this pair */
-    /* benchmark source (null backend only): bench_left frames taken in
-     * turn from bench_count frames of bench_len bytes, bench_stride apart */
-    const uint8_t *bench_frames;
-    uint32_t bench_len, bench_stride, bench_count, bench_next, bench_left;
+    void *backend_priv;          /* the backend's own state for this pair */
+    int epoll_fd;                /* the worker's: kicks, stop_fd, the backend */
 };
 
 struct vnic_dev {
@@ -371,8 +370,8 @@ struct vnic_dev {
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
-    int backend_kind;
-    int backend_fd;
+    const struct backend_ops *backend;   /* never NULL: null_backend by default */
+    int backend_fd;              /* what vnic_dev_set_backend() gave, or -1 */
     pthread_mutex_t irq_lock;
     struct irq_vector vec[VNIC_MAX_VECTORS];
     uint16_t config_vector;
@@ -386,6 +385,12 @@ struct vnic_dev {
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
 
+/* ---- device (dev.c), interrupts (irq.c), queues (queue.c), worker (worker.c) ---- */
+#define VNIC_ISR_QUEUE  0x1      /* ISR bit: a queue interrupt */
+#define VNIC_ISR_CONFIG 0x2      /* ISR bit: the configuration changed */
+
+/* Put the device in NEEDS_RESET for reason (enum vnic_error), counted in
+ * st if given; the first reason sticks and raises the config interrupt. */
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st);
 
 /* Features as the receive path sees them: the GUEST_* ones the driver
@@ -394,15 +399,27 @@ static inline uint64_t rx_features(const struct vnic_dev *dev)
 {
     return (dev->features & ~GUEST_OFFLOAD_MASK) | dev->guest_offloads;
 }
+
+/* Add one to an eventfd's counter.  0 (also when it is full: a wake is
+ * pending anyway) or -errno. */
+int eventfd_signal(int fd);
+/* Interrupt the driver for vq's used buffers if it wants one (counted). */
 void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter);
+void irq_init(struct vnic_dev *dev);
+void irq_destroy(struct vnic_dev *dev);
+
+/* A queue with no ring and a new kick eventfd.  0 or -errno. */
+int vq_init(struct vq *vq, struct vnic_dev *dev, int index);
+void vq_destroy(struct vq *vq);
+/* Forget the ring state (reset); kick_fd stays. */
+void vq_clear(struct vq *vq);
 
 /* per-direction processing, run on the worker thread */
 int tx_process(struct qpair *qp);        /* >0: more work pending */
 int rx_process(struct qpair *qp);        /* >0: more work pending */
+/* The pair's worker: its epoll set first (0 or -errno), then the thread. */
+int worker_prepare(struct qpair *qp);
+void worker_release(struct qpair *qp);
 void *worker_main(void *arg);
-
-/* TAP offloads (TUNSETOFFLOAD) matching the receive features the driver
- * negotiated, so the kernel hands us only what the guest accepts. */
-int tap_set_offload(int fd, uint64_t features);
 
 #endif

@@ -6,9 +6,8 @@
  * published only once the whole frame is in place, so the guest never sees
  * half a packet.  When the guest runs out of buffers the frame waits in
  * qp->rx_frame and the backend is not read again until a kick arrives. */
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
+#include "backend.h"
 #include "headers.h"
 
 #define NUM_BUFFERS_OFF 10     /* le16 num_buffers in virtio_net_hdr_mrg_rxbuf */
@@ -33,41 +32,6 @@ static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uin
         off = 0;
     }
     return 0;
-}
-
-/* Read one frame (vnet header + packet) from the backend into rx_frame.
- * 1: read one (rx_frame_len stays 0 for a runt, dropped and counted),
- * 0: nothing to read, -1: backend error (counted). */
-static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
-{
-    struct vnic_dev *dev = qp->dev;
-    if (dev->backend_kind != VNIC_BACKEND_TAP) {
-        if (!qp->bench_left)
-            return 0;                      /* the null backend receives nothing */
-        const uint8_t *src = qp->bench_frames + (size_t)qp->bench_stride * qp->bench_next;
-        memcpy(qp->rx_frame, src, qp->bench_len);                /* what read() would copy */
-        qp->rx_frame_len = qp->bench_len;
-        qp->bench_next = (qp->bench_next + 1) % qp->bench_count;
-        qp->bench_left--;
-        return 1;
-    }
-    for (;;) {
-        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        if (n < 0) {
-            st->rx_drops_backend++;
-            return -1;
-        }
-        if (n <= VNIC_NET_HDR_SIZE) {   /* runt frame: dropped */
-            st->rx_drops_backend++;
-            return 1;
-        }
-        qp->rx_frame_len = (uint32_t)n;
-        return 1;
-    }
 }
 
 static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
@@ -245,6 +209,7 @@ int rx_process(struct qpair *qp)
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
+    const struct backend_ops *backend = dev->backend;
     bool gro = coalescing(dev);
     uint16_t pending = 0;
     int handled = 0;              /* every frame read counts: a flood of refused
@@ -261,7 +226,7 @@ int rx_process(struct qpair *qp)
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
         if (r == 1 && !qp->rx_frame_len) {
-            int got = backend_read(qp, st);
+            int got = backend->read(qp, st);
             if (got <= 0)
                 break;
             handled++;

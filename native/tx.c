@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "backend.h"
 
 #define ETH_HLEN 14
 
@@ -56,36 +56,25 @@ static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, in
     return n;
 }
 
-/* ---- sinks ------------------------------------------------------------------ */
+/* ---- the backend as the engine's sink -------------------------------------- */
 
-static const uint8_t plain_hdr[VNIC_NET_HDR_SIZE];
+static const struct virtio_net_hdr plain_hdr;
 
-static int tap_write(int fd, struct iovec *iov, int n)
+/* A frame in iov[1..n] to the backend behind a header asking for nothing. */
+static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
 {
-    ssize_t w;
-    do {
-        w = writev(fd, iov, n);
-    } while (w < 0 && errno == EINTR);
-    return w < 0 ? -1 : 0;
-}
-
-static int emit_tap(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
-{
-    struct qpair *qp = ctx->sink;
-    iov[0].iov_base = (void *)plain_hdr;
+    iov[0].iov_base = (void *)&plain_hdr;
     iov[0].iov_len = sizeof(plain_hdr);
-    if (tap_write(qp->dev->backend_fd, iov, n + 1) < 0)
+    if (qp->dev->backend->write(qp, iov, n + 1) < 0)
         return -1;
-    ctx->st->tx_packets++;
-    ctx->st->tx_bytes += len;
+    qp->txc->st->tx_packets++;
+    qp->txc->st->tx_bytes += len;
     return 0;
 }
 
-static int emit_null(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
+static int emit_backend(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
 {
-    ctx->st->tx_packets++;
-    ctx->st->tx_bytes += len;
-    return 0;
+    return emit_plain(ctx->sink, iov, n, len);
 }
 
 void tx_count_drop(struct vnic_queue_stats *st, int reason)
@@ -101,7 +90,8 @@ void tx_count_drop(struct vnic_queue_stats *st, int reason)
     }
 }
 
-/* Hand a super-frame to a TAP whole: the kernel segments it. */
+/* Hand a super-frame to the backend whole, with its header: the host
+ * kernel segments it. */
 static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
     struct tx_ctx *ctx = qp->txc;
@@ -113,7 +103,7 @@ static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const s
     ctx->iov[0].iov_base = &out;
     ctx->iov[0].iov_len = sizeof(out);
     memcpy(ctx->iov + 1, f->iov, sizeof(f->iov[0]) * (size_t)f->n);
-    if (tap_write(qp->dev->backend_fd, ctx->iov, f->n + 1) < 0)
+    if (qp->dev->backend->write(qp, ctx->iov, f->n + 1) < 0)
         return VNIC_TX_DROP_BACKEND;
     ctx->st->tx_packets++;
     ctx->st->tx_bytes += f->len;
@@ -163,11 +153,11 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     uint64_t packets = st->tx_packets, bytes = st->tx_bytes;
     uint32_t offloads = 0;
     if (!offload) {
-        if (ctx->emit(ctx, ctx->iov, n, len))
+        if (emit_plain(qp, ctx->iov, n, len))
             st->tx_drops_backend++;
     } else {
         struct tx_frame f = { pieces, n, len };
-        bool whole = dev->tx_mode == VNIC_TX_PASSTHROUGH && dev->backend_kind == VNIC_BACKEND_TAP;
+        bool whole = dev->tx_mode == VNIC_TX_PASSTHROUGH && backend_can(dev, BACKEND_CAP_GSO_PASSTHROUGH);
         int err = tx_check_negotiated(dev->features, &h);
         if (!err)
             err = whole ? passthrough(qp, &h, &f) : tx_offload(ctx, &h, &f);
@@ -188,7 +178,7 @@ int tx_process(struct qpair *qp)
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     struct tx_ctx *ctx = qp->txc;
     ctx->features = dev->features;
-    ctx->emit = dev->backend_kind == VNIC_BACKEND_TAP ? emit_tap : emit_null;
+    ctx->emit = emit_backend;
     uint16_t done = 0;
     while (done < VNIC_BATCH) {
         int r = vq_pop(vq, qp->chain);
