@@ -13,6 +13,8 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define likely(x)   __builtin_expect(!!(x), 1)
 
+#define ETH_ALEN           6           /* bytes of a MAC address */
+
 #define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QUEUE_PAIRS)
 #define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 1)
 #define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
@@ -240,11 +242,11 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
 
 struct rx_filter {
     bool promisc, allmulti, alluni, nomulti, nouni, nobcast;
-    uint8_t mac[6];
+    uint8_t mac[ETH_ALEN];
     int n_uc, n_mc;
     bool uc_overflow, mc_overflow;
-    uint8_t uc[RX_FILTER_MACS][6], mc[RX_FILTER_MACS][6];
-    uint32_t vlans[4096 / 32];    /* VLAN IDs the driver added */
+    uint8_t uc[RX_FILTER_MACS][ETH_ALEN], mc[RX_FILTER_MACS][ETH_ALEN];
+    uint32_t vlans[4096 / 32];    /* VLAN IDs (all 4096 of 802.1Q) the driver added */
 };
 
 /* the guest receive features a driver may switch at run time */
@@ -253,7 +255,7 @@ struct rx_filter {
                             1ull << VNIC_F_GUEST_UFO | 1ull << VNIC_F_GUEST_USO4 | \
                             1ull << VNIC_F_GUEST_USO6)
 
-void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6]);
+void rx_filter_reset(struct rx_filter *f, const uint8_t mac[ETH_ALEN]);
 int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats *st);
 bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
                        struct vnic_queue_stats *st);
@@ -366,7 +368,7 @@ struct vnic_dev {
     uint64_t guest_offloads;     /* receive offloads in force (CTRL_GUEST_OFFLOADS) */
     atomic_bool announce;        /* VIRTIO_NET_S_ANNOUNCE until the driver acks */
     int ctrl_last_error;         /* class << 8 | command of the last refused command, or -1 */
-    uint8_t mac[6];              /* the configured address, restored at reset */
+    uint8_t mac[ETH_ALEN];       /* the configured address, restored at reset */
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;

@@ -10,7 +10,6 @@
 #include "backend.h"
 #include "headers.h"
 
-#define NUM_BUFFERS_OFF 10     /* le16 num_buffers in virtio_net_hdr_mrg_rxbuf */
 
 /* Write src into guest pieces, starting at byte off of the first one. */
 static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uint64_t off,
@@ -56,19 +55,40 @@ static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue
         return false;
     /* the IP length field is the sender's word: check it before any arithmetic */
     uint32_t ip_hdrs = lo.l4 - lo.l3;
-    uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
-    if (ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len)
+    uint32_t ip_len = ip_claimed_len(frame, &lo);
+    if (unlikely(ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len))
         return false;                      /* lengths that lie: let the guest judge */
     uint32_t ip_payload = ip_len - ip_hdrs;
-    if (lo.proto == IPPROTO_UDP_ && !lo.ipv6 && rd16(frame + lo.l4 + 6) == 0)
+    if (lo.proto == IPPROTO_UDP && !lo.ipv6 && rd16(HDR_AT(const struct udp_hdr, frame, lo.l4)->check) == 0)
         return true;                       /* IPv4 UDP without a checksum */
     uint64_t sum = csum_partial(frame + lo.l4, ip_payload, hdr_pseudo_sum(frame, &lo, ip_payload));
-    if (csum_fold(sum) == 0xffff) {
+    if (csum_fold(sum) == 0xffff) {       /* ones' complement zero: it adds up */
         st->rx_csum_valid++;
         return true;
     }
     st->rx_csum_bad++;
     return false;
+}
+
+/* Finish the partial checksum the backend's header names, for a guest
+ * without GUEST_CSUM.  false if it lies outside the frame (dropped,
+ * counted). */
+static bool complete_partial_csum(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    uint32_t start = h->csum_start, field = start + h->csum_offset;
+    if (unlikely(field + CSUM_SIZE > len)) {
+        st->rx_drops_offload++;
+        return false;
+    }
+    uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
+                             h->csum_offset == CSUM_OFFSET_UDP);
+    memcpy(frame + field, &c, sizeof(c));
+    st->rx_csum_completed++;
+    qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
+    return true;
 }
 
 /* Turn the backend's header into one the guest negotiated for.  The TAP's
@@ -91,18 +111,8 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
         }
         st->rx_gso_packets++;
     }
-    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum) {
-        uint32_t start = h->csum_start, field = start + h->csum_offset;
-        if (field + 2 > len) {
-            st->rx_drops_offload++;
-            return false;
-        }
-        uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
-                                 h->csum_offset == CSUM_OFFSET_UDP);
-        memcpy(frame + field, &c, 2);
-        st->rx_csum_completed++;
-        qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
-    }
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum && !complete_partial_csum(qp, st))
+        return false;
     if (!guest_csum) {
         memset(h, 0, VNIC_NET_HDR_SIZE);    /* flags must be zero without GUEST_CSUM */
         return true;
@@ -175,7 +185,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
     }
     /* patch num_buffers now that we know it */
     uint16_t nb = bufs;
-    segs_write(dev, hdr_seg, hdr_nseg, NUM_BUFFERS_OFF, (const uint8_t *)&nb, 2);
+    segs_write(dev, hdr_seg, hdr_nseg, offsetof(struct virtio_net_hdr, num_buffers),
+               (const uint8_t *)&nb, sizeof(nb));
 
     *pending += bufs;
     st->rx_packets++;

@@ -11,8 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "backend.h"
-
-#define ETH_HLEN 14
+#include "headers.h"
 
 /* Copy bytes [off, off+len) of the chain's readable part into dst. */
 static int chain_read(struct vnic_dev *dev, const struct chain *c, uint64_t off, uint8_t *dst, uint64_t len)
@@ -131,7 +130,7 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     struct vnic_dev *dev = qp->dev;
     struct tx_ctx *ctx = qp->txc;
     struct virtio_net_hdr h;
-    if (c->out_len < VNIC_NET_HDR_SIZE + ETH_HLEN || c->out_len > VNIC_NET_HDR_SIZE + VNIC_MAX_FRAME ||
+    if (c->out_len < VNIC_NET_HDR_SIZE + sizeof(struct eth_hdr) || c->out_len > VNIC_NET_HDR_SIZE + VNIC_MAX_FRAME ||
         chain_read(dev, c, 0, (uint8_t *)&h, sizeof(h)) < 0) {
         st->tx_drops_malformed++;
         return;
