@@ -229,28 +229,42 @@ struct vnic_dev;
 struct vnic_chan;
 
 /* --- device lifetime --------------------------------------------------- */
+/* A stopped device with 1..VNIC_MAX_QUEUE_PAIRS pairs and the null
+ * backend; NULL for a count out of range or when memory, eventfds or
+ * flow tables cannot be had. */
 struct vnic_dev *vnic_dev_new(int queue_pairs);
+/* Stop the workers and free everything (NULL is ignored). */
 void vnic_dev_free(struct vnic_dev *dev);
-/* Negotiated feature bits: the data plane reads EVENT_IDX, MRG_RXBUF,
- * INDIRECT_DESC from them. */
+/* Negotiated feature bits (enum vnic_feature_bit): the data plane reads
+ * EVENT_IDX, MRG_RXBUF, INDIRECT_DESC from them.  0, or -EBUSY while
+ * running. */
 int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
+/* The backend (enum vnic_backend_kind) with its fd (the caller keeps it
+ * open).  0, -EINVAL while running or for an unknown kind, -EBADF for a
+ * TAP without an fd. */
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);
-/* enum vnic_tx_mode; passthrough needs a TAP backend.  Takes effect at once. */
+/* enum vnic_tx_mode.  Takes effect at once.  0, -EINVAL for an unknown
+ * mode, -ENOTSUP for passthrough on a backend that cannot (only the TAP
+ * can). */
 int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode);
-/* Start the worker threads (DRIVER_OK).  Returns 0 or -errno. */
+/* Start the worker threads (DRIVER_OK).  0 (also if running), -EFAULT
+ * when an enabled ring is outside guest memory (the device is failed
+ * with VNIC_ERR_RING_DMA), or the -errno of the backend's offload
+ * setting, epoll_create1/epoll_ctl or pthread_create; then nothing runs. */
 int vnic_dev_start(struct vnic_dev *dev);
 /* Stop and join the workers; queue state is kept (for quiescing). */
 void vnic_dev_stop(struct vnic_dev *dev);
-/* Forget all queue state (device reset).  Workers must be stopped. */
+/* Forget all queue state (device reset); stops the workers first. */
 void vnic_dev_reset(struct vnic_dev *dev);
 int vnic_dev_running(struct vnic_dev *dev);
 /* Sticky error (enum vnic_error) that put the device in NEEDS_RESET. */
 int vnic_dev_error(struct vnic_dev *dev);
 /* Read and clear the ISR (bit 0 queue, bit 1 config). */
 uint8_t vnic_dev_read_isr(struct vnic_dev *dev);
+/* The counters, one struct per pair (vnic_dev_queue_pairs of them). */
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev);
 int vnic_dev_queue_pairs(struct vnic_dev *dev);
 
@@ -278,30 +292,44 @@ int vnic_dev_announce_pending(struct vnic_dev *dev);
 /* --- guest memory (DMA table) ------------------------------------------ */
 /* host == NULL registers a region reached only through DMA_READ/DMA_WRITE
  * messages on the channel (slow fallback).  Workers must be stopped. */
+/* 0, -EINVAL for an empty or wrapping range, -ENOSPC beyond
+ * VNIC_MAX_DMA_REGIONS regions, -EEXIST when it overlaps one. */
 int vnic_mem_add(struct vnic_dev *dev, uint64_t iova, uint64_t len, void *host, int writable);
+/* Remove the region added with exactly this iova and len: 0 or -ENOENT. */
 int vnic_mem_remove(struct vnic_dev *dev, uint64_t iova, uint64_t len);
 void vnic_mem_clear(struct vnic_dev *dev);
 int vnic_mem_count(struct vnic_dev *dev);
 /* Copy between guest memory and a host buffer with full bounds checking,
- * for the control plane (control queue, tests).  0 or -errno. */
+ * for the control plane (control queue, tests).  0, -EFAULT for an
+ * unmapped (or, writing, read-only) address, -EIO when a message-based
+ * transfer failed. */
 int vnic_mem_read(struct vnic_dev *dev, uint64_t iova, void *dst, uint64_t len);
 int vnic_mem_write(struct vnic_dev *dev, uint64_t iova, const void *src, uint64_t len);
 
 /* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX, 2*pairs control) - */
+/* Each returns 0, or -EINVAL for a queue index out of range; setup and
+ * enable also while running, setup for a size that is not a power of two
+ * up to VNIC_MAX_RING_SIZE, enable for a queue never set up. */
 int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size,
                      uint64_t desc, uint64_t avail, uint64_t used);
 int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector);
 int vnic_queue_enable(struct vnic_dev *dev, int q, int enabled);
 /* A kick that reached Python (slow path); the channel's fast path writes
- * the same eventfd without Python. */
+ * the same eventfd without Python.  0, -EINVAL, or the write's -errno. */
 int vnic_queue_kick(struct vnic_dev *dev, int q);
+/* The queue's kick eventfd (owned by the device), or -EINVAL. */
 int vnic_queue_kick_fd(struct vnic_dev *dev, int q);
 
 /* --- interrupts (MSI-X vectors) ---------------------------------------- */
+/* The vector's eventfd (the device takes it and closes the one before;
+ * -1 for none), its mask.  A vector fired while masked or without an fd
+ * (or whose eventfd write failed) fires when it can.  0, or -EINVAL for a
+ * vector out of range. */
 int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd);
 int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked);
 void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector);
-/* Fire a vector now (SET_IRQS trigger with DATA_NONE). */
+/* Fire a vector now (SET_IRQS trigger with DATA_NONE); one out of range
+ * (VNIC_NO_VECTOR) is ignored. */
 void vnic_irq_trigger(struct vnic_dev *dev, int vector);
 /* Raise the configuration-change interrupt (link change, NEEDS_RESET). */
 void vnic_irq_config_changed(struct vnic_dev *dev);
@@ -310,6 +338,8 @@ void vnic_irq_config_changed(struct vnic_dev *dev);
 /* The channel owns the socket.  Its reader thread answers doorbell writes
  * itself (no Python per kick), completes replies to DMA_READ/DMA_WRITE that
  * the data plane sent, and queues every other message for Python. */
+/* NULL when memory is short or the reader thread cannot start (fd is
+ * then still the caller's). */
 struct vnic_chan *vnic_chan_new(int fd, uint32_t max_msg_size);
 /* Close the socket, join the reader, free.  The dev link is dropped first. */
 void vnic_chan_free(struct vnic_chan *ch);
@@ -323,7 +353,9 @@ void vnic_chan_free(struct vnic_chan *ch);
  * header is copied into buf for an error reply. */
 int vnic_chan_recv(struct vnic_chan *ch, uint8_t *buf, uint32_t bufsize,
                    int *fds, int maxfds, int *nfds);
-/* Send one whole message (header included) with optional fds. 0 or -errno. */
+/* Send one whole message (header included) with optional fds.  0,
+ * -EINVAL for more than VFIO_USER_MAX_MSG_FDS fds, -EPIPE when the peer
+ * went away mid-message, or sendmsg's -errno. */
 int vnic_chan_send(struct vnic_chan *ch, const uint8_t *buf, uint32_t len,
                    const int *fds, int nfds);
 /* Route doorbell writes: region index, offset of the notify area, bytes
@@ -332,7 +364,10 @@ void vnic_chan_set_notify(struct vnic_chan *ch, struct vnic_dev *dev, uint32_t r
                           uint64_t offset, uint32_t multiplier, uint32_t nqueues);
 /* Let dev reach message-based guest memory through this channel. */
 void vnic_chan_attach_dma(struct vnic_chan *ch, struct vnic_dev *dev);
+/* Shut the socket down: the reader ends, vnic_chan_recv returns
+ * VNIC_CHAN_CLOSED. */
 void vnic_chan_shutdown(struct vnic_chan *ch);
+/* Doorbells answered by the reader thread without Python. */
 uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 
 /* --- backends ---------------------------------------------------------- */
@@ -406,7 +441,9 @@ struct vnic_flow_table_info {
  * VNIC_FLOW_TABLE_LIMIT; 0 turns flow statistics off).  Before start, or
  * while running: each worker takes it at its next batch, and this waits
  * for that.  A bound below the flows held empties the table.  0, -EINVAL
- * or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+ * beyond VNIC_FLOW_TABLE_LIMIT, -ETIMEDOUT when a worker did not take it
+ * within a second, or the -errno of waking one (it takes it at its next
+ * batch all the same).  Not concurrently with vnic_dev_start/stop. */
 int vnic_dev_set_flow_table_max(struct vnic_dev *dev, uint32_t max_entries);
 /* Copy up to max live flows into out; returns how many there were (more
  * than max: call again with room for them).  Safe while the workers run:
@@ -415,7 +452,8 @@ int vnic_flows_snapshot(struct vnic_dev *dev, struct vnic_flow_record *out, int 
 void vnic_flows_info(struct vnic_dev *dev, struct vnic_flow_table_info *out);
 /* Forget every flow (device counters keep counting).  While the workers
  * run, each empties its own table at its next batch; this waits for that.
- * 0 or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+ * 0, -ETIMEDOUT or a wake's -errno, as vnic_dev_set_flow_table_max.  Not
+ * concurrently with vnic_dev_start/stop. */
 int vnic_flows_clear(struct vnic_dev *dev);
 
 /* cdef-end */
