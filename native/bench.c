@@ -1,21 +1,25 @@
 /* bench.c - the data plane measured without a guest: a synthetic driver in
  * host memory (one ring and its buffers, registered as guest memory) feeds
- * the same tx_process()/rx_process() the workers run, with the null
- * backend, between the same per-batch housekeeping.  Frames are UDP/IPv4
- * of BENCH_FLOWS flows, so the flow statistics (at the default bound) are
- * measured too.  Used by `vnic bench engine`; never on the data path. */
+ * the same tx_process()/rx_process() the workers run, with the benchmark
+ * source as backend (bench_source.c), between the same per-batch
+ * housekeeping.  Frames are UDP/IPv4 of BENCH_FLOWS flows, so the flow
+ * statistics (at the default bound) are measured too.  Used by `vnic bench engine`; never on the data path. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "internal.h"
+#include "backend.h"
+#include "headers.h"
+#include "vnic_test.h"
 
 #define BENCH_QSIZE 256
 #define BENCH_IOVA  0x100000000ull
-#define RINGS_BYTES (16 * BENCH_QSIZE + 8192 + 8192)
+#define RING_ROOM   8192        /* room for the avail ring, and for the used ring */
+#define DESC_BYTES  (sizeof(struct vring_desc) * BENCH_QSIZE)
+#define RINGS_BYTES (DESC_BYTES + 2 * RING_ROOM)
 #define BENCH_FLOWS 64
 
-static const uint8_t bench_mac[6] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x01 };
+static const uint8_t bench_mac[ETH_ALEN] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x01 };
 
 static double now_ns(void)
 {
@@ -42,27 +46,46 @@ static int bench_batch(struct qpair *qp, int (*process)(struct qpair *))
     return process(qp);
 }
 
+static const uint8_t bench_peer_mac[ETH_ALEN] = { 0x52, 0x54, 0x00, 0x00, 0x00, 0x02 };
+static const uint8_t bench_src_ip[4] = { 192, 0, 2, 1 }, bench_dst_ip[4] = { 192, 0, 2, 2 };
+#define BENCH_TTL      64
+#define BENCH_PORT     5201        /* iperf3's */
+#define BENCH_SPORT    40000       /* flow n sends from BENCH_SPORT + n */
+
+/* Ethernet (peer to device) and an option-less IPv4 header of tot_len
+ * bytes carrying proto, at the start of f. */
+static struct ipv4_hdr *bench_ipv4(uint8_t *f, uint16_t tot_len, uint8_t proto)
+{
+    struct eth_hdr *eth = (struct eth_hdr *)f;
+    memcpy(eth->dst, bench_mac, ETH_ALEN);
+    memcpy(eth->src, bench_peer_mac, ETH_ALEN);
+    wr16(eth->type, ETH_P_IPV4);
+    struct ipv4_hdr *ip = (struct ipv4_hdr *)(eth + 1);
+    ip->version_ihl = IPV4_VERSION << 4 | sizeof(*ip) / 4;
+    wr16(ip->tot_len, tot_len);
+    ip->ttl = BENCH_TTL;
+    ip->protocol = proto;
+    memcpy(ip->saddr, bench_src_ip, sizeof(ip->saddr));
+    memcpy(ip->daddr, bench_dst_ip, sizeof(ip->daddr));
+    return ip;
+}
+
+#define UDP_FRAME_HDRS (sizeof(struct eth_hdr) + sizeof(struct ipv4_hdr) + sizeof(struct udp_hdr))
+
 /* A UDP/IPv4 frame of `size` bytes (its first `size` bytes if shorter than
  * the headers) for the device's MAC, of flow `flow` (the source port). */
 static void bench_frame(uint8_t *f, int size, int flow)
 {
-    uint8_t h[42] = { 0 };
-    memcpy(h, bench_mac, 6);
-    h[6] = 0x52; h[7] = 0x54; h[11] = 0x02;
-    h[12] = 0x08;                                        /* IPv4 */
-    uint8_t *ip = h + 14, *udp = ip + 20;
-    uint16_t ip_len = size > 14 ? (uint16_t)(size - 14) : 0;
-    uint16_t udp_len = size > 34 ? (uint16_t)(size - 34) : 0;
-    ip[0] = 0x45;
-    ip[2] = (uint8_t)(ip_len >> 8); ip[3] = (uint8_t)ip_len;
-    ip[8] = 64; ip[9] = 17;
-    ip[12] = 192; ip[14] = 2; ip[15] = 1; ip[16] = 192; ip[18] = 2; ip[19] = 2;
-    uint16_t sport = (uint16_t)(40000 + flow);
-    udp[0] = (uint8_t)(sport >> 8); udp[1] = (uint8_t)sport;
-    udp[2] = 0x14; udp[3] = 0x51;                        /* 5201 */
-    udp[4] = (uint8_t)(udp_len >> 8); udp[5] = (uint8_t)udp_len;
+    uint8_t h[UDP_FRAME_HDRS] = { 0 };
+    uint16_t ip_len = size > (int)sizeof(struct eth_hdr) ? (uint16_t)(size - sizeof(struct eth_hdr)) : 0;
+    struct ipv4_hdr *ip = bench_ipv4(h, ip_len, IPPROTO_UDP);
+    struct udp_hdr *udp = (struct udp_hdr *)(ip + 1);
+    uint16_t udp_len = ip_len > sizeof(*ip) ? (uint16_t)(ip_len - sizeof(*ip)) : 0;
+    wr16(udp->source, (uint16_t)(BENCH_SPORT + flow));
+    wr16(udp->dest, BENCH_PORT);
+    wr16(udp->len, udp_len);
     memset(f, 0xab, (size_t)size);
-    memcpy(f, h, size < 42 ? (size_t)size : sizeof(h));
+    memcpy(f, h, size < (int)sizeof(h) ? (size_t)size : sizeof(h));
 }
 
 static void bench_free(struct bench *b)
@@ -82,10 +105,15 @@ static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_
         return -ENOMEM;
     }
     memset(b->mem, 0, size);
+    /* RX reads the benchmark source; TX discards, as the null backend does */
+    if (dev_use_backend(b->dev, &bench_source_backend, -1) < 0) {
+        bench_free(b);
+        return -ENOMEM;
+    }
     vnic_dev_set_mac(b->dev, bench_mac);
     vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
-    uint64_t desc = BENCH_IOVA, avail = desc + 16 * BENCH_QSIZE, used = avail + 8192;
-    vnic_dev_set_features(b->dev, features | 1ull << 32 | 1ull << VIRTIO_F_EVENT_IDX);
+    uint64_t desc = BENCH_IOVA, avail = desc + DESC_BYTES, used = avail + RING_ROOM;
+    vnic_dev_set_features(b->dev, features | 1ull << VNIC_F_VERSION_1 | 1ull << VNIC_F_RING_EVENT_IDX);
     vnic_queue_setup(b->dev, queue, BENCH_QSIZE, desc, avail, used);
     b->qp = &b->dev->qp[0];
     b->vq = queue % 2 ? &b->qp->tx : &b->qp->rx;
@@ -130,13 +158,11 @@ static double bench_round(struct bench *b, int (*process)(struct qpair *))
 static double bench_rx_rounds(struct bench *b, const uint8_t *frames, uint32_t frame_len,
                               uint32_t count, uint32_t per_round, int rounds)
 {
-    b->qp->bench_frames = frames;
-    b->qp->bench_len = b->qp->bench_stride = frame_len;
-    b->qp->bench_count = count;
+    bench_source_load(b->qp, frames, frame_len, frame_len, count);
     bench_post(b, BENCH_QSIZE);
     double total = 0;
     for (int r = 0; r < rounds; r++) {
-        b->qp->bench_left = per_round;
+        bench_source_refill(b->qp, per_round);
         total += bench_round(b, rx_process);
     }
     return total;
@@ -146,14 +172,14 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
-    size_t slot = (size_t)(VNIC_NET_HDR_LEN + frame_size + 63) & ~(size_t)63;
+    size_t slot = (size_t)(VNIC_NET_HDR_SIZE + frame_size + 63) & ~(size_t)63;
     struct bench b;
     if (bench_init(&b, 1, 0, slot) < 0)
         return -ENOMEM;
     struct vring_desc *d = (struct vring_desc *)b.mem;
     for (int i = 0; i < BENCH_QSIZE; i++) {            /* zero header + a frame */
-        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_LEN, frame_size, i % BENCH_FLOWS);
-        d[i].len = (uint32_t)(VNIC_NET_HDR_LEN + frame_size);
+        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_SIZE, frame_size, i % BENCH_FLOWS);
+        d[i].len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
     }
     double total = 0;
     for (int r = 0; r < rounds; r++) {
@@ -175,19 +201,19 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 double vnic_bench_rx_path(int frame_size, int batch, int rounds)
 {
     const size_t buf = 1536;                /* Linux's usual mergeable buffer */
-    size_t per_frame = (VNIC_NET_HDR_LEN + (size_t)frame_size + buf - 1) / buf;
+    size_t per_frame = (VNIC_NET_HDR_SIZE + (size_t)frame_size + buf - 1) / buf;
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || rounds < 1 ||
         (size_t)batch * per_frame > BENCH_QSIZE)
         return -EINVAL;
-    uint32_t frame_len = VNIC_NET_HDR_LEN + (uint32_t)frame_size;
+    uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)frame_size;
     uint8_t *frames = calloc(BENCH_FLOWS, frame_len);    /* zero headers + frames */
     struct bench b;
-    if (!frames || bench_init(&b, 0, 1ull << VIRTIO_NET_F_MRG_RXBUF, buf) < 0) {
+    if (!frames || bench_init(&b, 0, 1ull << VNIC_F_MRG_RXBUF, buf) < 0) {
         free(frames);
         return -ENOMEM;
     }
     for (int i = 0; i < BENCH_FLOWS; i++)
-        bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_LEN, frame_size, i);
+        bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_SIZE, frame_size, i);
     double total = bench_rx_rounds(&b, frames, frame_len, BENCH_FLOWS, (uint32_t)batch, rounds);
     uint64_t got = b.dev->stats[0].rx_packets;
     bench_free(&b);
@@ -195,41 +221,41 @@ double vnic_bench_rx_path(int frame_size, int batch, int rounds)
     return got == (uint64_t)batch * (uint64_t)rounds ? total / (double)got : -EIO;
 }
 
+#define TCP_FRAME_HDRS (sizeof(struct eth_hdr) + sizeof(struct ipv4_hdr) + sizeof(struct tcp_hdr))
+
 /* A TCP/IPv4 segment with the virtio header a local sender's TAP gives:
  * partial checksum, so coalescing is measured without verification. */
 static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
 {
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)buf;
     memset(h, 0, sizeof(*h));
-    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    h->csum_start = 34;
-    h->csum_offset = 16;
-    uint8_t *f = buf + VNIC_NET_HDR_LEN;
-    memset(f, 0, 54);
-    f[12] = 0x08;                                   /* IPv4 */
-    uint8_t *ip = f + 14, *tcp = ip + 20;
-    ip[0] = 0x45;
-    uint16_t tot = (uint16_t)(40 + mss);
-    ip[2] = (uint8_t)(tot >> 8); ip[3] = (uint8_t)tot;
-    ip[4] = (uint8_t)(id >> 8); ip[5] = (uint8_t)id;
-    ip[6] = 0x40; ip[8] = 64; ip[9] = 6;
-    ip[12] = 192; ip[14] = 2; ip[15] = 1; ip[16] = 192; ip[18] = 2; ip[19] = 2;
-    tcp[0] = 0x14; tcp[1] = 0x51; tcp[2] = 0x9c; tcp[3] = 0x40;
-    tcp[4] = (uint8_t)(seq >> 24); tcp[5] = (uint8_t)(seq >> 16); tcp[6] = (uint8_t)(seq >> 8); tcp[7] = (uint8_t)seq;
-    tcp[12] = 0x50; tcp[13] = 0x10;                 /* ACK */
-    memset(f + 54, 0x5a, mss);
+    h->flags = VNIC_HDR_F_NEEDS_CSUM;
+    h->csum_start = sizeof(struct eth_hdr) + sizeof(struct ipv4_hdr);
+    h->csum_offset = CSUM_OFFSET_TCP;
+    uint8_t *f = buf + VNIC_NET_HDR_SIZE;
+    memset(f, 0, TCP_FRAME_HDRS);
+    struct ipv4_hdr *ip = bench_ipv4(f, (uint16_t)(sizeof(*ip) + sizeof(struct tcp_hdr) + mss), IPPROTO_TCP);
+    wr16(ip->id, id);
+    wr16(ip->frag_off, IP_DF);
+    struct tcp_hdr *tcp = (struct tcp_hdr *)(ip + 1);
+    wr16(tcp->source, BENCH_PORT);
+    wr16(tcp->dest, BENCH_SPORT);
+    wr32(tcp->seq, seq);
+    tcp->doff = sizeof(*tcp) / 4 << 4;
+    tcp->flags = TCP_ACK;
+    memset(f + TCP_FRAME_HDRS, 0x5a, mss);
 }
 
 double vnic_bench_coalesce(int segs, int rounds)
 {
     const uint32_t mss = 1448;
-    uint32_t frame_len = VNIC_NET_HDR_LEN + 54 + mss;
-    if (segs < 2 || segs * mss > 65535 - 40 || rounds < 1)
+    uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)TCP_FRAME_HDRS + mss;
+    if (segs < 2 || segs * mss > IP_MAX_LEN - sizeof(struct ipv4_hdr) - sizeof(struct tcp_hdr) || rounds < 1)
         return -EINVAL;
     uint8_t *frames = malloc((size_t)frame_len * (size_t)segs);
     struct bench b;
-    uint64_t features = 1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_GUEST_CSUM |
-                        1ull << VIRTIO_NET_F_GUEST_TSO4;
+    uint64_t features = 1ull << VNIC_F_MRG_RXBUF | 1ull << VNIC_F_GUEST_CSUM |
+                        1ull << VNIC_F_GUEST_TSO4;
     if (!frames || bench_init(&b, 0, features, 4096) < 0) {
         free(frames);
         return -ENOMEM;

@@ -1,8 +1,10 @@
 """cffi build script (API mode, out of line): compiles native/*.c into
 vnic._native during `pip install`.
 
-The cdef is the marked part of vnic.h itself, so the C header stays the
-one description of the interface."""
+The cdef is the marked part of the C headers themselves, so they stay the
+one description of the interface: vnic.h (the device) first, then
+vnic_test.h (tests and benchmarks), whose declarations may use vnic.h's
+types.  Both reach Python through the same module."""
 from __future__ import annotations
 
 import re
@@ -12,26 +14,36 @@ from cffi import FFI
 
 NATIVE = Path(__file__).resolve().parent
 SOURCES = sorted(p for p in NATIVE.glob("*.c"))
+HEADERS = ("vnic.h", "vnic_test.h")
+BEGIN, END = "/* cdef-begin */", "/* cdef-end */"
+
+
+def header_cdef(name: str) -> str:
+    """The text between the one pair of cdef markers of native/<name>."""
+    text = (NATIVE / name).read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise RuntimeError(f"native/{name}: needs exactly one {BEGIN} and one {END} "
+                           f"(found {text.count(BEGIN)} and {text.count(END)})")
+    match = re.search(re.escape(BEGIN) + r"(.*)" + re.escape(END), text, re.S)
+    if not match:
+        raise RuntimeError(f"native/{name}: {END} comes before {BEGIN}")
+    return match.group(1)
 
 
 def interface_cdef() -> str:
-    text = (NATIVE / "vnic.h").read_text()
-    match = re.search(r"/\* cdef-begin \*/(.*)/\* cdef-end \*/", text, re.S)
-    if not match:
-        raise RuntimeError("vnic.h lacks the cdef markers")
-    return match.group(1)
+    return "\n".join(header_cdef(name) for name in HEADERS)
 
 
 ffibuilder = FFI()
 ffibuilder.cdef(interface_cdef())
 ffibuilder.set_source(
     "vnic._native",
-    '#include "vnic.h"',
+    "".join(f'#include "{name}"\n' for name in HEADERS),
     sources=[str(p.relative_to(NATIVE.parent)) for p in SOURCES],
     include_dirs=[str(NATIVE.relative_to(NATIVE.parent))],
     # hidden visibility: internal calls (checksums above all) skip the PLT
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-fno-strict-aliasing", "-fvisibility=hidden"],
+                        "-Werror", "-fno-strict-aliasing", "-fvisibility=hidden"],
     libraries=["pthread"],
 )
 

@@ -15,30 +15,30 @@
 #include <sys/eventfd.h>
 #include "internal.h"
 
-#define HDR_SIZE        16
-#define FLAG_REPLY      0x1
-#define FLAG_NO_REPLY   0x10
-#define FLAG_ERROR      0x20
-#define CMD_DMA_READ    11
-#define CMD_DMA_WRITE   12
-#define CMD_REGION_WRITE 10
-#define MAX_FDS         16
+#define HDR_SIZE        ((uint32_t)sizeof(struct vfio_user_header))
 #define DMA_CHUNK       (64 * 1024)
 #define DMA_TIMEOUT_S   5
 
-struct hdr {
-    uint16_t id;
-    uint16_t cmd;
-    uint32_t size;
-    uint32_t flags;
-    uint32_t error;
+_Static_assert(DMA_CHUNK <= VFIO_USER_MAX_DATA_XFER, "DMA requests within the peer's limit");
+
+/* The body of REGION_READ/REGION_WRITE (data follows for a write). */
+struct region_access {
+    uint64_t offset;
+    uint32_t region;
+    uint32_t count;
+};
+
+/* The body of DMA_READ/DMA_WRITE (data follows for a write or a read reply). */
+struct dma_access {
+    uint64_t addr;
+    uint64_t count;
 };
 
 struct node {
     struct node *next;
-    int status;            /* 0, or -2 oversize, -3 too many fds */
+    int status;            /* 0, or enum vnic_chan_status */
     int nfds;
-    int fds[MAX_FDS];
+    int fds[VFIO_USER_MAX_MSG_FDS];
     uint32_t len;
     uint8_t data[];
 };
@@ -108,11 +108,11 @@ static int discard(int fd, size_t len)
 
 /* Read one header and the fds that ride on it.  *ctrunc is set when the
  * peer sent more fds than we accept (the kernel closed the excess). */
-static int read_header(int fd, struct hdr *h, int *fds, int *nfds, bool *ctrunc)
+static int read_header(int fd, struct vfio_user_header *h, int *fds, int *nfds, bool *ctrunc)
 {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(int) * VFIO_USER_MAX_MSG_FDS)];
     } ctl;
     struct iovec iov = { h, sizeof(*h) };
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
@@ -129,7 +129,7 @@ static int read_header(int fd, struct hdr *h, int *fds, int *nfds, bool *ctrunc)
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k && *nfds < MAX_FDS; i++)
+        for (int i = 0; i < k && *nfds < VFIO_USER_MAX_MSG_FDS; i++)
             memcpy(&fds[(*nfds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
     if ((size_t)n < sizeof(*h) && read_full(fd, (uint8_t *)h + n, sizeof(*h) - (size_t)n) < 0) {
@@ -143,10 +143,10 @@ static int send_msg(struct vnic_chan *ch, const struct iovec *iov, int niov, con
 {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(int) * VFIO_USER_MAX_MSG_FDS)];
     } ctl;
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)niov };
-    if (nfds > MAX_FDS)
+    if (nfds > VFIO_USER_MAX_MSG_FDS)
         return -EINVAL;
     if (nfds > 0) {
         memset(&ctl, 0, sizeof(ctl));
@@ -204,41 +204,46 @@ int vnic_chan_send(struct vnic_chan *ch, const uint8_t *buf, uint32_t len, const
 
 /* ---- doorbells -------------------------------------------------------------- */
 
-/* A REGION_WRITE inside the notify area: kick the queue, answer if asked. */
-static bool fast_kick(struct vnic_chan *ch, const struct hdr *h, const uint8_t *p, uint32_t plen)
+/* The queue a doorbell write names, or -1 if it is no doorbell.  Called
+ * with ch->lock held; the write's bytes are the peer's word, checked here. */
+static int doorbell_queue(const struct vnic_chan *ch, const struct region_access *a,
+                          const uint8_t *data, uint32_t data_len)
 {
-    if (h->cmd != CMD_REGION_WRITE || plen < 16)
-        return false;
-    uint64_t offset;
-    uint32_t region, count;
-    memcpy(&offset, p, 8);
-    memcpy(&region, p + 8, 4);
-    memcpy(&count, p + 12, 4);
-    pthread_mutex_lock(&ch->lock);
-    struct vnic_dev *dev = ch->notify_dev;
-    bool hit = dev && region == ch->notify_region && offset >= ch->notify_off &&
-               (count == 2 || count == 4) && plen >= 16 + count;
+    if (!ch->notify_dev || a->region != ch->notify_region || a->offset < ch->notify_off)
+        return -1;
+    if (unlikely((a->count != 2 && a->count != 4) || data_len < a->count))
+        return -1;
+    uint64_t rel = a->offset - ch->notify_off;
     int q = -1;
-    if (hit) {
-        uint64_t rel = offset - ch->notify_off;
-        if (ch->notify_mult == 0) {
-            uint16_t v;           /* shared doorbell: the value names the queue */
-            memcpy(&v, p + 16, 2);
-            q = v;
-        } else if (rel % ch->notify_mult == 0) {
-            q = (int)(rel / ch->notify_mult);
-        }
-        hit = q >= 0 && (uint32_t)q < ch->notify_nq;
+    if (ch->notify_mult == 0) {
+        uint16_t v;               /* shared doorbell: the value names the queue */
+        memcpy(&v, data, sizeof(v));
+        q = v;
+    } else if (rel % ch->notify_mult == 0) {
+        q = (int)(rel / ch->notify_mult);
     }
-    if (hit)
-        vnic_queue_kick(dev, q);
+    return q >= 0 && (uint32_t)q < ch->notify_nq ? q : -1;
+}
+
+/* A REGION_WRITE inside the notify area: kick the queue, answer if asked. */
+static bool fast_kick(struct vnic_chan *ch, const struct vfio_user_header *h, const uint8_t *p, uint32_t plen)
+{
+    struct region_access a;
+    if (h->command != VFIO_USER_REGION_WRITE || plen < sizeof(a))
+        return false;
+    memcpy(&a, p, sizeof(a));
+    pthread_mutex_lock(&ch->lock);
+    int q = doorbell_queue(ch, &a, p + sizeof(a), plen - (uint32_t)sizeof(a));
+    if (q >= 0)
+        vnic_queue_kick(ch->notify_dev, q);
     pthread_mutex_unlock(&ch->lock);
-    if (!hit)
+    if (q < 0)
         return false;
     atomic_fetch_add(&ch->fast_kicks, 1);
-    if (!(h->flags & FLAG_NO_REPLY)) {
-        struct hdr r = { h->id, h->cmd, HDR_SIZE + 16, FLAG_REPLY, 0 };
-        struct iovec iov[2] = { { &r, sizeof(r) }, { (void *)p, 16 } };
+    if (!(h->flags & VFIO_USER_F_NO_REPLY)) {
+        /* a failed reply means the peer is gone: the reader sees the end */
+        struct vfio_user_header r = { h->id, h->command, HDR_SIZE + sizeof(a), VFIO_USER_F_REPLY, 0 };
+        struct iovec iov[2] = { { &r, sizeof(r) }, { (void *)p, sizeof(a) } };
         send_msg(ch, iov, 2, NULL, 0);
     }
     return true;
@@ -263,19 +268,19 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch)
 
 /* ---- replies to our own DMA requests --------------------------------------- */
 
-static void complete_dma(struct vnic_chan *ch, const struct hdr *h, const uint8_t *p, uint32_t plen)
+static void complete_dma(struct vnic_chan *ch, const struct vfio_user_header *h, const uint8_t *p, uint32_t plen)
 {
     pthread_mutex_lock(&ch->lock);
     struct dma_wait *w = &ch->dma;
-    if (w->active && !w->done && w->id == h->id && w->cmd == h->cmd) {
+    if (w->active && !w->done && w->id == h->id && w->cmd == h->command) {
         w->err = 0;
-        if (h->flags & FLAG_ERROR)
+        if (h->flags & VFIO_USER_F_ERROR)
             w->err = -(int)(h->error ? h->error : EIO);
-        else if (h->cmd == CMD_DMA_READ) {
-            if (plen < 16 + w->len)
+        else if (h->command == VFIO_USER_DMA_READ) {
+            if (plen < sizeof(struct dma_access) + w->len)
                 w->err = -EPROTO;
             else
-                memcpy(w->dst, p + 16, w->len);
+                memcpy(w->dst, p + sizeof(struct dma_access), w->len);
         }
         w->done = true;
         pthread_cond_broadcast(&ch->cond);
@@ -296,10 +301,10 @@ static int dma_request(struct vnic_chan *ch, uint16_t cmd, uint64_t iova, uint8_
     ch->dma = (struct dma_wait){ true, false, id, cmd, 0, buf, len };
     pthread_mutex_unlock(&ch->lock);
 
-    uint64_t body[2] = { iova, len };
-    bool write = cmd == CMD_DMA_WRITE;
-    struct hdr h = { id, cmd, (uint32_t)(HDR_SIZE + 16 + (write ? len : 0)), 0, 0 };
-    struct iovec iov[3] = { { &h, sizeof(h) }, { body, sizeof(body) }, { buf, write ? len : 0 } };
+    struct dma_access body = { iova, len };
+    bool write = cmd == VFIO_USER_DMA_WRITE;
+    struct vfio_user_header h = { id, cmd, (uint32_t)(HDR_SIZE + sizeof(body) + (write ? len : 0)), 0, 0 };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { &body, sizeof(body) }, { buf, write ? len : 0 } };
     int err = send_msg(ch, iov, write ? 3 : 2, NULL, 0);
 
     pthread_mutex_lock(&ch->lock);
@@ -331,12 +336,12 @@ static int dma_transfer(struct vnic_chan *ch, uint16_t cmd, uint64_t iova, uint8
 
 int chan_dma_read(struct vnic_chan *ch, uint64_t iova, void *dst, uint64_t len)
 {
-    return dma_transfer(ch, CMD_DMA_READ, iova, dst, len);
+    return dma_transfer(ch, VFIO_USER_DMA_READ, iova, dst, len);
 }
 
 int chan_dma_write(struct vnic_chan *ch, uint64_t iova, const void *src, uint64_t len)
 {
-    return dma_transfer(ch, CMD_DMA_WRITE, iova, (uint8_t *)src, len);   /* only read from */
+    return dma_transfer(ch, VFIO_USER_DMA_WRITE, iova, (uint8_t *)src, len);   /* only read from */
 }
 
 void vnic_chan_attach_dma(struct vnic_chan *ch, struct vnic_dev *dev)
@@ -363,8 +368,8 @@ static void *reader_main(void *arg)
 {
     struct vnic_chan *ch = arg;
     for (;;) {
-        struct hdr h;
-        int fds[MAX_FDS], nfds;
+        struct vfio_user_header h;
+        int fds[VFIO_USER_MAX_MSG_FDS], nfds;
         bool ctrunc;
         if (read_header(ch->fd, &h, fds, &nfds, &ctrunc) < 0)
             break;
@@ -385,7 +390,7 @@ static void *reader_main(void *arg)
         n->status = 0;
         if (oversize) {
             close_fds(fds, nfds);
-            n->status = -2;
+            n->status = VNIC_CHAN_TOO_BIG;
             if (discard(ch->fd, plen) < 0) {
                 free(n);
                 break;
@@ -402,20 +407,20 @@ static void *reader_main(void *arg)
         /* Only the server sends DMA_READ/DMA_WRITE requests, so replies to
          * those are the data plane's (late ones are dropped).  Any other
          * reply is a client error that Python answers with EINVAL. */
-        if ((h.flags & FLAG_REPLY) && (h.cmd == CMD_DMA_READ || h.cmd == CMD_DMA_WRITE)) {
+        if ((h.flags & VFIO_USER_F_REPLY) && (h.command == VFIO_USER_DMA_READ || h.command == VFIO_USER_DMA_WRITE)) {
             complete_dma(ch, &h, n->data + HDR_SIZE, plen);
             close_fds(fds, nfds);
             free(n);
             continue;
         }
-        if (!(h.flags & FLAG_REPLY) && nfds == 0 && !ctrunc &&
+        if (!(h.flags & VFIO_USER_F_REPLY) && nfds == 0 && !ctrunc &&
             fast_kick(ch, &h, n->data + HDR_SIZE, plen)) {
             free(n);
             continue;
         }
         if (ctrunc) {
             close_fds(fds, nfds);
-            n->status = -3;
+            n->status = VNIC_CHAN_TOO_MANY_FDS;
         } else {
             memcpy(n->fds, fds, sizeof(int) * (size_t)nfds);
             n->nfds = nfds;
@@ -461,11 +466,11 @@ int vnic_chan_recv(struct vnic_chan *ch, uint8_t *buf, uint32_t bufsize, int *fd
     }
     pthread_mutex_unlock(&ch->lock);
     if (!n)
-        return -1;
+        return VNIC_CHAN_CLOSED;
     int status = n->status;
     *nfds = 0;
     if (!status && (n->len > bufsize || n->nfds > maxfds))
-        status = -2;
+        status = VNIC_CHAN_TOO_BIG;
     memcpy(buf, n->data, HDR_SIZE);
     if (status) {
         close_fds(n->fds, n->nfds);

@@ -5,7 +5,8 @@
  * counter; none puts the device in NEEDS_RESET, since a driver bug in a
  * control command harms nothing but its own configuration. */
 #include <string.h>
-#include "internal.h"
+#include "backend.h"
+#include "headers.h"
 
 #define CLASS_RX 0
 #define CLASS_MAC 1
@@ -28,11 +29,19 @@
 #define NET_ERR 1
 
 #define CTRL_MAX_CMD 4096     /* larger than any table we keep */
+#define CTRL_NO_COMMAND 0xffff /* ctrl_last_error of a command too short to name one */
 
-void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6])
+/* struct virtio_net_ctrl_hdr: what every command starts with; the data
+ * follows, the ack byte is the chain's last writable byte. */
+struct ctrl_hdr {
+    uint8_t cls;
+    uint8_t cmd;
+};
+
+void rx_filter_reset(struct rx_filter *f, const uint8_t mac[ETH_ALEN])
 {
     memset(f, 0, sizeof(*f));
-    memcpy(f->mac, mac, 6);
+    memcpy(f->mac, mac, ETH_ALEN);
     f->promisc = true;            /* until the driver says otherwise, as QEMU does */
 }
 
@@ -44,10 +53,10 @@ static bool has(const struct vnic_dev *dev, int bit)
 static int set_rx_mode(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     struct rx_filter *f = &dev->filter;
-    if (len != 1 || !has(dev, VIRTIO_NET_F_CTRL_RX))
+    if (unlikely(len != 1 || !has(dev, VNIC_F_CTRL_RX)))   /* one byte: on or off */
         return NET_ERR;
     bool on = data[0] != 0;
-    if (cmd > RX_ALLMULTI && !has(dev, VIRTIO_NET_F_CTRL_RX_EXTRA))
+    if (cmd > RX_ALLMULTI && !has(dev, VNIC_F_CTRL_RX_EXTRA))
         return NET_ERR;
     switch (cmd) {
     case RX_PROMISC: f->promisc = on; break;
@@ -61,33 +70,33 @@ static int set_rx_mode(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, u
     return NET_OK;
 }
 
-/* One table of MAC_TABLE_SET: le32 entries, then entries * 6 bytes.
- * Returns the bytes it used, or -1. */
-static int mac_table(const uint8_t *data, uint32_t len, uint8_t (*out)[6], int *n, bool *overflow)
+/* One table of MAC_TABLE_SET (struct virtio_net_ctrl_mac): le32 entries,
+ * then entries addresses.  Returns the bytes it used, or -1. */
+static int mac_table(const uint8_t *data, uint32_t len, uint8_t (*out)[ETH_ALEN], int *n, bool *overflow)
 {
     uint32_t entries;
-    if (len < 4)
+    if (unlikely(len < sizeof(entries)))
         return -1;
-    memcpy(&entries, data, 4);
-    if (entries > (len - 4) / 6)
+    memcpy(&entries, data, sizeof(entries));
+    if (unlikely(entries > (len - sizeof(entries)) / ETH_ALEN))
         return -1;
     /* more than we keep: accept them all rather than drop wanted frames */
     *overflow = entries > RX_FILTER_MACS;
     *n = *overflow ? 0 : (int)entries;
-    memcpy(out, data + 4, 6 * (size_t)*n);
-    return 4 + 6 * (int)entries;
+    memcpy(out, data + sizeof(entries), ETH_ALEN * (size_t)*n);
+    return (int)(sizeof(entries) + ETH_ALEN * entries);
 }
 
 static int set_mac(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     struct rx_filter *f = &dev->filter;
     if (cmd == MAC_ADDR_SET) {
-        if (len != 6 || !has(dev, VIRTIO_NET_F_CTRL_MAC_ADDR) || (data[0] & 1))
+        if (unlikely(len != ETH_ALEN || !has(dev, VNIC_F_CTRL_MAC_ADDR) || ether_addr_is_group(data)))
             return NET_ERR;
-        memcpy(f->mac, data, 6);
+        memcpy(f->mac, data, ETH_ALEN);
         return NET_OK;
     }
-    if (cmd != MAC_TABLE_SET || !has(dev, VIRTIO_NET_F_CTRL_RX))
+    if (cmd != MAC_TABLE_SET || !has(dev, VNIC_F_CTRL_RX))
         return NET_ERR;
     struct rx_filter next = *f;
     int used = mac_table(data, len, next.uc, &next.n_uc, &next.uc_overflow);
@@ -103,10 +112,10 @@ static int set_mac(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint3
 static int set_vlan(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     uint16_t vid;
-    if (len != 2 || !has(dev, VIRTIO_NET_F_CTRL_VLAN))
+    if (unlikely(len != sizeof(vid) || !has(dev, VNIC_F_CTRL_VLAN)))
         return NET_ERR;
-    memcpy(&vid, data, 2);
-    if (vid >= 4096)
+    memcpy(&vid, data, sizeof(vid));
+    if (unlikely(vid >= VLAN_N_VID))
         return NET_ERR;
     uint32_t bit = 1u << (vid % 32);
     if (cmd == VLAN_ADD)
@@ -121,18 +130,19 @@ static int set_vlan(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint
 static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     uint64_t want;
-    if (cmd != OFFLOADS_SET || len != 8 || !has(dev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS))
+    if (unlikely(cmd != OFFLOADS_SET || len != sizeof(want) || !has(dev, VNIC_F_CTRL_GUEST_OFFLOADS)))
         return NET_ERR;
-    memcpy(&want, data, 8);
+    memcpy(&want, data, sizeof(want));
     /* only receive offloads the driver negotiated can be switched on; Linux
      * also lists GUEST_HDRLEN among them, which changes nothing here */
-    uint64_t valid = GUEST_OFFLOAD_MASK | 1ull << VIRTIO_NET_F_GUEST_HDRLEN;
+    uint64_t valid = GUEST_OFFLOAD_MASK | 1ull << VNIC_F_GUEST_HDRLEN;
     if (want & ~(dev->features & valid))
         return NET_ERR;
     want &= GUEST_OFFLOAD_MASK;
+    /* the backend first: what it refuses, the guest must not count on */
+    if (backend_set_offload(dev, (dev->features & ~GUEST_OFFLOAD_MASK) | want) < 0)
+        return NET_ERR;
     dev->guest_offloads = want;
-    if (dev->backend_kind == VNIC_BACKEND_TAP)
-        tap_set_offload(dev->backend_fd, (dev->features & ~GUEST_OFFLOAD_MASK) | want);
     return NET_OK;
 }
 
@@ -143,7 +153,7 @@ static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t
     case CLASS_MAC: return set_mac(dev, cmd, data, len);
     case CLASS_VLAN: return set_vlan(dev, cmd, data, len);
     case CLASS_ANNOUNCE:
-        if (cmd != ANNOUNCE_ACK || len || !has(dev, VIRTIO_NET_F_GUEST_ANNOUNCE))
+        if (cmd != ANNOUNCE_ACK || len || !has(dev, VNIC_F_GUEST_ANNOUNCE))
             return NET_ERR;
         atomic_store(&dev->announce, false);
         return NET_OK;
@@ -187,11 +197,15 @@ int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats 
             break;
         }
         int len = chain_gather(dev, c, buf, sizeof(buf));
-        uint8_t ack = len < 2 ? NET_ERR : (uint8_t)execute(dev, buf[0], buf[1], buf + 2, (uint32_t)len - 2);
+        const struct ctrl_hdr *ch = (const struct ctrl_hdr *)buf;
+        bool whole = len >= (int)sizeof(*ch);
+        uint8_t ack = unlikely(!whole) ? NET_ERR
+                                       : (uint8_t)execute(dev, ch->cls, ch->cmd, buf + sizeof(*ch),
+                                                          (uint32_t)len - (uint32_t)sizeof(*ch));
         st->ctrl_commands++;
         if (ack != NET_OK) {
             st->ctrl_errors++;
-            dev->ctrl_last_error = len < 2 ? 0xffff : buf[0] << 8 | buf[1];
+            dev->ctrl_last_error = whole ? ch->cls << 8 | ch->cmd : CTRL_NO_COMMAND;
         }
         /* the ack is the last writable byte of the chain */
         const struct seg *last = &c->seg[c->nout + c->nin - 1];
@@ -210,41 +224,88 @@ int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats 
     return done == VNIC_BATCH;
 }
 
+/* Does the VLAN filter let an 802.1Q-tagged frame through?  Untagged
+ * frames (and others) always pass. */
+static bool vlan_accepts(const struct rx_filter *f, const uint8_t *frame, uint32_t len)
+{
+    const struct eth_hdr *eth = (const struct eth_hdr *)frame;
+    const struct vlan_hdr *tag = (const struct vlan_hdr *)(frame + sizeof(*eth));
+    if (rd16(eth->type) != ETH_P_8021Q || len < sizeof(*eth) + sizeof(tag->tci))
+        return true;
+    uint16_t vid = rd16(tag->tci) & VLAN_VID_MASK;
+    return f->vlans[vid / 32] >> (vid % 32) & 1;
+}
+
 /* Would the guest's receive filter take this frame?  (QEMU's order:
  * promiscuous first, then VLAN, then broadcast/multicast/unicast.) */
 bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
                        struct vnic_queue_stats *st)
 {
     const struct rx_filter *f = &dev->filter;
-    if (f->promisc || len < 14)
+    const struct eth_hdr *eth = (const struct eth_hdr *)frame;
+    if (f->promisc || len < sizeof(*eth))
         return true;
-    if (has(dev, VIRTIO_NET_F_CTRL_VLAN) && frame[12] == 0x81 && frame[13] == 0x00 && len >= 16) {
-        uint16_t vid = (uint16_t)((frame[14] & 0x0f) << 8 | frame[15]);
-        if (!(f->vlans[vid / 32] >> (vid % 32) & 1)) {
-            st->rx_filtered_vlan++;
-            return false;
-        }
+    if (has(dev, VNIC_F_CTRL_VLAN) && !vlan_accepts(f, frame, len)) {
+        st->rx_filtered_vlan++;
+        return false;
     }
     bool accept;
-    if (frame[0] & 1) {
-        static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-        if (!memcmp(frame, bcast, 6)) {
+    if (ether_addr_is_group(eth->dst)) {
+        static const uint8_t bcast[ETH_ALEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+        if (!memcmp(eth->dst, bcast, ETH_ALEN)) {
             accept = !f->nobcast;
         } else if (f->nomulti) {
             accept = false;
         } else {
             accept = f->allmulti || f->mc_overflow;
             for (int i = 0; i < f->n_mc && !accept; i++)
-                accept = !memcmp(frame, f->mc[i], 6);
+                accept = !memcmp(eth->dst, f->mc[i], ETH_ALEN);
         }
     } else if (f->nouni) {
         accept = false;
     } else {
-        accept = f->alluni || f->uc_overflow || !memcmp(frame, f->mac, 6);
+        accept = f->alluni || f->uc_overflow || !memcmp(eth->dst, f->mac, ETH_ALEN);
         for (int i = 0; i < f->n_uc && !accept; i++)
-            accept = !memcmp(frame, f->uc[i], 6);
+            accept = !memcmp(eth->dst, f->uc[i], ETH_ALEN);
     }
     if (!accept)
         st->rx_filtered_mac++;
     return accept;
+}
+
+/* ---- the control plane's side: MAC, filter state, announce ------------------- */
+
+void vnic_dev_set_mac(struct vnic_dev *dev, const uint8_t *mac)
+{
+    memcpy(dev->mac, mac, ETH_ALEN);
+    memcpy(dev->filter.mac, mac, ETH_ALEN);
+}
+
+void vnic_dev_get_mac(struct vnic_dev *dev, uint8_t *mac)
+{
+    memcpy(mac, dev->filter.mac, ETH_ALEN);
+}
+
+void vnic_dev_filter_state(struct vnic_dev *dev, struct vnic_filter_state *out)
+{
+    const struct rx_filter *f = &dev->filter;   /* a snapshot; the worker may be changing it */
+    *out = (struct vnic_filter_state){
+        f->promisc, f->allmulti, f->alluni, f->nomulti, f->nouni, f->nobcast, { 0 },
+        f->n_uc, f->n_mc, f->uc_overflow, f->mc_overflow, 0,
+        dev->guest_offloads, atomic_load(&dev->announce), dev->ctrl_last_error,
+    };
+    memcpy(out->mac, f->mac, ETH_ALEN);
+    for (size_t i = 0; i < sizeof(f->vlans) / sizeof(f->vlans[0]); i++)
+        out->vlans += __builtin_popcount(f->vlans[i]);
+}
+
+void vnic_dev_announce(struct vnic_dev *dev)
+{
+    atomic_store(&dev->announce, true);
+    vnic_irq_config_changed(dev);
+}
+
+int vnic_dev_announce_pending(struct vnic_dev *dev)
+{
+    return atomic_load(&dev->announce);
 }

@@ -11,12 +11,6 @@
 #include <string.h>
 #include "headers.h"
 
-#define IPV6_HOP_BY_HOP 0
-#define IPV6_ROUTING    43
-#define IPV6_FRAGMENT   44
-#define IPV6_DEST_OPTS  60
-#define IPV6_EXT_MAX    4         /* extension headers walked before giving up on ports */
-
 /* The fields that share the key's last word, gathered before it is written. */
 struct meta {
     uint16_t sport, dport, ethertype;
@@ -25,52 +19,57 @@ struct meta {
 
 static inline void read_ports(struct meta *m, const uint8_t *t, uint32_t have, uint32_t l4)
 {
-    if ((m->proto == IPPROTO_TCP_ || m->proto == IPPROTO_UDP_) && have >= l4 + 4) {
-        m->sport = rd16(t + l4);
-        m->dport = rd16(t + l4 + 2);
+    /* source and destination port lead both TCP and UDP headers */
+    const struct udp_hdr *ports = HDR_AT(const struct udp_hdr, t, l4);
+    if ((m->proto == IPPROTO_TCP || m->proto == IPPROTO_UDP) &&
+        have >= l4 + sizeof(ports->source) + sizeof(ports->dest)) {
+        m->sport = rd16(ports->source);
+        m->dport = rd16(ports->dest);
     }
 }
 
-/* ::ffff:a.b.c.d, composed whole and stored at once */
+/* ::ffff:a.b.c.d (RFC 4291 2.5.5.2), composed whole and stored at once */
 static void set_v4_mapped(uint8_t *dst, const uint8_t *v4)
 {
     uint8_t a[16] = { [10] = 0xff, [11] = 0xff };
     memcpy(a + 12, v4, 4);
-    memcpy(dst, a, 16);
+    memcpy(dst, a, sizeof(a));
 }
 
 static void parse_ipv4(struct flow_key *k, struct meta *m, const uint8_t *t, uint32_t have, uint32_t off)
 {
-    if (have < off + 20)
+    const struct ipv4_hdr *ip = HDR_AT(const struct ipv4_hdr, t, off);
+    if (have < off + sizeof(*ip))
         return;
-    uint8_t version_ihl = t[off];
+    uint8_t version_ihl = ip->version_ihl;
     uint32_t ihl = (version_ihl & 15) * 4u;
-    if (version_ihl >> 4 != 4 || ihl < 20)
+    if (version_ihl >> 4 != IPV4_VERSION || ihl < sizeof(*ip))
         return;
-    set_v4_mapped(k->src, t + off + 12);
-    set_v4_mapped(k->dst, t + off + 16);
-    m->proto = t[off + 9];
-    if (rd16(t + off + 6) & (IP_MF | IP_OFFMASK))
+    set_v4_mapped(k->src, ip->saddr);
+    set_v4_mapped(k->dst, ip->daddr);
+    m->proto = ip->protocol;
+    if (rd16(ip->frag_off) & (IP_MF | IP_OFFMASK))
         return;
     read_ports(m, t, have, off + ihl);
 }
 
 static void parse_ipv6(struct flow_key *k, struct meta *m, const uint8_t *t, uint32_t have, uint32_t off)
 {
-    if (have < off + 40 || t[off] >> 4 != 6)
+    const struct ipv6_hdr *ip = HDR_AT(const struct ipv6_hdr, t, off);
+    if (have < off + sizeof(*ip) || ip_version(ip) != IPV6_VERSION)
         return;
-    memcpy(k->src, t + off + 8, 16);
-    memcpy(k->dst, t + off + 24, 16);
-    uint8_t next = t[off + 6];
-    off += 40;
-    for (int ext = 0; next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_DEST_OPTS ||
-                      next == IPV6_FRAGMENT; ext++) {
-        if (ext == IPV6_EXT_MAX || have < off + 8) {
+    memcpy(k->src, ip->saddr, sizeof(ip->saddr));
+    memcpy(k->dst, ip->daddr, sizeof(ip->daddr));
+    uint8_t next = ip->nexthdr;
+    off += sizeof(*ip);
+    for (int ext = 0; ipv6_walkable_ext(next) || next == IPPROTO_FRAGMENT; ext++) {
+        const struct ipv6_opt_hdr *o = HDR_AT(const struct ipv6_opt_hdr, t, off);
+        if (ext == IPV6_EXT_MAX || have < off + sizeof(*o)) {
             m->proto = next;                 /* the transport lies beyond what we read */
             return;
         }
-        uint8_t after = t[off], units = t[off + 1];
-        if (next == IPV6_FRAGMENT) {
+        uint8_t after = o->nexthdr, units = o->hdrlen;   /* a fragment header starts alike */
+        if (next == IPPROTO_FRAGMENT) {
             m->proto = after;
             return;
         }
@@ -81,6 +80,22 @@ static void parse_ipv6(struct flow_key *k, struct meta *m, const uint8_t *t, uin
     read_ports(m, t, have, off);
 }
 
+/* The ethertype after up to VLAN_MAX_TAGS tags (a truncated tag is keyed
+ * by its TPID), and in *l3 where its header starts. */
+static inline uint16_t ethertype(const uint8_t *t, uint32_t have, uint32_t *l3)
+{
+    uint32_t off = offsetof(struct eth_hdr, type);
+    uint16_t type = rd16(t + off);
+    for (int tags = 0; is_vlan_tpid(type) && tags < VLAN_MAX_TAGS; tags++) {
+        if (have < off + sizeof(struct vlan_hdr) + sizeof(type))
+            break;
+        off += sizeof(struct vlan_hdr);
+        type = rd16(t + off);
+    }
+    *l3 = off + (uint32_t)sizeof(type);
+    return type;
+}
+
 /* inlined into both entry points: it runs for every packet */
 static inline void parse(struct flow_key *k, int dir, const uint8_t *t, uint32_t have)
 {
@@ -89,17 +104,10 @@ static inline void parse(struct flow_key *k, int dir, const uint8_t *t, uint32_t
     memset(k->dst, 0, sizeof(k->dst));
     if (have > FLOW_HEAD)
         have = FLOW_HEAD;
-    if (have >= 14) {
-        uint32_t off = 12;
-        uint16_t type = rd16(t + off);
-        for (int tags = 0; (type == ETH_P_8021Q || type == ETH_P_8021AD) && tags < 2; tags++) {
-            if (have < off + 6)
-                break;                       /* keyed by the tag's type */
-            off += 4;
-            type = rd16(t + off);
-        }
-        off += 2;
-        m.ethertype = type >= 0x600 ? type : 0;   /* below 0x600 it is an 802.3 length */
+    if (have >= sizeof(struct eth_hdr)) {
+        uint32_t off;
+        uint16_t type = ethertype(t, have, &off);
+        m.ethertype = type >= ETH_P_802_3_MIN ? type : 0;   /* below: an 802.3 length */
         if (type == ETH_P_IPV4)
             parse_ipv4(k, &m, t, have, off);
         else if (type == ETH_P_IPV6)

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
-#include "internal.h"
+#include "headers.h"
 
 #define FLOW_INITIAL 256
 #define FLOW_SAMPLE  8
@@ -291,9 +291,11 @@ static int request(struct vnic_dev *dev)
             serve_requests(t);
             continue;
         }
-        uint64_t one = 1;
-        ssize_t w = write(qp->stop_fd, &one, sizeof(one));
-        (void)w;
+        int kicked = eventfd_signal(qp->stop_fd);    /* wake it from epoll */
+        if (kicked < 0) {
+            err = kicked;
+            continue;
+        }
         for (int waited = 0; (int)(atomic_load_explicit(&t->served, memory_order_acquire) - ticket) < 0;
              waited++) {
             if (waited == 10000) {                 /* a second: a worker that never came */
@@ -338,12 +340,12 @@ static bool copy_entry(const struct flow_entry *e, int pair, struct vnic_flow_re
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->seq, memory_order_relaxed) != seq)
             continue;
-        memcpy(r->src_addr, k.src, 16);
-        memcpy(r->dst_addr, k.dst, 16);
+        memcpy(r->src_addr, k.src, sizeof(r->src_addr));
+        memcpy(r->dst_addr, k.dst, sizeof(r->dst_addr));
         r->src_port = FLOW_SPORT(k.meta);
         r->dst_port = FLOW_DPORT(k.meta);
         r->ethertype = FLOW_ETHERTYPE(k.meta);
-        r->ip_version = r->ethertype == 0x0800 ? 4 : r->ethertype == 0x86dd ? 6 : 0;
+        r->ip_version = r->ethertype == ETH_P_IPV4 ? IPV4_VERSION : r->ethertype == ETH_P_IPV6 ? IPV6_VERSION : 0;
         r->protocol = FLOW_PROTO(k.meta);
         r->direction = FLOW_DIR(k.meta);
         r->queue_pair = (uint8_t)pair;

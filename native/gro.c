@@ -14,51 +14,68 @@
 #include <string.h>
 #include "headers.h"
 
-#define TCP_ACK 0x10
-#define FRAME_BUF (VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX)
+#define FRAME_BUF (VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX)
+
+/* The bytes of the IP source and destination address, adjacent in both
+ * versions, and where they start in the IP header. */
+static size_t addr_offset(bool ipv6)
+{
+    return ipv6 ? offsetof(struct ipv6_hdr, saddr) : offsetof(struct ipv4_hdr, saddr);
+}
+
+static size_t addr_bytes(bool ipv6)
+{
+    return ipv6 ? 2 * FIELD_SIZE(struct ipv6_hdr, saddr) : 2 * FIELD_SIZE(struct ipv4_hdr, saddr);
+}
 
 static bool same_flow(const struct layout *a, const uint8_t *fa, const struct layout *b, const uint8_t *fb)
 {
     if (a->ipv6 != b->ipv6 || a->l3 != b->l3 || a->l4 != b->l4)
         return false;
-    size_t addr_off = a->ipv6 ? 8 : 12, addr_len = a->ipv6 ? 32 : 8;
-    return !memcmp(fa + a->l3 + addr_off, fb + b->l3 + addr_off, addr_len) &&
-           !memcmp(fa + a->l4, fb + b->l4, 4);                     /* ports */
+    size_t addr_off = addr_offset(a->ipv6), ports = offsetof(struct tcp_hdr, seq);
+    return !memcmp(fa + a->l3 + addr_off, fb + b->l3 + addr_off, addr_bytes(a->ipv6)) &&
+           !memcmp(fa + a->l4, fb + b->l4, ports);
+}
+
+/* Zero the fields each segment owns in a copy of its headers: IP lengths,
+ * IPv4 ID and header checksum, TCP sequence, PSH and checksum. */
+static void clear_segment_fields(uint8_t *hdrs, const struct layout *lo)
+{
+    if (!lo->ipv6) {
+        struct ipv4_hdr *ip = HDR_AT(struct ipv4_hdr, hdrs, lo->l3);
+        memset(ip->tot_len, 0, sizeof(ip->tot_len));
+        memset(ip->id, 0, sizeof(ip->id));
+        memset(ip->check, 0, sizeof(ip->check));
+    } else {
+        struct ipv6_hdr *ip = HDR_AT(struct ipv6_hdr, hdrs, lo->l3);
+        memset(ip->payload_len, 0, sizeof(ip->payload_len));
+    }
+    struct tcp_hdr *tcp = HDR_AT(struct tcp_hdr, hdrs, lo->l4);
+    memset(tcp->seq, 0, sizeof(tcp->seq));
+    tcp->flags &= (uint8_t)~TCP_PSH;            /* PSH may end the flow */
+    memset(tcp->check, 0, sizeof(tcp->check));
 }
 
 /* Could this frame extend the flow?  Headers equal but for the fields each
  * segment owns; sequence and ID continue; size keeps it under 64 KiB. */
 static bool continues(const struct gro_flow *f, const uint8_t *frame, const struct layout *lo, uint32_t payload)
 {
-    const uint8_t *first = f->buf + VNIC_NET_HDR_LEN;
+    const uint8_t *first = f->buf + VNIC_NET_HDR_SIZE;
     if (lo->hdr_len != f->lo.hdr_len || payload > f->mss)
         return false;
-    if (f->len - VNIC_NET_HDR_LEN - lo->l3 + payload > 65535)
+    if (f->len - VNIC_NET_HDR_SIZE - lo->l3 + payload > IP_MAX_LEN)
         return false;
-    if (rd32(frame + lo->l4 + 4) != f->next_seq)
+    if (rd32(tcp_at(frame, lo)->seq) != f->next_seq)
+        return false;
+    if (!lo->ipv6 && rd16(HDR_AT(const struct ipv4_hdr, frame, lo->l3)->id) != f->next_id)
         return false;
     uint8_t a[VNIC_TPL_MAX], b[VNIC_TPL_MAX];
     if (lo->hdr_len > VNIC_TPL_MAX)
         return false;
     memcpy(a, first, lo->hdr_len);
     memcpy(b, frame, lo->hdr_len);
-    if (!lo->ipv6) {
-        if (rd16(b + lo->l3 + 4) != f->next_id)
-            return false;
-        memset(a + lo->l3 + 2, 0, 4);           /* total length, ID */
-        memset(b + lo->l3 + 2, 0, 4);
-        memset(a + lo->l3 + 10, 0, 2);          /* header checksum */
-        memset(b + lo->l3 + 10, 0, 2);
-    } else {
-        memset(a + lo->l3 + 4, 0, 2);           /* payload length */
-        memset(b + lo->l3 + 4, 0, 2);
-    }
-    memset(a + lo->l4 + 4, 0, 4);               /* sequence */
-    memset(b + lo->l4 + 4, 0, 4);
-    a[lo->l4 + 13] &= (uint8_t)~TCP_PSH;        /* flags: PSH may end the flow */
-    b[lo->l4 + 13] &= (uint8_t)~TCP_PSH;
-    memset(a + lo->l4 + 16, 0, 2);              /* checksum */
-    memset(b + lo->l4 + 16, 0, 2);
+    clear_segment_fields(a, lo);
+    clear_segment_fields(b, lo);
     return !memcmp(a, b, lo->hdr_len);
 }
 
@@ -68,26 +85,21 @@ static bool continues(const struct gro_flow *f, const uint8_t *frame, const stru
 static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
 {
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)f->buf;
-    uint8_t *frame = f->buf + VNIC_NET_HDR_LEN;
+    uint8_t *frame = f->buf + VNIC_NET_HDR_SIZE;
     const struct layout *lo = &f->lo;
     if (f->segs == 1)
         return;                                     /* the frame as it came, header and all */
     memset(h, 0, sizeof(*h));
-    uint32_t l4_len = f->len - VNIC_NET_HDR_LEN - lo->l4;
-    if (lo->ipv6) {
-        wr16(frame + lo->l3 + 4, (uint16_t)(lo->l4 - lo->l3 - 40 + l4_len));
-    } else {
-        wr16(frame + lo->l3 + 2, (uint16_t)(lo->l4 - lo->l3 + l4_len));
-        ipv4_header_csum(frame + lo->l3);
-    }
+    uint32_t l4_len = f->len - VNIC_NET_HDR_SIZE - lo->l4;
+    ip_set_len(frame, lo, l4_len);
     uint16_t partial = csum_fold(hdr_pseudo_sum(frame, lo, l4_len));  /* as CHECKSUM_PARTIAL wants */
-    memcpy(frame + lo->l4 + 16, &partial, 2);
-    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    h->gso_type = lo->ipv6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+    memcpy(HDR_AT(struct tcp_hdr, frame, lo->l4)->check, &partial, sizeof(partial));
+    h->flags = VNIC_HDR_F_NEEDS_CSUM;
+    h->gso_type = lo->ipv6 ? VNIC_GSO_TCPV6 : VNIC_GSO_TCPV4;
     h->gso_size = f->mss;
     h->hdr_len = lo->hdr_len;
     h->csum_start = lo->l4;
-    h->csum_offset = 16;
+    h->csum_offset = CSUM_OFFSET_TCP;
     st->rx_coalesced_packets++;
     st->rx_coalesced_segments += f->segs;
 }
@@ -172,8 +184,8 @@ static struct gro_flow *slot(struct qpair *qp, uint16_t *pending, struct vnic_qu
 
 static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
 {
-    return lo->ipv6 ? (rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
-                    : rx_features(dev) >> VIRTIO_NET_F_GUEST_TSO4 & 1;
+    return lo->ipv6 ? (rx_features(dev) >> VNIC_F_GUEST_TSO6 & 1) && !lo->ipv6_ext
+                    : rx_features(dev) >> VNIC_F_GUEST_TSO4 & 1;
 }
 
 int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
@@ -181,25 +193,25 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     struct vnic_dev *dev = qp->dev;
     struct gro *g = qp->gro;
     const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
     struct layout lo;
-    if (hdr_parse(frame, len, &lo) < 0 || lo.proto != IPPROTO_TCP_)
+    if (hdr_parse(frame, len, &lo) < 0 || lo.proto != IPPROTO_TCP)
         return GRO_PASS;
 
     struct gro_flow *f = NULL;
     for (int i = 0; i < g->allocated && !f; i++)
         if (g->flow[i].state == GRO_OPEN &&
-            same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_LEN, &lo, frame))
+            same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_SIZE, &lo, frame))
             f = &g->flow[i];
 
-    uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
-    uint8_t flags = frame[lo.l4 + 13];
+    uint32_t ip_len = ip_claimed_len(frame, &lo);
+    uint8_t flags = tcp_at(frame, &lo)->flags;
     uint32_t payload = len - lo.hdr_len;
     /* checksum verified by us, or left partial by a local sender: both may merge */
-    bool csum_ok = h->flags == VIRTIO_NET_HDR_F_DATA_VALID ||
-                   (h->flags == VIRTIO_NET_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == 16);
-    bool eligible = csum_ok && h->gso_type == VIRTIO_NET_HDR_GSO_NONE &&
+    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
+                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == CSUM_OFFSET_TCP);
+    bool eligible = csum_ok && h->gso_type == VNIC_GSO_NONE &&
                     lo.l3 + ip_len == len &&                     /* no padding, no lies */
                     (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && payload > 0 &&
                     may_coalesce(dev, &lo);
@@ -211,7 +223,7 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
         f->next_id++;
         f->segs++;
         f->touched = g->batch;
-        f->buf[VNIC_NET_HDR_LEN + lo.l4 + 13] |= flags & TCP_PSH;
+        HDR_AT(struct tcp_hdr, f->buf + VNIC_NET_HDR_SIZE, lo.l4)->flags |= flags & TCP_PSH;
         /* PSH or a short segment ends what the sender meant as one burst */
         if ((flags & TCP_PSH) || payload < f->mss) {
             int r = close_flow(qp, f, pending, st);
@@ -239,8 +251,8 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     n->state = GRO_OPEN;
     n->len = qp->rx_frame_len;
     n->lo = lo;
-    n->next_seq = rd32(frame + lo.l4 + 4) + payload;
-    n->next_id = lo.ipv6 ? 0 : (uint16_t)(rd16(frame + lo.l3 + 4) + 1);
+    n->next_seq = rd32(tcp_at(frame, &lo)->seq) + payload;
+    n->next_id = lo.ipv6 ? 0 : (uint16_t)(rd16(HDR_AT(const struct ipv4_hdr, frame, lo.l3)->id) + 1);
     n->mss = (uint16_t)payload;
     n->segs = 1;
     n->touched = g->batch;

@@ -9,12 +9,14 @@
 #include <sys/uio.h>
 #include "vnic.h"
 
-#define VNIC_MAX_QP        8
-#define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QP)
+/* for checks of guest- and peer-controlled values: the failure is rare */
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define likely(x)   __builtin_expect(!!(x), 1)
+
+#define ETH_ALEN           6           /* bytes of a MAC address */
+
+#define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QUEUE_PAIRS)
 #define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 1)
-#define VNIC_MAX_REGIONS   256
-#define VNIC_NO_VECTOR     0xffff
-#define VNIC_NET_HDR_LEN   12          /* virtio_net_hdr_mrg_rxbuf, VERSION_1 */
 #define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
 #define VNIC_RX_FRAME_MAX  (65536 + 4096) /* largest GSO frame a TAP hands us, with slack */
 #define VNIC_MAX_SEGS      1024        /* guest memory pieces in one chain */
@@ -24,50 +26,8 @@
 #define VNIC_IOV_MAX       1024        /* UIO_MAXIOV: pieces in one writev() */
 #define VNIC_TPL_MAX       256         /* headers the TX engine rewrites per segment */
 
-/* virtio feature bits the data plane cares about */
-#define VIRTIO_NET_F_CSUM        0
-#define VIRTIO_NET_F_GUEST_CSUM  1
-#define VIRTIO_NET_F_GUEST_TSO4  7
-#define VIRTIO_NET_F_GUEST_TSO6  8
-#define VIRTIO_NET_F_GUEST_ECN   9
-#define VIRTIO_NET_F_GUEST_UFO   10
-#define VIRTIO_NET_F_CTRL_GUEST_OFFLOADS 2
-#define VIRTIO_NET_F_CTRL_VQ     17
-#define VIRTIO_NET_F_CTRL_RX     18
-#define VIRTIO_NET_F_CTRL_VLAN   19
-#define VIRTIO_NET_F_CTRL_RX_EXTRA 20
-#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
-#define VIRTIO_NET_F_CTRL_MAC_ADDR 23
-#define VIRTIO_NET_F_HOST_TSO4   11
-#define VIRTIO_NET_F_HOST_TSO6   12
-#define VIRTIO_NET_F_HOST_ECN    13
-#define VIRTIO_NET_F_HOST_UFO    14
-#define VIRTIO_NET_F_MRG_RXBUF   15
-#define VIRTIO_F_INDIRECT_DESC   28
-#define VIRTIO_F_EVENT_IDX       29
-#define VIRTIO_NET_F_GUEST_USO4  54
-#define VIRTIO_NET_F_GUEST_USO6  55
-#define VIRTIO_NET_F_HOST_USO    56
-#define VIRTIO_NET_F_GUEST_HDRLEN 59
-
-/* struct virtio_net_hdr_mrg_rxbuf (little-endian fields) */
-struct virtio_net_hdr {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
-#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
-#define VIRTIO_NET_HDR_F_DATA_VALID 2
-#define VIRTIO_NET_HDR_GSO_NONE   0
-#define VIRTIO_NET_HDR_GSO_TCPV4  1
-#define VIRTIO_NET_HDR_GSO_UDP    3
-#define VIRTIO_NET_HDR_GSO_TCPV6  4
-#define VIRTIO_NET_HDR_GSO_UDP_L4 5
-#define VIRTIO_NET_HDR_GSO_ECN    0x80
+_Static_assert(sizeof(struct virtio_net_hdr) == VNIC_NET_HDR_SIZE, "virtio_net_hdr_mrg_rxbuf");
+_Static_assert(sizeof(struct vfio_user_header) == 16, "vfio-user header");
 
 #define VRING_DESC_F_NEXT      1
 #define VRING_DESC_F_WRITE     2
@@ -84,7 +44,7 @@ struct mem_region {
 
 struct vnic_mem {
     int count;
-    struct mem_region region[VNIC_MAX_REGIONS];   /* sorted by iova */
+    struct mem_region region[VNIC_MAX_DMA_REGIONS];   /* sorted by iova */
     struct vnic_chan *chan;                        /* for message regions */
 };
 
@@ -195,16 +155,6 @@ struct tx_frame {
     uint32_t len;
 };
 
-/* Why the TX engine dropped a frame; each has its own counter. */
-enum tx_drop {
-    TX_SENT = 0,
-    TX_DROP_HEADERS,        /* truncated, unparseable or unsupported headers */
-    TX_DROP_CSUM_RANGE,     /* csum_start/csum_offset beyond the frame */
-    TX_DROP_GSO_SIZE,       /* gso_size 0 or larger than the payload */
-    TX_DROP_GSO_TYPE,       /* gso_type unknown or not matching the headers */
-    TX_DROP_UNNEGOTIATED,   /* an offload (or ECN) the driver did not negotiate */
-    TX_DROP_BACKEND         /* the backend refused the frame */
-};
 
 /* Per-queue scratch of the TX engine: allocated once, reused per frame. */
 struct tx_ctx {
@@ -221,10 +171,12 @@ struct tx_ctx {
     struct iovec frame[VNIC_IOV_MAX]; /* the guest frame's pieces */
 };
 
+/* Count a drop reason (enum vnic_tx_drop; VNIC_TX_SENT counts nothing). */
+void tx_count_drop(struct vnic_queue_stats *st, int reason);
 int tx_check_negotiated(uint64_t features, const struct virtio_net_hdr *h);
 int tx_offload(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 /* What tx_offload would refuse, for a frame handed to the host whole
- * (passthrough): the host kernel is not the only guard.  0 or TX_DROP_. */
+ * (passthrough): the host kernel is not the only guard.  0 or VNIC_TX_DROP_. */
 int tx_check_whole(struct tx_ctx *ctx, const struct virtio_net_hdr *h, const struct tx_frame *f);
 
 /* Where the headers of a frame are. */
@@ -290,20 +242,20 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
 
 struct rx_filter {
     bool promisc, allmulti, alluni, nomulti, nouni, nobcast;
-    uint8_t mac[6];
+    uint8_t mac[ETH_ALEN];
     int n_uc, n_mc;
     bool uc_overflow, mc_overflow;
-    uint8_t uc[RX_FILTER_MACS][6], mc[RX_FILTER_MACS][6];
-    uint32_t vlans[4096 / 32];    /* VLAN IDs the driver added */
+    uint8_t uc[RX_FILTER_MACS][ETH_ALEN], mc[RX_FILTER_MACS][ETH_ALEN];
+    uint32_t vlans[4096 / 32];    /* VLAN IDs (all 4096 of 802.1Q) the driver added */
 };
 
 /* the guest receive features a driver may switch at run time */
-#define GUEST_OFFLOAD_MASK (1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_GUEST_TSO4 | \
-                            1ull << VIRTIO_NET_F_GUEST_TSO6 | 1ull << VIRTIO_NET_F_GUEST_ECN | \
-                            1ull << VIRTIO_NET_F_GUEST_UFO | 1ull << VIRTIO_NET_F_GUEST_USO4 | \
-                            1ull << VIRTIO_NET_F_GUEST_USO6)
+#define GUEST_OFFLOAD_MASK (1ull << VNIC_F_GUEST_CSUM | 1ull << VNIC_F_GUEST_TSO4 | \
+                            1ull << VNIC_F_GUEST_TSO6 | 1ull << VNIC_F_GUEST_ECN | \
+                            1ull << VNIC_F_GUEST_UFO | 1ull << VNIC_F_GUEST_USO4 | \
+                            1ull << VNIC_F_GUEST_USO6)
 
-void rx_filter_reset(struct rx_filter *f, const uint8_t mac[6]);
+void rx_filter_reset(struct rx_filter *f, const uint8_t mac[ETH_ALEN]);
 int ctrl_process(struct vnic_dev *dev, struct chain *c, struct vnic_queue_stats *st);
 bool rx_filter_accepts(const struct vnic_dev *dev, const uint8_t *frame, uint32_t len,
                        struct vnic_queue_stats *st);
@@ -381,6 +333,7 @@ static inline bool flows_on(const struct flow_table *t)
 }
 
 /* ---- device ------------------------------------------------------------- */
+struct backend_ops;              /* backend.h */
 struct irq_vector {
     int fd;
     bool masked;
@@ -403,26 +356,24 @@ struct qpair {
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
     uint32_t rx_frame_offloads;  /* VNIC_FLOW_* bits the device applied to rx_frame */
     struct flow_table flows;     /* per-flow statistics of this pair */
-    /* benchmark source (null backend only): bench_left frames taken in
-     * turn from bench_count frames of bench_len bytes, bench_stride apart */
-    const uint8_t *bench_frames;
-    uint32_t bench_len, bench_stride, bench_count, bench_next, bench_left;
+    void *backend_priv;          /* the backend's own state for this pair */
+    int epoll_fd;                /* the worker's: kicks, stop_fd, the backend */
 };
 
 struct vnic_dev {
     int nqp;
-    struct qpair qp[VNIC_MAX_QP];
+    struct qpair qp[VNIC_MAX_QUEUE_PAIRS];
     struct vq ctrl;              /* control queue: index 2 * nqp */
     struct rx_filter filter;
     uint64_t guest_offloads;     /* receive offloads in force (CTRL_GUEST_OFFLOADS) */
     atomic_bool announce;        /* VIRTIO_NET_S_ANNOUNCE until the driver acks */
     int ctrl_last_error;         /* class << 8 | command of the last refused command, or -1 */
-    uint8_t mac[6];              /* the configured address, restored at reset */
+    uint8_t mac[ETH_ALEN];       /* the configured address, restored at reset */
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
-    int backend_kind;
-    int backend_fd;
+    const struct backend_ops *backend;   /* never NULL: null_backend by default */
+    int backend_fd;              /* what vnic_dev_set_backend() gave, or -1 */
     pthread_mutex_t irq_lock;
     struct irq_vector vec[VNIC_MAX_VECTORS];
     uint16_t config_vector;
@@ -433,9 +384,15 @@ struct vnic_dev {
     atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     bool running;
-    struct vnic_queue_stats stats[VNIC_MAX_QP];
+    struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
 
+/* ---- device (dev.c), interrupts (irq.c), queues (queue.c), worker (worker.c) ---- */
+#define VNIC_ISR_QUEUE  0x1      /* ISR bit: a queue interrupt */
+#define VNIC_ISR_CONFIG 0x2      /* ISR bit: the configuration changed */
+
+/* Put the device in NEEDS_RESET for reason (enum vnic_error), counted in
+ * st if given; the first reason sticks and raises the config interrupt. */
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st);
 
 /* Features as the receive path sees them: the GUEST_* ones the driver
@@ -444,15 +401,27 @@ static inline uint64_t rx_features(const struct vnic_dev *dev)
 {
     return (dev->features & ~GUEST_OFFLOAD_MASK) | dev->guest_offloads;
 }
+
+/* Add one to an eventfd's counter.  0 (also when it is full: a wake is
+ * pending anyway) or -errno. */
+int eventfd_signal(int fd);
+/* Interrupt the driver for vq's used buffers if it wants one (counted). */
 void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter);
+void irq_init(struct vnic_dev *dev);
+void irq_destroy(struct vnic_dev *dev);
+
+/* A queue with no ring and a new kick eventfd.  0 or -errno. */
+int vq_init(struct vq *vq, struct vnic_dev *dev, int index);
+void vq_destroy(struct vq *vq);
+/* Forget the ring state (reset); kick_fd stays. */
+void vq_clear(struct vq *vq);
 
 /* per-direction processing, run on the worker thread */
 int tx_process(struct qpair *qp);        /* >0: more work pending */
 int rx_process(struct qpair *qp);        /* >0: more work pending */
+/* The pair's worker: its epoll set first (0 or -errno), then the thread. */
+int worker_prepare(struct qpair *qp);
+void worker_release(struct qpair *qp);
 void *worker_main(void *arg);
-
-/* TAP offloads (TUNSETOFFLOAD) matching the receive features the driver
- * negotiated, so the kernel hands us only what the guest accepts. */
-int tap_set_offload(int fd, uint64_t features);
 
 #endif

@@ -92,7 +92,7 @@ int vnic_mem_add(struct vnic_dev *dev, uint64_t iova, uint64_t len, void *host, 
     struct vnic_mem *mem = &dev->mem;
     if (len == 0 || iova + len - 1 < iova)
         return -EINVAL;
-    if (mem->count == VNIC_MAX_REGIONS)
+    if (mem->count == VNIC_MAX_DMA_REGIONS)
         return -ENOSPC;
     int pos = 0;
     while (pos < mem->count && mem->region[pos].iova < iova)

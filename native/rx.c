@@ -6,12 +6,10 @@
  * published only once the whole frame is in place, so the guest never sees
  * half a packet.  When the guest runs out of buffers the frame waits in
  * qp->rx_frame and the backend is not read again until a kick arrives. */
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
+#include "backend.h"
 #include "headers.h"
 
-#define NUM_BUFFERS_OFF 10     /* le16 num_buffers in virtio_net_hdr_mrg_rxbuf */
 
 /* Write src into guest pieces, starting at byte off of the first one. */
 static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uint64_t off,
@@ -35,50 +33,15 @@ static int segs_write(struct vnic_dev *dev, const struct seg *seg, int nseg, uin
     return 0;
 }
 
-/* Read one frame (vnet header + packet) from the backend into rx_frame.
- * 1: read one (rx_frame_len stays 0 for a runt, dropped and counted),
- * 0: nothing to read, -1: backend error (counted). */
-static int backend_read(struct qpair *qp, struct vnic_queue_stats *st)
-{
-    struct vnic_dev *dev = qp->dev;
-    if (dev->backend_kind != VNIC_BACKEND_TAP) {
-        if (!qp->bench_left)
-            return 0;                      /* the null backend receives nothing */
-        const uint8_t *src = qp->bench_frames + (size_t)qp->bench_stride * qp->bench_next;
-        memcpy(qp->rx_frame, src, qp->bench_len);                /* what read() would copy */
-        qp->rx_frame_len = qp->bench_len;
-        qp->bench_next = (qp->bench_next + 1) % qp->bench_count;
-        qp->bench_left--;
-        return 1;
-    }
-    for (;;) {
-        ssize_t n = read(dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_LEN + VNIC_RX_FRAME_MAX);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        if (n < 0) {
-            st->rx_drops_backend++;
-            return -1;
-        }
-        if (n <= VNIC_NET_HDR_LEN) {   /* runt frame: dropped */
-            st->rx_drops_backend++;
-            return 1;
-        }
-        qp->rx_frame_len = (uint32_t)n;
-        return 1;
-    }
-}
-
 static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
 {
-    if ((gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(f >> VIRTIO_NET_F_GUEST_ECN & 1))
+    if ((gso_type & VNIC_GSO_ECN) && !(f >> VNIC_F_GUEST_ECN & 1))
         return false;
-    switch (gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
-    case VIRTIO_NET_HDR_GSO_TCPV4: return f >> VIRTIO_NET_F_GUEST_TSO4 & 1;
-    case VIRTIO_NET_HDR_GSO_TCPV6: return f >> VIRTIO_NET_F_GUEST_TSO6 & 1;
-    case VIRTIO_NET_HDR_GSO_UDP: return f >> VIRTIO_NET_F_GUEST_UFO & 1;
-    case VIRTIO_NET_HDR_GSO_UDP_L4: return (f >> VIRTIO_NET_F_GUEST_USO4 & 1) || (f >> VIRTIO_NET_F_GUEST_USO6 & 1);
+    switch (gso_type & (uint8_t)~VNIC_GSO_ECN) {
+    case VNIC_GSO_TCPV4: return f >> VNIC_F_GUEST_TSO4 & 1;
+    case VNIC_GSO_TCPV6: return f >> VNIC_F_GUEST_TSO6 & 1;
+    case VNIC_GSO_UDP: return f >> VNIC_F_GUEST_UFO & 1;
+    case VNIC_GSO_UDP_L4: return (f >> VNIC_F_GUEST_USO4 & 1) || (f >> VNIC_F_GUEST_USO6 & 1);
     default: return false;
     }
 }
@@ -92,19 +55,40 @@ static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue
         return false;
     /* the IP length field is the sender's word: check it before any arithmetic */
     uint32_t ip_hdrs = lo.l4 - lo.l3;
-    uint32_t ip_len = lo.ipv6 ? 40u + rd16(frame + lo.l3 + 4) : rd16(frame + lo.l3 + 2);
-    if (ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len)
+    uint32_t ip_len = ip_claimed_len(frame, &lo);
+    if (unlikely(ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len))
         return false;                      /* lengths that lie: let the guest judge */
     uint32_t ip_payload = ip_len - ip_hdrs;
-    if (lo.proto == IPPROTO_UDP_ && !lo.ipv6 && rd16(frame + lo.l4 + 6) == 0)
+    if (lo.proto == IPPROTO_UDP && !lo.ipv6 && rd16(HDR_AT(const struct udp_hdr, frame, lo.l4)->check) == 0)
         return true;                       /* IPv4 UDP without a checksum */
     uint64_t sum = csum_partial(frame + lo.l4, ip_payload, hdr_pseudo_sum(frame, &lo, ip_payload));
-    if (csum_fold(sum) == 0xffff) {
+    if (csum_fold(sum) == 0xffff) {       /* ones' complement zero: it adds up */
         st->rx_csum_valid++;
         return true;
     }
     st->rx_csum_bad++;
     return false;
+}
+
+/* Finish the partial checksum the backend's header names, for a guest
+ * without GUEST_CSUM.  false if it lies outside the frame (dropped,
+ * counted). */
+static bool complete_partial_csum(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    uint32_t start = h->csum_start, field = start + h->csum_offset;
+    if (unlikely(field + CSUM_SIZE > len)) {
+        st->rx_drops_offload++;
+        return false;
+    }
+    uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
+                             h->csum_offset == CSUM_OFFSET_UDP);
+    memcpy(frame + field, &c, sizeof(c));
+    st->rx_csum_completed++;
+    qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
+    return true;
 }
 
 /* Turn the backend's header into one the guest negotiated for.  The TAP's
@@ -115,37 +99,27 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_LEN;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_LEN;
-    bool guest_csum = rx_features(dev) >> VIRTIO_NET_F_GUEST_CSUM & 1;
+    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    bool guest_csum = rx_features(dev) >> VNIC_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
     qp->rx_frame_offloads = 0;
-    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+    if (h->gso_type != VNIC_GSO_NONE) {
         if (!guest_accepts_gso(rx_features(dev), h->gso_type)) {
             st->rx_drops_offload++;
             return false;
         }
         st->rx_gso_packets++;
     }
-    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !guest_csum) {
-        uint32_t start = h->csum_start, field = start + h->csum_offset;
-        if (field + 2 > len) {
-            st->rx_drops_offload++;
-            return false;
-        }
-        uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
-                                 h->csum_offset == CSUM_OFFSET_UDP);
-        memcpy(frame + field, &c, 2);
-        st->rx_csum_completed++;
-        qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
-    }
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum && !complete_partial_csum(qp, st))
+        return false;
     if (!guest_csum) {
-        memset(h, 0, VNIC_NET_HDR_LEN);    /* flags must be zero without GUEST_CSUM */
+        memset(h, 0, VNIC_NET_HDR_SIZE);    /* flags must be zero without GUEST_CSUM */
         return true;
     }
-    h->flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
-    if (!h->flags && h->gso_type == VIRTIO_NET_HDR_GSO_NONE && rx_checksum_ok(frame, len, st))
-        h->flags = VIRTIO_NET_HDR_F_DATA_VALID;
+    h->flags &= VNIC_HDR_F_NEEDS_CSUM | VNIC_HDR_F_DATA_VALID;
+    if (!h->flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(frame, len, st))
+        h->flags = VNIC_HDR_F_DATA_VALID;
     return true;
 }
 
@@ -154,13 +128,13 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
 static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads)
 {
     const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)buf;
-    if (h->flags & VIRTIO_NET_HDR_F_DATA_VALID)
+    if (h->flags & VNIC_HDR_F_DATA_VALID)
         offloads |= VNIC_FLOW_CSUM_VALID;
-    if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
+    if (h->gso_type != VNIC_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
         offloads |= VNIC_FLOW_GSO;
     struct flow_key k;
-    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_LEN, total - VNIC_NET_HDR_LEN);
-    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_LEN, offloads);
+    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_SIZE, total - VNIC_NET_HDR_SIZE);
+    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_SIZE, offloads);
 }
 
 int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
@@ -172,7 +146,7 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
     uint32_t written = 0;
     uint16_t bufs = 0;
     /* where the header went: the first chain's pieces, kept to patch num_buffers */
-    struct seg hdr_seg[VNIC_NET_HDR_LEN];
+    struct seg hdr_seg[VNIC_NET_HDR_SIZE];
     int hdr_nseg = 0;
 
     while (written < total) {
@@ -192,11 +166,11 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
             return 1;
         }
         if (bufs == 0) {
-            if (c->in_len < VNIC_NET_HDR_LEN) {
+            if (c->in_len < VNIC_NET_HDR_SIZE) {
                 vq_rewind(vq, 1);
                 return -VNIC_ERR_DESC_DIRECTION;
             }
-            for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_LEN; i++)
+            for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_SIZE; i++)
                 hdr_seg[hdr_nseg++] = c->seg[i];
         }
         uint32_t n = total - written < c->in_len ? total - written : (uint32_t)c->in_len;
@@ -211,11 +185,12 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
     }
     /* patch num_buffers now that we know it */
     uint16_t nb = bufs;
-    segs_write(dev, hdr_seg, hdr_nseg, NUM_BUFFERS_OFF, (const uint8_t *)&nb, 2);
+    segs_write(dev, hdr_seg, hdr_nseg, offsetof(struct virtio_net_hdr, num_buffers),
+               (const uint8_t *)&nb, sizeof(nb));
 
     *pending += bufs;
     st->rx_packets++;
-    st->rx_bytes += total - VNIC_NET_HDR_LEN;
+    st->rx_bytes += total - VNIC_NET_HDR_SIZE;
     st->rx_buffers_used += bufs;
     if (flows_on(&qp->flows))
         count_flow(qp, buf, total, offloads);
@@ -225,8 +200,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
 static bool coalescing(const struct vnic_dev *dev)
 {
     uint64_t f = rx_features(dev);
-    return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VIRTIO_NET_F_GUEST_CSUM & 1) &&
-           ((f >> VIRTIO_NET_F_GUEST_TSO4 & 1) || (f >> VIRTIO_NET_F_GUEST_TSO6 & 1));
+    return atomic_load(&dev->rx_coalesce) && dev->mrg_rxbuf && (f >> VNIC_F_GUEST_CSUM & 1) &&
+           ((f >> VNIC_F_GUEST_TSO4 & 1) || (f >> VNIC_F_GUEST_TSO6 & 1));
 }
 
 /* The guest has too few buffers: ask for a kick.  false if buffers arrived
@@ -245,6 +220,7 @@ int rx_process(struct qpair *qp)
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
+    const struct backend_ops *backend = dev->backend;
     bool gro = coalescing(dev);
     uint16_t pending = 0;
     int handled = 0;              /* every frame read counts: a flood of refused
@@ -261,14 +237,14 @@ int rx_process(struct qpair *qp)
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
         if (r == 1 && !qp->rx_frame_len) {
-            int got = backend_read(qp, st);
+            int got = backend->read(qp, st);
             if (got <= 0)
                 break;
             handled++;
             if (!qp->rx_frame_len)
                 continue;                  /* a runt, dropped */
-            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_LEN,
-                                   qp->rx_frame_len - VNIC_NET_HDR_LEN, st) ||
+            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
+                                   qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
                 !rx_fix_header(qp, st)) {
                 qp->rx_frame_len = 0;
                 continue;

@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
-
-#define ETH_HLEN 14
+#include "backend.h"
+#include "headers.h"
 
 /* Copy bytes [off, off+len) of the chain's readable part into dst. */
 static int chain_read(struct vnic_dev *dev, const struct chain *c, uint64_t off, uint8_t *dst, uint64_t len)
@@ -56,52 +55,42 @@ static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, in
     return n;
 }
 
-/* ---- sinks ------------------------------------------------------------------ */
+/* ---- the backend as the engine's sink -------------------------------------- */
 
-static const uint8_t plain_hdr[VNIC_NET_HDR_LEN];
+static const struct virtio_net_hdr plain_hdr;
 
-static int tap_write(int fd, struct iovec *iov, int n)
+/* A frame in iov[1..n] to the backend behind a header asking for nothing. */
+static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
 {
-    ssize_t w;
-    do {
-        w = writev(fd, iov, n);
-    } while (w < 0 && errno == EINTR);
-    return w < 0 ? -1 : 0;
-}
-
-static int emit_tap(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
-{
-    struct qpair *qp = ctx->sink;
-    iov[0].iov_base = (void *)plain_hdr;
+    iov[0].iov_base = (void *)&plain_hdr;
     iov[0].iov_len = sizeof(plain_hdr);
-    if (tap_write(qp->dev->backend_fd, iov, n + 1) < 0)
+    if (qp->dev->backend->write(qp, iov, n + 1) < 0)
         return -1;
-    ctx->st->tx_packets++;
-    ctx->st->tx_bytes += len;
+    qp->txc->st->tx_packets++;
+    qp->txc->st->tx_bytes += len;
     return 0;
 }
 
-static int emit_null(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
+static int emit_backend(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
 {
-    ctx->st->tx_packets++;
-    ctx->st->tx_bytes += len;
-    return 0;
+    return emit_plain(ctx->sink, iov, n, len);
 }
 
-static void count_drop(struct vnic_queue_stats *st, int reason)
+void tx_count_drop(struct vnic_queue_stats *st, int reason)
 {
     switch (reason) {
-    case TX_DROP_HEADERS: st->tx_drops_headers++; break;
-    case TX_DROP_CSUM_RANGE: st->tx_drops_csum_range++; break;
-    case TX_DROP_GSO_SIZE: st->tx_drops_gso_size++; break;
-    case TX_DROP_GSO_TYPE: st->tx_drops_gso_type++; break;
-    case TX_DROP_UNNEGOTIATED: st->tx_drops_unnegotiated++; break;
-    case TX_DROP_BACKEND: st->tx_drops_backend++; break;
+    case VNIC_TX_DROP_HEADERS: st->tx_drops_headers++; break;
+    case VNIC_TX_DROP_CSUM_RANGE: st->tx_drops_csum_range++; break;
+    case VNIC_TX_DROP_GSO_SIZE: st->tx_drops_gso_size++; break;
+    case VNIC_TX_DROP_GSO_TYPE: st->tx_drops_gso_type++; break;
+    case VNIC_TX_DROP_UNNEGOTIATED: st->tx_drops_unnegotiated++; break;
+    case VNIC_TX_DROP_BACKEND: st->tx_drops_backend++; break;
     default: break;
     }
 }
 
-/* Hand a super-frame to a TAP whole: the kernel segments it. */
+/* Hand a super-frame to the backend whole, with its header: the host
+ * kernel segments it. */
 static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const struct tx_frame *f)
 {
     struct tx_ctx *ctx = qp->txc;
@@ -113,24 +102,24 @@ static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const s
     ctx->iov[0].iov_base = &out;
     ctx->iov[0].iov_len = sizeof(out);
     memcpy(ctx->iov + 1, f->iov, sizeof(f->iov[0]) * (size_t)f->n);
-    if (tap_write(qp->dev->backend_fd, ctx->iov, f->n + 1) < 0)
-        return TX_DROP_BACKEND;
+    if (qp->dev->backend->write(qp, ctx->iov, f->n + 1) < 0)
+        return VNIC_TX_DROP_BACKEND;
     ctx->st->tx_packets++;
     ctx->st->tx_bytes += f->len;
     ctx->st->tx_passthrough_packets++;
-    return TX_SENT;
+    return VNIC_TX_SENT;
 }
 
 /* The offloads a frame asked for, as flow statistics bits; whole: handed
  * to the TAP with its header, the kernel doing the work. */
 static uint32_t flow_offloads(const struct virtio_net_hdr *h, bool whole)
 {
-    uint32_t bits = h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM ? VNIC_FLOW_CSUM : 0;
-    switch (h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) {
-    case VIRTIO_NET_HDR_GSO_TCPV4:
-    case VIRTIO_NET_HDR_GSO_TCPV6: bits |= VNIC_FLOW_TSO; break;
-    case VIRTIO_NET_HDR_GSO_UDP: bits |= VNIC_FLOW_UFO; break;
-    case VIRTIO_NET_HDR_GSO_UDP_L4: bits |= VNIC_FLOW_USO; break;
+    uint32_t bits = h->flags & VNIC_HDR_F_NEEDS_CSUM ? VNIC_FLOW_CSUM : 0;
+    switch (h->gso_type & (uint8_t)~VNIC_GSO_ECN) {
+    case VNIC_GSO_TCPV4:
+    case VNIC_GSO_TCPV6: bits |= VNIC_FLOW_TSO; break;
+    case VNIC_GSO_UDP: bits |= VNIC_FLOW_UFO; break;
+    case VNIC_GSO_UDP_L4: bits |= VNIC_FLOW_USO; break;
     default: break;
     }
     return whole ? bits | VNIC_FLOW_PASSTHROUGH : bits;
@@ -141,17 +130,17 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     struct vnic_dev *dev = qp->dev;
     struct tx_ctx *ctx = qp->txc;
     struct virtio_net_hdr h;
-    if (c->out_len < VNIC_NET_HDR_LEN + ETH_HLEN || c->out_len > VNIC_NET_HDR_LEN + VNIC_MAX_FRAME ||
+    if (c->out_len < VNIC_NET_HDR_SIZE + sizeof(struct eth_hdr) || c->out_len > VNIC_NET_HDR_SIZE + VNIC_MAX_FRAME ||
         chain_read(dev, c, 0, (uint8_t *)&h, sizeof(h)) < 0) {
         st->tx_drops_malformed++;
         return;
     }
-    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_LEN);
-    bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_SIZE);
+    bool offload = (h.flags & VNIC_HDR_F_NEEDS_CSUM) || h.gso_type != VNIC_GSO_NONE;
     struct iovec *pieces = offload ? ctx->frame : ctx->iov + 1;
-    int n = chain_iov(c, VNIC_NET_HDR_LEN, pieces, VNIC_IOV_MAX - 1);
+    int n = chain_iov(c, VNIC_NET_HDR_SIZE, pieces, VNIC_IOV_MAX - 1);
     if (n < 0) {          /* message-based memory (or too scattered): gather it */
-        if (chain_read(dev, c, VNIC_NET_HDR_LEN, qp->tx_bounce, len) < 0) {
+        if (chain_read(dev, c, VNIC_NET_HDR_SIZE, qp->tx_bounce, len) < 0) {
             st->tx_drops_malformed++;
             return;
         }
@@ -163,15 +152,15 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     uint64_t packets = st->tx_packets, bytes = st->tx_bytes;
     uint32_t offloads = 0;
     if (!offload) {
-        if (ctx->emit(ctx, ctx->iov, n, len))
+        if (emit_plain(qp, ctx->iov, n, len))
             st->tx_drops_backend++;
     } else {
         struct tx_frame f = { pieces, n, len };
-        bool whole = dev->tx_mode == VNIC_TX_PASSTHROUGH && dev->backend_kind == VNIC_BACKEND_TAP;
+        bool whole = dev->tx_mode == VNIC_TX_PASSTHROUGH && backend_can(dev, BACKEND_CAP_GSO_PASSTHROUGH);
         int err = tx_check_negotiated(dev->features, &h);
         if (!err)
             err = whole ? passthrough(qp, &h, &f) : tx_offload(ctx, &h, &f);
-        count_drop(st, err);
+        tx_count_drop(st, err);
         offloads = flow_offloads(&h, whole);
     }
     if (flows_on(&qp->flows) && st->tx_packets != packets) {
@@ -188,7 +177,7 @@ int tx_process(struct qpair *qp)
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     struct tx_ctx *ctx = qp->txc;
     ctx->features = dev->features;
-    ctx->emit = dev->backend_kind == VNIC_BACKEND_TAP ? emit_tap : emit_null;
+    ctx->emit = emit_backend;
     uint16_t done = 0;
     while (done < VNIC_BATCH) {
         int r = vq_pop(vq, qp->chain);
@@ -207,98 +196,4 @@ int tx_process(struct qpair *qp)
         dev_notify_queue(dev, vq, &st->tx_interrupts);
     }
     return done == VNIC_BATCH;
-}
-
-/* ---- the engine on its own: tests and benchmarks ----------------------------- */
-
-struct vnic_tx_engine {
-    struct tx_ctx ctx;
-    atomic_uint frag_id;
-    uint8_t *out;
-    uint32_t out_cap, out_len;
-    uint32_t *frame_lens;
-    int max_frames, frames;
-};
-
-static int emit_buffer(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
-{
-    struct vnic_tx_engine *e = ctx->sink;
-    if (e->out) {
-        if (e->frames == e->max_frames || e->out_len + len > e->out_cap)
-            return -1;
-        for (int i = 1; i <= n; i++) {
-            memcpy(e->out + e->out_len, iov[i].iov_base, iov[i].iov_len);
-            e->out_len += (uint32_t)iov[i].iov_len;
-        }
-        e->frame_lens[e->frames] = len;
-    }
-    e->frames++;
-    ctx->st->tx_packets++;
-    ctx->st->tx_bytes += len;
-    return 0;
-}
-
-struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features)
-{
-    struct vnic_tx_engine *e = calloc(1, sizeof(*e));
-    if (!e)
-        return NULL;
-    e->ctx.features = features;
-    e->ctx.frag_id = &e->frag_id;
-    e->ctx.emit = emit_buffer;
-    e->ctx.sink = e;
-    return e;
-}
-
-void vnic_tx_engine_free(struct vnic_tx_engine *e)
-{
-    free(e);
-}
-
-int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
-                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
-                       uint32_t *frame_lens, int max_frames, int repeat,
-                       struct vnic_queue_stats *st)
-{
-    struct virtio_net_hdr h;
-    if (len < sizeof(h) || ncuts < 0 || ncuts >= VNIC_IOV_MAX - 1)
-        return -TX_DROP_HEADERS;
-    memcpy(&h, pkt, sizeof(h));
-    struct iovec *pieces = e->ctx.frame;
-    uint32_t flen = len - (uint32_t)sizeof(h), prev = 0;
-    int n = 0;
-    for (int i = 0; i <= ncuts; i++) {
-        uint32_t end = i < ncuts ? cuts[i] : flen;
-        if (end < prev || end > flen)
-            return -TX_DROP_HEADERS;
-        if (end == prev)
-            continue;
-        pieces[n].iov_base = (void *)(pkt + sizeof(h) + prev);
-        pieces[n].iov_len = end - prev;
-        n++;
-        prev = end;
-    }
-    struct tx_frame f = { pieces, n, flen };
-    e->ctx.st = st;
-    int err = tx_check_negotiated(e->ctx.features, &h);
-    for (int r = 0; r < repeat && !err; r++) {
-        e->out = out;
-        e->out_cap = out_cap;
-        e->out_len = 0;
-        e->frame_lens = frame_lens;
-        e->max_frames = max_frames;
-        e->frames = 0;
-        bool offload = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || h.gso_type != VIRTIO_NET_HDR_GSO_NONE;
-        if (offload) {
-            err = tx_offload(&e->ctx, &h, &f);
-        } else {
-            memcpy(e->ctx.iov + 1, pieces, sizeof(pieces[0]) * (size_t)n);
-            err = emit_buffer(&e->ctx, e->ctx.iov, n, flen) ? TX_DROP_BACKEND : 0;
-        }
-    }
-    if (err) {
-        count_drop(st, err);
-        return -err;
-    }
-    return e->frames;
 }

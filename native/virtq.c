@@ -8,16 +8,24 @@
 #include <string.h>
 #include "internal.h"
 
+/* The rings' layout (virtio 1.2, 2.7.6 and 2.7.8): le16 flags, le16 idx,
+ * then the ring, then one le16 event field (used_event, avail_event). */
 #define AVAIL_FLAGS   0
 #define AVAIL_IDX     2
 #define AVAIL_RING    4
+#define AVAIL_ELEM    sizeof(uint16_t)             /* a descriptor head */
 #define USED_FLAGS    0
 #define USED_IDX      2
 #define USED_RING     4
+#define USED_ELEM     (2 * sizeof(uint32_t))        /* struct virtq_used_elem: id, len */
+#define RING_EVENT    sizeof(uint16_t)
+#define DESC_SIZE     sizeof(struct vring_desc)
 #define VRING_USED_F_NO_NOTIFY 1
 
-static size_t avail_bytes(uint16_t size) { return 6 + 2 * (size_t)size; }
-static size_t used_bytes(uint16_t size) { return 6 + 8 * (size_t)size; }
+_Static_assert(sizeof(struct vring_desc) == 16, "virtq_desc");
+
+static size_t avail_bytes(uint16_t size) { return AVAIL_RING + AVAIL_ELEM * (size_t)size + RING_EVENT; }
+static size_t used_bytes(uint16_t size) { return USED_RING + USED_ELEM * (size_t)size + RING_EVENT; }
 
 /* ---- raw ring access ---------------------------------------------------- */
 
@@ -57,7 +65,7 @@ static int desc_load(struct vq *vq, const struct vring_desc *table, uint64_t tab
         memcpy(out, (const void *)&table[i], sizeof(*out));
         return 0;
     }
-    if (mem_copy_from(&vq->dev->mem, table_addr + 16ull * i, out, sizeof(*out)) < 0)
+    if (mem_copy_from(&vq->dev->mem, table_addr + (uint64_t)DESC_SIZE * i, out, sizeof(*out)) < 0)
         return -VNIC_ERR_DMA;
     return 0;
 }
@@ -77,7 +85,7 @@ int vq_map(struct vq *vq)
         !mem_piece(mem, vq->avail_addr, 1, false, &probe) ||
         !mem_piece(mem, vq->used_addr, 1, true, &probe))
         return -EFAULT;
-    vq->desc = mem_direct(mem, vq->desc_addr, 16ull * vq->size, false);
+    vq->desc = mem_direct(mem, vq->desc_addr, (uint64_t)DESC_SIZE * vq->size, false);
     vq->avail = mem_direct(mem, vq->avail_addr, avail_bytes(vq->size), false);
     vq->used = mem_direct(mem, vq->used_addr, used_bytes(vq->size), true);
     return 0;
@@ -130,7 +138,7 @@ int vq_pop(struct vq *vq, struct chain *c)
         return 0;
     if (n > vq->size)
         return -VNIC_ERR_AVAIL_IDX;
-    uint16_t head = avail_load(vq, AVAIL_RING + 2 * (size_t)(vq->last_avail % vq->size), false);
+    uint16_t head = avail_load(vq, AVAIL_RING + AVAIL_ELEM * (size_t)(vq->last_avail % vq->size), false);
     if (head >= vq->size)
         return -VNIC_ERR_DESC_INDEX;
 
@@ -153,10 +161,10 @@ int vq_pop(struct vq *vq, struct chain *c)
             return -VNIC_ERR_DESC_LOOP;
         if (d.flags & VRING_DESC_F_INDIRECT) {
             if (in_indirect || !vq->dev->indirect || (d.flags & VRING_DESC_F_NEXT) ||
-                d.len == 0 || (d.len % 16) || d.len / 16 > VNIC_MAX_INDIRECT)
+                d.len == 0 || (d.len % DESC_SIZE) || d.len / DESC_SIZE > VNIC_MAX_INDIRECT)
                 return -VNIC_ERR_DESC_INDIRECT;
             table_addr = d.addr;
-            table_size = d.len / 16;
+            table_size = d.len / DESC_SIZE;
             table = mem_direct(&vq->dev->mem, d.addr, d.len, false);
             if (!table && !mem_piece(&vq->dev->mem, d.addr, d.len, false, &(uint8_t *){0}))
                 return -VNIC_ERR_DMA;
@@ -187,7 +195,7 @@ void vq_rewind(struct vq *vq, uint16_t n)
 
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset)
 {
-    size_t slot = USED_RING + 8 * (size_t)((uint16_t)(vq->used_idx + offset) % vq->size);
+    size_t slot = USED_RING + USED_ELEM * (size_t)((uint16_t)(vq->used_idx + offset) % vq->size);
     uint32_t elem[2] = { head, len };
     if (vq->used)
         memcpy((uint8_t *)vq->used + slot, elem, sizeof(elem));
@@ -217,7 +225,7 @@ bool vq_enable_notify(struct vq *vq)
      * beyond those, not beyond last_avail, or the driver never kicks. */
     uint16_t seen = vq->avail_seen;
     if (vq->dev->event_idx)
-        used_store16(vq, USED_RING + 8 * (size_t)vq->size, seen, false);
+        used_store16(vq, USED_RING + USED_ELEM * (size_t)vq->size, seen, false);
     else
         used_store16(vq, USED_FLAGS, 0, false);
     /* the driver may have added buffers before it saw our request */
@@ -236,7 +244,7 @@ bool vq_should_interrupt(struct vq *vq)
     vq->signalled_valid = true;
     if (!valid)
         return true;
-    uint16_t event = avail_load(vq, AVAIL_RING + 2 * (size_t)vq->size, false);
+    uint16_t event = avail_load(vq, AVAIL_RING + AVAIL_ELEM * (size_t)vq->size, false);
     /* vring_need_event: did used idx step over the driver's used_event? */
     return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
 }

@@ -2,7 +2,8 @@
  * data plane.
  *
  * The part between the cdef markers is fed verbatim to cffi, so it holds
- * only plain declarations: no macros, no includes.  Python calls these
+ * only plain declarations: no macros, no includes.  What only tests and
+ * benchmarks call is in vnic_test.h.  Python calls these
  * functions per configuration change, never per packet; per-packet work
  * happens on the worker threads that vnic_dev_start() spawns.
  */
@@ -13,6 +14,142 @@
 #include <stddef.h>
 
 /* cdef-begin */
+
+/* ---- constants shared with Python (read from lib) ---------------------- */
+
+/* virtio-net feature bits (virtio 1.2, 5.1.3 and 6): bit numbers, so
+ * 1 << VNIC_F_X is the feature's mask. */
+enum vnic_feature_bit {
+    VNIC_F_CSUM = 0,               /* the device completes TX checksums */
+    VNIC_F_GUEST_CSUM = 1,         /* the guest takes partial RX checksums */
+    VNIC_F_CTRL_GUEST_OFFLOADS = 2,
+    VNIC_F_MTU = 3,
+    VNIC_F_MAC = 5,
+    VNIC_F_GUEST_TSO4 = 7,
+    VNIC_F_GUEST_TSO6 = 8,
+    VNIC_F_GUEST_ECN = 9,
+    VNIC_F_GUEST_UFO = 10,
+    VNIC_F_HOST_TSO4 = 11,
+    VNIC_F_HOST_TSO6 = 12,
+    VNIC_F_HOST_ECN = 13,
+    VNIC_F_HOST_UFO = 14,
+    VNIC_F_MRG_RXBUF = 15,
+    VNIC_F_STATUS = 16,
+    VNIC_F_CTRL_VQ = 17,
+    VNIC_F_CTRL_RX = 18,
+    VNIC_F_CTRL_VLAN = 19,
+    VNIC_F_CTRL_RX_EXTRA = 20,
+    VNIC_F_GUEST_ANNOUNCE = 21,
+    VNIC_F_MQ = 22,
+    VNIC_F_CTRL_MAC_ADDR = 23,
+    VNIC_F_RING_INDIRECT_DESC = 28,
+    VNIC_F_RING_EVENT_IDX = 29,
+    VNIC_F_VERSION_1 = 32,
+    VNIC_F_ACCESS_PLATFORM = 33,
+    VNIC_F_GUEST_USO4 = 54,
+    VNIC_F_GUEST_USO6 = 55,
+    VNIC_F_HOST_USO = 56,
+    VNIC_F_GUEST_HDRLEN = 59,
+    VNIC_F_SPEED_DUPLEX = 63
+};
+
+/* The virtio-net header before every frame, both ways: struct
+ * virtio_net_hdr_mrg_rxbuf (virtio 1.2, 5.1.6), little-endian fields.
+ * With VERSION_1 it is always this long, num_buffers included. */
+struct virtio_net_hdr {
+    uint8_t flags;                 /* enum vnic_net_hdr_flag */
+    uint8_t gso_type;              /* enum vnic_gso_type */
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+
+enum vnic_net_hdr_size {
+    VNIC_NET_HDR_SIZE = 12         /* sizeof(struct virtio_net_hdr) */
+};
+
+enum vnic_net_hdr_flag {
+    VNIC_HDR_F_NEEDS_CSUM = 1,     /* checksum at csum_start + csum_offset left partial */
+    VNIC_HDR_F_DATA_VALID = 2      /* RX: the device verified the checksum */
+};
+
+enum vnic_gso_type {
+    VNIC_GSO_NONE = 0,
+    VNIC_GSO_TCPV4 = 1,
+    VNIC_GSO_UDP = 3,              /* UFO: IP fragmentation of one datagram */
+    VNIC_GSO_TCPV6 = 4,
+    VNIC_GSO_UDP_L4 = 5,           /* USO: UDP segmentation */
+    VNIC_GSO_ECN = 0x80            /* flag: the TCP super-frame carries CWR */
+};
+
+/* Why the TX engine dropped a frame; each reason has its own tx_drops_
+ * counter.  vnic_tx_engine_run() returns one of them negated. */
+enum vnic_tx_drop {
+    VNIC_TX_SENT = 0,
+    VNIC_TX_DROP_HEADERS = 1,      /* truncated, unparseable or unsupported headers */
+    VNIC_TX_DROP_CSUM_RANGE = 2,   /* csum_start/csum_offset beyond the frame */
+    VNIC_TX_DROP_GSO_SIZE = 3,     /* gso_size 0 or larger than the payload */
+    VNIC_TX_DROP_GSO_TYPE = 4,     /* gso_type unknown or not matching the headers */
+    VNIC_TX_DROP_UNNEGOTIATED = 5, /* an offload (or ECN) the driver did not negotiate */
+    VNIC_TX_DROP_BACKEND = 6,      /* the backend refused the frame */
+    VNIC_TX_DROP_COUNT = 7
+};
+
+/* vfio-user (QEMU docs/interop/vfio-user.rst): the message header, little-endian. */
+struct vfio_user_header {
+    uint16_t id;                   /* matches a reply to its request */
+    uint16_t command;              /* enum vfio_user_command */
+    uint32_t size;                 /* header included */
+    uint32_t flags;                /* enum vfio_user_flag */
+    uint32_t error;                /* errno, with VFIO_USER_F_ERROR */
+};
+
+enum vfio_user_command {
+    VFIO_USER_VERSION = 1,
+    VFIO_USER_DMA_MAP = 2,
+    VFIO_USER_DMA_UNMAP = 3,
+    VFIO_USER_DEVICE_GET_INFO = 4,
+    VFIO_USER_DEVICE_GET_REGION_INFO = 5,
+    VFIO_USER_DEVICE_GET_REGION_IO_FDS = 6,
+    VFIO_USER_DEVICE_GET_IRQ_INFO = 7,
+    VFIO_USER_DEVICE_SET_IRQS = 8,
+    VFIO_USER_REGION_READ = 9,
+    VFIO_USER_REGION_WRITE = 10,
+    VFIO_USER_DMA_READ = 11,
+    VFIO_USER_DMA_WRITE = 12,
+    VFIO_USER_DEVICE_RESET = 13,
+    VFIO_USER_DIRTY_PAGES = 14,
+    VFIO_USER_REGION_WRITE_MULTI = 15
+};
+
+enum vfio_user_flag {
+    VFIO_USER_F_REPLY = 0x1,       /* the message type: a reply (else a command) */
+    VFIO_USER_F_NO_REPLY = 0x10,   /* the sender wants no reply */
+    VFIO_USER_F_ERROR = 0x20       /* a reply that failed: error holds the errno */
+};
+
+enum vfio_user_limit {
+    VFIO_USER_MAX_MSG_FDS = 16,    /* fds one message may carry */
+    VFIO_USER_MAX_DATA_XFER = 0x100000,   /* 1 MiB: the most one read/write/DMA moves */
+    VFIO_USER_MAX_MSG_SIZE = 0x101000     /* MAX_DATA_XFER + 4096 for the headers */
+};
+
+/* What vnic_chan_recv() returns instead of a message length. */
+enum vnic_chan_status {
+    VNIC_CHAN_CLOSED = -1,         /* the stream ended */
+    VNIC_CHAN_TOO_BIG = -2,        /* message longer than the buffer (or than max_msg_size) */
+    VNIC_CHAN_TOO_MANY_FDS = -3    /* message with more fds than accepted */
+};
+
+enum vnic_limit {
+    VNIC_MAX_QUEUE_PAIRS = 8,      /* vnic_dev_new() accepts 1 to this many */
+    VNIC_MAX_DMA_REGIONS = 256,    /* guest memory regions vnic_mem_add() keeps */
+    VNIC_MAX_QUEUE_SIZE = 256,     /* queue size the device offers the driver */
+    VNIC_MAX_RING_SIZE = 32768,    /* largest split ring vnic_queue_setup() accepts */
+    VNIC_NO_VECTOR = 0xffff        /* VIRTIO_MSI_NO_VECTOR: no interrupt */
+};
 
 /* Per queue-pair counters.  Python views the array of these as a numpy
  * structured array without copying; every field is a uint64_t and the names
@@ -90,31 +227,44 @@ enum vnic_tx_mode {
 
 struct vnic_dev;
 struct vnic_chan;
-struct vnic_tx_engine;
 
 /* --- device lifetime --------------------------------------------------- */
+/* A stopped device with 1..VNIC_MAX_QUEUE_PAIRS pairs and the null
+ * backend; NULL for a count out of range or when memory, eventfds or
+ * flow tables cannot be had. */
 struct vnic_dev *vnic_dev_new(int queue_pairs);
+/* Stop the workers and free everything (NULL is ignored). */
 void vnic_dev_free(struct vnic_dev *dev);
-/* Negotiated feature bits: the data plane reads EVENT_IDX, MRG_RXBUF,
- * INDIRECT_DESC from them. */
+/* Negotiated feature bits (enum vnic_feature_bit): the data plane reads
+ * EVENT_IDX, MRG_RXBUF, INDIRECT_DESC from them.  0, or -EBUSY while
+ * running. */
 int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
+/* The backend (enum vnic_backend_kind) with its fd (the caller keeps it
+ * open).  0, -EINVAL while running or for an unknown kind, -EBADF for a
+ * TAP without an fd. */
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);
-/* enum vnic_tx_mode; passthrough needs a TAP backend.  Takes effect at once. */
+/* enum vnic_tx_mode.  Takes effect at once.  0, -EINVAL for an unknown
+ * mode, -ENOTSUP for passthrough on a backend that cannot (only the TAP
+ * can). */
 int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode);
-/* Start the worker threads (DRIVER_OK).  Returns 0 or -errno. */
+/* Start the worker threads (DRIVER_OK).  0 (also if running), -EFAULT
+ * when an enabled ring is outside guest memory (the device is failed
+ * with VNIC_ERR_RING_DMA), or the -errno of the backend's offload
+ * setting, epoll_create1/epoll_ctl or pthread_create; then nothing runs. */
 int vnic_dev_start(struct vnic_dev *dev);
 /* Stop and join the workers; queue state is kept (for quiescing). */
 void vnic_dev_stop(struct vnic_dev *dev);
-/* Forget all queue state (device reset).  Workers must be stopped. */
+/* Forget all queue state (device reset); stops the workers first. */
 void vnic_dev_reset(struct vnic_dev *dev);
 int vnic_dev_running(struct vnic_dev *dev);
 /* Sticky error (enum vnic_error) that put the device in NEEDS_RESET. */
 int vnic_dev_error(struct vnic_dev *dev);
 /* Read and clear the ISR (bit 0 queue, bit 1 config). */
 uint8_t vnic_dev_read_isr(struct vnic_dev *dev);
+/* The counters, one struct per pair (vnic_dev_queue_pairs of them). */
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev);
 int vnic_dev_queue_pairs(struct vnic_dev *dev);
 
@@ -142,30 +292,44 @@ int vnic_dev_announce_pending(struct vnic_dev *dev);
 /* --- guest memory (DMA table) ------------------------------------------ */
 /* host == NULL registers a region reached only through DMA_READ/DMA_WRITE
  * messages on the channel (slow fallback).  Workers must be stopped. */
+/* 0, -EINVAL for an empty or wrapping range, -ENOSPC beyond
+ * VNIC_MAX_DMA_REGIONS regions, -EEXIST when it overlaps one. */
 int vnic_mem_add(struct vnic_dev *dev, uint64_t iova, uint64_t len, void *host, int writable);
+/* Remove the region added with exactly this iova and len: 0 or -ENOENT. */
 int vnic_mem_remove(struct vnic_dev *dev, uint64_t iova, uint64_t len);
 void vnic_mem_clear(struct vnic_dev *dev);
 int vnic_mem_count(struct vnic_dev *dev);
 /* Copy between guest memory and a host buffer with full bounds checking,
- * for the control plane (control queue, tests).  0 or -errno. */
+ * for the control plane (control queue, tests).  0, -EFAULT for an
+ * unmapped (or, writing, read-only) address, -EIO when a message-based
+ * transfer failed. */
 int vnic_mem_read(struct vnic_dev *dev, uint64_t iova, void *dst, uint64_t len);
 int vnic_mem_write(struct vnic_dev *dev, uint64_t iova, const void *src, uint64_t len);
 
 /* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX, 2*pairs control) - */
+/* Each returns 0, or -EINVAL for a queue index out of range; setup and
+ * enable also while running, setup for a size that is not a power of two
+ * up to VNIC_MAX_RING_SIZE, enable for a queue never set up. */
 int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size,
                      uint64_t desc, uint64_t avail, uint64_t used);
 int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector);
 int vnic_queue_enable(struct vnic_dev *dev, int q, int enabled);
 /* A kick that reached Python (slow path); the channel's fast path writes
- * the same eventfd without Python. */
+ * the same eventfd without Python.  0, -EINVAL, or the write's -errno. */
 int vnic_queue_kick(struct vnic_dev *dev, int q);
+/* The queue's kick eventfd (owned by the device), or -EINVAL. */
 int vnic_queue_kick_fd(struct vnic_dev *dev, int q);
 
 /* --- interrupts (MSI-X vectors) ---------------------------------------- */
+/* The vector's eventfd (the device takes it and closes the one before;
+ * -1 for none), its mask.  A vector fired while masked or without an fd
+ * (or whose eventfd write failed) fires when it can.  0, or -EINVAL for a
+ * vector out of range. */
 int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd);
 int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked);
 void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector);
-/* Fire a vector now (SET_IRQS trigger with DATA_NONE). */
+/* Fire a vector now (SET_IRQS trigger with DATA_NONE); one out of range
+ * (VNIC_NO_VECTOR) is ignored. */
 void vnic_irq_trigger(struct vnic_dev *dev, int vector);
 /* Raise the configuration-change interrupt (link change, NEEDS_RESET). */
 void vnic_irq_config_changed(struct vnic_dev *dev);
@@ -174,16 +338,24 @@ void vnic_irq_config_changed(struct vnic_dev *dev);
 /* The channel owns the socket.  Its reader thread answers doorbell writes
  * itself (no Python per kick), completes replies to DMA_READ/DMA_WRITE that
  * the data plane sent, and queues every other message for Python. */
+/* NULL when memory is short or the reader thread cannot start (fd is
+ * then still the caller's). */
 struct vnic_chan *vnic_chan_new(int fd, uint32_t max_msg_size);
 /* Close the socket, join the reader, free.  The dev link is dropped first. */
 void vnic_chan_free(struct vnic_chan *ch);
 /* Block for the next message for Python.  Copies header+payload into buf
- * and received fds into fds.  Returns the message length, -1 when the
- * stream ended, -2 when a message was larger than bufsize (it is dropped
- * and its fds closed; header still copied for an error reply). */
+ * and received fds into fds.  Returns the message length, or an enum
+ * vnic_chan_status: VNIC_CHAN_CLOSED when the stream ended,
+ * VNIC_CHAN_TOO_BIG when the message was longer than bufsize or
+ * max_msg_size, or carried more than maxfds fds, VNIC_CHAN_TOO_MANY_FDS
+ * when it carried more than VFIO_USER_MAX_MSG_FDS (the kernel dropped the
+ * excess).  For both the message is dropped and its fds closed, but its
+ * header is copied into buf for an error reply. */
 int vnic_chan_recv(struct vnic_chan *ch, uint8_t *buf, uint32_t bufsize,
                    int *fds, int maxfds, int *nfds);
-/* Send one whole message (header included) with optional fds. 0 or -errno. */
+/* Send one whole message (header included) with optional fds.  0,
+ * -EINVAL for more than VFIO_USER_MAX_MSG_FDS fds, -EPIPE when the peer
+ * went away mid-message, or sendmsg's -errno. */
 int vnic_chan_send(struct vnic_chan *ch, const uint8_t *buf, uint32_t len,
                    const int *fds, int nfds);
 /* Route doorbell writes: region index, offset of the notify area, bytes
@@ -192,7 +364,10 @@ void vnic_chan_set_notify(struct vnic_chan *ch, struct vnic_dev *dev, uint32_t r
                           uint64_t offset, uint32_t multiplier, uint32_t nqueues);
 /* Let dev reach message-based guest memory through this channel. */
 void vnic_chan_attach_dma(struct vnic_chan *ch, struct vnic_dev *dev);
+/* Shut the socket down: the reader ends, vnic_chan_recv returns
+ * VNIC_CHAN_CLOSED. */
 void vnic_chan_shutdown(struct vnic_chan *ch);
+/* Doorbells answered by the reader thread without Python. */
 uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 
 /* --- backends ---------------------------------------------------------- */
@@ -200,31 +375,6 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
  * 12-byte vnet header; gro adds IFF_NAPI, so that what the device writes
  * passes the host's GRO.  Returns the fd or -errno. */
 int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro);
-
-/* --- the TX offload engine on its own (tests, benchmarks) ------------- */
-/* pkt is a virtio_net_hdr (12 bytes) followed by the frame.  The frame is
- * split at the cut offsets into separate pieces, as a guest's scattered
- * buffers would be.  Output frames are concatenated into out (if not NULL)
- * with their lengths in frame_lens.  The whole run repeats `repeat` times.
- * Returns the frames of the last run, or -(enum tx_drop) with the counter
- * in st incremented. */
-struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features);
-void vnic_tx_engine_free(struct vnic_tx_engine *e);
-int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
-                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
-                       uint32_t *frame_lens, int max_frames, int repeat,
-                       struct vnic_queue_stats *st);
-
-/* The TX queue path (descriptors in, null backend out) without a guest:
- * ns per frame of frame_size bytes, posted batch at a time. */
-double vnic_bench_tx_path(int frame_size, int batch, int rounds);
-/* The RX path the same way: frames from the null backend into posted
- * 1536-byte mergeable buffers, ns per frame. */
-double vnic_bench_rx_path(int frame_size, int batch, int rounds);
-/* Receive coalescing: `segs` 1448-byte TCP segments of one flow, read from
- * the null backend, merged and delivered as one super-frame into 4 KiB
- * mergeable buffers.  ns per super-frame. */
-double vnic_bench_coalesce(int segs, int rounds);
 
 /* --- per-flow statistics ------------------------------------------------ */
 /* Each queue pair keeps a table of the flows its worker saw, keyed by
@@ -291,7 +441,9 @@ struct vnic_flow_table_info {
  * VNIC_FLOW_TABLE_LIMIT; 0 turns flow statistics off).  Before start, or
  * while running: each worker takes it at its next batch, and this waits
  * for that.  A bound below the flows held empties the table.  0, -EINVAL
- * or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+ * beyond VNIC_FLOW_TABLE_LIMIT, -ETIMEDOUT when a worker did not take it
+ * within a second, or the -errno of waking one (it takes it at its next
+ * batch all the same).  Not concurrently with vnic_dev_start/stop. */
 int vnic_dev_set_flow_table_max(struct vnic_dev *dev, uint32_t max_entries);
 /* Copy up to max live flows into out; returns how many there were (more
  * than max: call again with room for them).  Safe while the workers run:
@@ -300,7 +452,8 @@ int vnic_flows_snapshot(struct vnic_dev *dev, struct vnic_flow_record *out, int 
 void vnic_flows_info(struct vnic_dev *dev, struct vnic_flow_table_info *out);
 /* Forget every flow (device counters keep counting).  While the workers
  * run, each empties its own table at its next batch; this waits for that.
- * 0 or -ETIMEDOUT.  Not concurrently with vnic_dev_start/stop. */
+ * 0, -ETIMEDOUT or a wake's -errno, as vnic_dev_set_flow_table_max.  Not
+ * concurrently with vnic_dev_start/stop. */
 int vnic_flows_clear(struct vnic_dev *dev);
 
 /* cdef-end */

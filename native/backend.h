@@ -1,0 +1,75 @@
+/* backend.h - what the data plane needs of a backend, the host side of the
+ * device: one table of operations per kind, one file per backend (tap.c,
+ * null.c, bench_source.c).  rx.c, tx.c and worker.c reach a backend only
+ * through this table, so a new backend is one new file and one entry in
+ * dev.c's table (plus its enum vnic_backend_kind value, if Python picks
+ * it).
+ *
+ * The per-packet operations (read, write) are called once per frame; the
+ * rest once per configuration change or worker start. */
+#ifndef VNIC_BACKEND_H
+#define VNIC_BACKEND_H
+
+#include "internal.h"
+
+enum backend_cap {
+    /* write() hands iov[0]'s virtio-net header to the host, which honours
+     * its offload requests (TX passthrough needs it) */
+    BACKEND_CAP_GSO_PASSTHROUGH = 0x1,
+    /* read() frames may carry offloads (partial checksums, super-frames)
+     * as set_offload() allowed */
+    BACKEND_CAP_RX_OFFLOADS = 0x2,
+};
+
+struct backend_ops {
+    const char *name;
+    unsigned caps;                       /* enum backend_cap bits */
+    /* The device takes this backend with this fd (may be -1): check it,
+     * before anything changes.  0 or -errno.  NULL: anything goes. */
+    int (*open)(struct vnic_dev *dev, int fd);
+    /* Per queue pair, after open: set up qp->backend_priv.  0 or -errno.
+     * detach undoes it (also after a failed attach).  NULL: nothing. */
+    int (*attach)(struct qpair *qp);
+    void (*detach)(struct qpair *qp);
+    /* The fd the pair's worker polls for received frames, or -1. */
+    int (*poll_fd)(const struct qpair *qp);
+    /* Read one frame (virtio-net header + packet) into qp->rx_frame and
+     * set qp->rx_frame_len.  1: one read (rx_frame_len stays 0 for a runt,
+     * dropped and counted), 0: nothing to read, -1: error (counted). */
+    int (*read)(struct qpair *qp, struct vnic_queue_stats *st);
+    /* Send one frame: iov[0] is its virtio-net header (all zero unless TX
+     * passthrough), iov[1..n-1] the frame.  0, or -1 if refused. */
+    int (*write)(struct qpair *qp, const struct iovec *iov, int n);
+    /* Let received frames carry the offloads these guest receive features
+     * (enum vnic_feature_bit mask) accept.  0 or -errno.  NULL: none. */
+    int (*set_offload)(struct vnic_dev *dev, uint64_t features);
+};
+
+extern const struct backend_ops tap_backend;
+extern const struct backend_ops null_backend;
+extern const struct backend_ops bench_source_backend;
+
+/* Switch the device to ops with fd (workers stopped): open, detach the old
+ * one from every pair, attach the new.  0 or -errno (a failed open changes
+ * nothing; a failed attach leaves the null backend). */
+int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, int fd);
+
+static inline bool backend_can(const struct vnic_dev *dev, unsigned cap)
+{
+    return (dev->backend->caps & cap) != 0;
+}
+
+/* The receive offloads of the backend set to features; 0 or -errno. */
+static inline int backend_set_offload(struct vnic_dev *dev, uint64_t features)
+{
+    return dev->backend->set_offload ? dev->backend->set_offload(dev, features) : 0;
+}
+
+/* The benchmark source (bench_source.c): count frames of len bytes,
+ * stride apart from frames on, handed out in turn by read(). */
+void bench_source_load(struct qpair *qp, const uint8_t *frames, uint32_t len, uint32_t stride,
+                       uint32_t count);
+/* Let read() hand out n more frames, then report nothing to read. */
+void bench_source_refill(struct qpair *qp, uint32_t n);
+
+#endif

@@ -1,0 +1,306 @@
+/* dev.c - the device object's lifetime: creation with its queue pairs,
+ * the negotiated features, the backend and TX/RX modes, start (DRIVER_OK:
+ * map the rings, spawn the workers), stop, reset and free.  Everything
+ * here runs on the control plane's thread, with the workers stopped unless
+ * said otherwise. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include "backend.h"
+
+/* The backends Python can choose, by enum vnic_backend_kind. */
+static const struct backend_ops *const backends[] = {
+    [VNIC_BACKEND_NULL] = &null_backend,
+    [VNIC_BACKEND_TAP] = &tap_backend,
+};
+
+void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st)
+{
+    if (st) {
+        if (reason == VNIC_ERR_DMA || reason == VNIC_ERR_RING_DMA)
+            st->dma_errors++;
+        else
+            st->chain_errors++;
+    }
+    int none = VNIC_ERR_NONE;
+    if (atomic_compare_exchange_strong(&dev->error, &none, reason))
+        vnic_irq_config_changed(dev);
+}
+
+/* ---- creation and destruction --------------------------------------------- */
+
+/* Every fd closed-safe before anything is created, so a half-built
+ * device can be freed. */
+static void qpair_preinit(struct vnic_dev *dev, int i)
+{
+    struct qpair *qp = &dev->qp[i];
+    qp->dev = dev;
+    qp->index = i;
+    qp->rx.kick_fd = qp->tx.kick_fd = qp->stop_fd = qp->epoll_fd = -1;
+}
+
+static int qpair_init(struct vnic_dev *dev, int i)
+{
+    struct qpair *qp = &dev->qp[i];
+    int err;
+    if ((err = vq_init(&qp->rx, dev, 2 * i)) || (err = vq_init(&qp->tx, dev, 2 * i + 1)))
+        return err;
+    qp->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (qp->stop_fd < 0)
+        return -errno;
+    if ((err = flows_init(&qp->flows, &dev->stats[i])))
+        return err;
+    qp->rx_frame = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
+    qp->tx_bounce = malloc(VNIC_MAX_FRAME);
+    qp->chain = malloc(sizeof(struct chain));
+    qp->txc = calloc(1, sizeof(struct tx_ctx));
+    qp->gro = calloc(1, sizeof(struct gro));
+    if (!qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro)
+        return -ENOMEM;
+    qp->txc->frag_id = &dev->frag_id;
+    qp->txc->st = &dev->stats[i];
+    qp->txc->sink = qp;
+    return 0;
+}
+
+static void qpair_destroy(struct qpair *qp)
+{
+    vq_destroy(&qp->rx);
+    vq_destroy(&qp->tx);
+    if (qp->stop_fd >= 0)
+        close(qp->stop_fd);
+    free(qp->rx_frame);
+    free(qp->tx_bounce);
+    free(qp->chain);
+    free(qp->txc);
+    gro_free(qp->gro);
+    flows_destroy(&qp->flows);
+}
+
+struct vnic_dev *vnic_dev_new(int queue_pairs)
+{
+    if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QUEUE_PAIRS)
+        return NULL;
+    struct vnic_dev *dev = calloc(1, sizeof(*dev));
+    if (!dev)
+        return NULL;
+    dev->nqp = queue_pairs;
+    dev->backend = &null_backend;
+    dev->backend_fd = -1;
+    atomic_store(&dev->rx_coalesce, true);
+    irq_init(dev);
+    rx_filter_reset(&dev->filter, dev->mac);
+    dev->ctrl_last_error = -1;
+    for (int i = 0; i < queue_pairs; i++)
+        qpair_preinit(dev, i);
+    bool ok = vq_init(&dev->ctrl, dev, 2 * queue_pairs) == 0;
+    for (int i = 0; i < queue_pairs && ok; i++)
+        ok = qpair_init(dev, i) == 0;
+    if (!ok) {
+        vnic_dev_free(dev);
+        return NULL;
+    }
+    return dev;
+}
+
+void vnic_dev_free(struct vnic_dev *dev)
+{
+    if (!dev)
+        return;
+    vnic_dev_stop(dev);
+    dev_use_backend(dev, &null_backend, -1);     /* detach: null needs nothing */
+    vq_destroy(&dev->ctrl);
+    for (int i = 0; i < dev->nqp; i++)
+        qpair_destroy(&dev->qp[i]);
+    irq_destroy(dev);
+    free(dev);
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
+{
+    if (dev->running)
+        return -EBUSY;          /* the workers read these without a lock */
+    dev->features = features;
+    dev->guest_offloads = features & GUEST_OFFLOAD_MASK;
+    dev->event_idx = features >> VNIC_F_RING_EVENT_IDX & 1;
+    dev->indirect = features >> VNIC_F_RING_INDIRECT_DESC & 1;
+    dev->mrg_rxbuf = features >> VNIC_F_MRG_RXBUF & 1;
+    return 0;
+}
+
+static void detach_pairs(struct vnic_dev *dev, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (dev->backend->detach)
+            dev->backend->detach(&dev->qp[i]);
+}
+
+static int attach_pairs(struct vnic_dev *dev)
+{
+    for (int i = 0; i < dev->nqp; i++) {
+        int err = dev->backend->attach ? dev->backend->attach(&dev->qp[i]) : 0;
+        if (err) {
+            detach_pairs(dev, i + 1);
+            return err;
+        }
+    }
+    return 0;
+}
+
+int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, int fd)
+{
+    int err = ops->open ? ops->open(dev, fd) : 0;
+    if (err)
+        return err;
+    detach_pairs(dev, dev->nqp);
+    dev->backend = ops;
+    dev->backend_fd = fd;
+    err = attach_pairs(dev);
+    if (err) {
+        dev->backend = &null_backend;
+        dev->backend_fd = -1;
+    }
+    return err;
+}
+
+int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)
+{
+    if (dev->running || kind < 0 || (size_t)kind >= sizeof(backends) / sizeof(backends[0]) ||
+        !backends[kind])
+        return -EINVAL;
+    return dev_use_backend(dev, backends[kind], fd);
+}
+
+void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on)
+{
+    atomic_store(&dev->rx_coalesce, on != 0);
+}
+
+int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode)
+{
+    if (mode != VNIC_TX_SEGMENT && mode != VNIC_TX_PASSTHROUGH)
+        return -EINVAL;
+    if (mode == VNIC_TX_PASSTHROUGH && !backend_can(dev, BACKEND_CAP_GSO_PASSTHROUGH))
+        return -ENOTSUP;
+    dev->tx_mode = mode;       /* read once per frame by the workers */
+    return 0;
+}
+
+/* ---- start and stop ------------------------------------------------------ */
+
+/* Direct pointers to every enabled ring.  0, or -EFAULT with the device
+ * failed (VNIC_ERR_RING_DMA). */
+static int map_rings(struct vnic_dev *dev)
+{
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if ((qp->rx.enabled && vq_map(&qp->rx) < 0) || (qp->tx.enabled && vq_map(&qp->tx) < 0)) {
+            dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[i]);
+            return -EFAULT;
+        }
+    }
+    if (dev->ctrl.enabled && vq_map(&dev->ctrl) < 0) {
+        dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[0]);
+        return -EFAULT;
+    }
+    return 0;
+}
+
+/* The backend's receive offloads as the guest negotiated them, or none
+ * (an old kernel knows some of them not).  0 or -errno. */
+static int offer_rx_offloads(struct vnic_dev *dev)
+{
+    if (backend_set_offload(dev, rx_features(dev)) == 0)
+        return 0;
+    return backend_set_offload(dev, 0);
+}
+
+static bool pair_has_work(const struct vnic_dev *dev, int i)
+{
+    const struct qpair *qp = &dev->qp[i];
+    return qp->rx.enabled || qp->tx.enabled || (i == 0 && dev->ctrl.enabled);
+}
+
+static int start_worker(struct qpair *qp)
+{
+    int err = worker_prepare(qp);
+    if (err)
+        return err;
+    err = pthread_create(&qp->thread, NULL, worker_main, qp);
+    if (err) {
+        worker_release(qp);
+        return -err;
+    }
+    qp->thread_started = true;
+    return 0;
+}
+
+int vnic_dev_start(struct vnic_dev *dev)
+{
+    if (dev->running)
+        return 0;
+    int err = map_rings(dev);
+    if (!err)
+        err = offer_rx_offloads(dev);
+    if (err)
+        return err;
+    atomic_store(&dev->stopping, false);
+    dev->running = true;
+    for (int i = 0; i < dev->nqp && !err; i++)
+        if (pair_has_work(dev, i))
+            err = start_worker(&dev->qp[i]);
+    if (err)
+        vnic_dev_stop(dev);
+    return err;
+}
+
+void vnic_dev_stop(struct vnic_dev *dev)
+{
+    if (!dev->running)
+        return;
+    atomic_store(&dev->stopping, true);
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        if (!qp->thread_started)
+            continue;
+        /* stop_fd is ours and drained at every wake: this cannot fail, and
+         * the worker reads `stopping` before it sleeps again */
+        eventfd_signal(qp->stop_fd);
+        pthread_join(qp->thread, NULL);
+        qp->thread_started = false;
+        worker_release(qp);
+    }
+    dev->running = false;
+}
+
+void vnic_dev_reset(struct vnic_dev *dev)
+{
+    vnic_dev_stop(dev);
+    for (int i = 0; i < dev->nqp; i++) {
+        struct qpair *qp = &dev->qp[i];
+        vq_clear(&qp->rx);
+        vq_clear(&qp->tx);
+        qp->rx_frame_len = 0;
+        qp->backend_paused = false;
+        gro_reset(qp->gro);
+    }
+    vq_clear(&dev->ctrl);
+    rx_filter_reset(&dev->filter, dev->mac);
+    atomic_store(&dev->announce, false);
+    dev->ctrl_last_error = -1;
+    vnic_dev_set_features(dev, 0);
+    /* plain frames until the next start; a refusal then fails that start */
+    backend_set_offload(dev, 0);
+    dev->config_vector = VNIC_NO_VECTOR;
+    atomic_store(&dev->error, VNIC_ERR_NONE);
+    atomic_store(&dev->isr, 0);
+}
+
+int vnic_dev_running(struct vnic_dev *dev) { return dev->running; }
+int vnic_dev_error(struct vnic_dev *dev) { return atomic_load(&dev->error); }
+struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev) { return dev->stats; }
+int vnic_dev_queue_pairs(struct vnic_dev *dev) { return dev->nqp; }

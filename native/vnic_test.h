@@ -1,0 +1,51 @@
+/* vnic_test.h - test and benchmark interface, not used by the device.
+ *
+ * The TX offload engine run on a buffer, and the TX/RX paths timed against
+ * a synthetic driver, for the engine tests and `vnic bench engine`.  Like
+ * vnic.h, the part between the cdef markers is fed verbatim to cffi (after
+ * vnic.h's, so it may use vnic.h's types): plain declarations only. */
+#ifndef VNIC_TEST_H
+#define VNIC_TEST_H
+
+#include "vnic.h"
+
+/* cdef-begin */
+
+struct vnic_tx_engine;
+
+/* --- the TX offload engine on its own ----------------------------------- */
+/* An engine for the negotiated features; NULL when memory is short. */
+struct vnic_tx_engine *vnic_tx_engine_new(uint64_t features);
+void vnic_tx_engine_free(struct vnic_tx_engine *e);
+/* pkt is a virtio_net_hdr (12 bytes) followed by the frame.  The frame is
+ * split at the cut offsets into separate pieces, as a guest's scattered
+ * buffers would be.  Output frames are concatenated into out (if not NULL)
+ * with their lengths in frame_lens.  The whole run repeats `repeat` times.
+ * Returns the frames of the last run, or -(enum vnic_tx_drop) with the
+ * counter in st incremented: -VNIC_TX_DROP_HEADERS also for a pkt shorter
+ * than the header or cuts out of order, -VNIC_TX_DROP_BACKEND when out,
+ * out_cap or max_frames is too small. */
+int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t len,
+                       const uint32_t *cuts, int ncuts, uint8_t *out, uint32_t out_cap,
+                       uint32_t *frame_lens, int max_frames, int repeat,
+                       struct vnic_queue_stats *st);
+
+/* --- the data paths timed without a guest ----------------------------- */
+/* Each returns a time in ns (> 0), or a negative errno as a double:
+ * -EINVAL for arguments out of range, -ENOMEM when memory is short, -EIO
+ * when not every frame came through (a data-plane bug). */
+
+/* The TX queue path (descriptors in, null backend out): ns per frame of
+ * frame_size (14..9000) bytes, posted batch (1..256) at a time. */
+double vnic_bench_tx_path(int frame_size, int batch, int rounds);
+/* The RX path the same way: frames from the benchmark source into posted
+ * 1536-byte mergeable buffers, ns per frame. */
+double vnic_bench_rx_path(int frame_size, int batch, int rounds);
+/* Receive coalescing: `segs` 1448-byte TCP segments of one flow, read from
+ * the benchmark source, merged and delivered as one super-frame into 4 KiB
+ * mergeable buffers.  ns per super-frame. */
+double vnic_bench_coalesce(int segs, int rounds);
+
+/* cdef-end */
+
+#endif
