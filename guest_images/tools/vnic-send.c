@@ -1,7 +1,7 @@
 /* vnic-send - send UDP traffic that exercises a NIC's transmit offloads.
  *
  * Runs inside the test guest (linked statically on the host by
- * guest_images/build.py).  Every payload follows a known pattern so the
+ * vnic/lab/image.py).  Every payload follows a known pattern so the
  * receiving side can check each byte:
  *
  *     byte i of buffer seq = (i * 7 + seq) & 0xff

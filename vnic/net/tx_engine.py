@@ -16,12 +16,15 @@ from ..telemetry import counters as stats
 from ..virtio.features import F, mask
 
 NET_HDR = struct.Struct("<BBHHHHH")    # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
-NEEDS_CSUM = 1
-GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
-GSO_ECN = 0x80
+NEEDS_CSUM: int = lib.VNIC_HDR_F_NEEDS_CSUM
+GSO_NONE, GSO_TCPV4, GSO_UDP = lib.VNIC_GSO_NONE, lib.VNIC_GSO_TCPV4, lib.VNIC_GSO_UDP
+GSO_TCPV6, GSO_UDP_L4, GSO_ECN = lib.VNIC_GSO_TCPV6, lib.VNIC_GSO_UDP_L4, lib.VNIC_GSO_ECN
 
 ALL_TX_OFFLOADS = frozenset({F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO})
-DROP_REASONS = {1: "headers", 2: "csum_range", 3: "gso_size", 4: "gso_type", 5: "unnegotiated", 6: "backend"}
+_DROP = "VNIC_TX_DROP_"
+# enum vnic_tx_drop's values to reason names, as the tx_drops_<reason> counters spell them
+DROP_REASONS: dict[int, str] = {getattr(lib, n): n.removeprefix(_DROP).lower() for n in sorted(dir(lib))
+                                if n.startswith(_DROP) and n != _DROP + "COUNT"}
 
 
 @dataclass

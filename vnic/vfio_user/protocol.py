@@ -12,40 +12,45 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from .._native import lib
 from ..errors import ProtocolError
 
+# Commands, flags, limits and the header layout are shared with the C
+# channel (native/chan.c): native/vnic.h declares them once and they are
+# read from lib here; tests/unit/test_shared_constants.py checks HEADER
+# against struct vfio_user_header.
 HEADER = struct.Struct("<HHIII")          # id, command, size, flags, error
 HEADER_SIZE = HEADER.size
 
-FLAG_REPLY = 0x1
-FLAG_NO_REPLY = 0x10
-FLAG_ERROR = 0x20
+FLAG_REPLY: int = lib.VFIO_USER_F_REPLY
+FLAG_NO_REPLY: int = lib.VFIO_USER_F_NO_REPLY
+FLAG_ERROR: int = lib.VFIO_USER_F_ERROR
 
-MAX_MSG_FDS = 16
-MAX_DATA_XFER = 1 << 20
+MAX_MSG_FDS: int = lib.VFIO_USER_MAX_MSG_FDS
+MAX_DATA_XFER: int = lib.VFIO_USER_MAX_DATA_XFER
 # the largest message we accept: a full data transfer plus its headers
-MAX_MSG_SIZE = MAX_DATA_XFER + 4096
+MAX_MSG_SIZE: int = lib.VFIO_USER_MAX_MSG_SIZE
 PGSIZE = 4096
-MAX_DMA_MAPS = 256                        # matches VNIC_MAX_REGIONS in native/internal.h
+MAX_DMA_MAPS: int = lib.VNIC_MAX_DMA_REGIONS    # the C DMA table's size
 
 
 class Command(enum.IntEnum):
-    """vfio-user command numbers."""
-    VERSION = 1
-    DMA_MAP = 2
-    DMA_UNMAP = 3
-    DEVICE_GET_INFO = 4
-    DEVICE_GET_REGION_INFO = 5
-    DEVICE_GET_REGION_IO_FDS = 6
-    DEVICE_GET_IRQ_INFO = 7
-    DEVICE_SET_IRQS = 8
-    REGION_READ = 9
-    REGION_WRITE = 10
-    DMA_READ = 11
-    DMA_WRITE = 12
-    DEVICE_RESET = 13
-    DIRTY_PAGES = 14
-    REGION_WRITE_MULTI = 15
+    """vfio-user command numbers (enum vfio_user_command in native/vnic.h)."""
+    VERSION = lib.VFIO_USER_VERSION
+    DMA_MAP = lib.VFIO_USER_DMA_MAP
+    DMA_UNMAP = lib.VFIO_USER_DMA_UNMAP
+    DEVICE_GET_INFO = lib.VFIO_USER_DEVICE_GET_INFO
+    DEVICE_GET_REGION_INFO = lib.VFIO_USER_DEVICE_GET_REGION_INFO
+    DEVICE_GET_REGION_IO_FDS = lib.VFIO_USER_DEVICE_GET_REGION_IO_FDS
+    DEVICE_GET_IRQ_INFO = lib.VFIO_USER_DEVICE_GET_IRQ_INFO
+    DEVICE_SET_IRQS = lib.VFIO_USER_DEVICE_SET_IRQS
+    REGION_READ = lib.VFIO_USER_REGION_READ
+    REGION_WRITE = lib.VFIO_USER_REGION_WRITE
+    DMA_READ = lib.VFIO_USER_DMA_READ
+    DMA_WRITE = lib.VFIO_USER_DMA_WRITE
+    DEVICE_RESET = lib.VFIO_USER_DEVICE_RESET
+    DIRTY_PAGES = lib.VFIO_USER_DIRTY_PAGES
+    REGION_WRITE_MULTI = lib.VFIO_USER_REGION_WRITE_MULTI
 
 
 @dataclass(frozen=True)

@@ -102,12 +102,13 @@ class Session:
         try:
             while True:
                 n = lib.vnic_chan_recv(self.chan, buf, P.MAX_MSG_SIZE, fds, P.MAX_MSG_FDS, nfds)
-                if n == -1:
+                if n == lib.VNIC_CHAN_CLOSED:
                     break
                 header = Header.unpack(ffi.buffer(buf, P.HEADER_SIZE))
                 if n < 0:
-                    why = "too large" if n == -2 else "carries too many fds"
-                    self._fail(header, ProtocolError(errno.E2BIG if n == -2 else errno.EINVAL,
+                    too_big = n == lib.VNIC_CHAN_TOO_BIG
+                    why = "too large" if too_big else "carries too many fds"
+                    self._fail(header, ProtocolError(errno.E2BIG if too_big else errno.EINVAL,
                                                      f"message {why}"))
                     continue
                 received = [fds[i] for i in range(nfds[0])]

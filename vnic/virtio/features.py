@@ -5,42 +5,44 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+from .._native import lib
 from ..errors import FeatureError
 
 
 class F(enum.IntEnum):
-    """Feature bit numbers (virtio 1.2, 5.1.3 and 6)."""
-    CSUM = 0
-    GUEST_CSUM = 1
-    CTRL_GUEST_OFFLOADS = 2
-    MTU = 3
-    MAC = 5
-    GUEST_TSO4 = 7
-    GUEST_TSO6 = 8
-    GUEST_ECN = 9
-    GUEST_UFO = 10
-    HOST_TSO4 = 11
-    HOST_TSO6 = 12
-    HOST_ECN = 13
-    HOST_UFO = 14
-    MRG_RXBUF = 15
-    STATUS = 16
-    CTRL_VQ = 17
-    CTRL_RX = 18
-    CTRL_VLAN = 19
-    CTRL_RX_EXTRA = 20
-    GUEST_ANNOUNCE = 21
-    MQ = 22
-    CTRL_MAC_ADDR = 23
-    RING_INDIRECT_DESC = 28
-    RING_EVENT_IDX = 29
-    VERSION_1 = 32
-    ACCESS_PLATFORM = 33
-    GUEST_USO4 = 54
-    GUEST_USO6 = 55
-    HOST_USO = 56
-    GUEST_HDRLEN = 59
-    SPEED_DUPLEX = 63
+    """Feature bit numbers (virtio 1.2, 5.1.3 and 6), as native/vnic.h declares
+    them (enum vnic_feature_bit): C is their one source."""
+    CSUM = lib.VNIC_F_CSUM
+    GUEST_CSUM = lib.VNIC_F_GUEST_CSUM
+    CTRL_GUEST_OFFLOADS = lib.VNIC_F_CTRL_GUEST_OFFLOADS
+    MTU = lib.VNIC_F_MTU
+    MAC = lib.VNIC_F_MAC
+    GUEST_TSO4 = lib.VNIC_F_GUEST_TSO4
+    GUEST_TSO6 = lib.VNIC_F_GUEST_TSO6
+    GUEST_ECN = lib.VNIC_F_GUEST_ECN
+    GUEST_UFO = lib.VNIC_F_GUEST_UFO
+    HOST_TSO4 = lib.VNIC_F_HOST_TSO4
+    HOST_TSO6 = lib.VNIC_F_HOST_TSO6
+    HOST_ECN = lib.VNIC_F_HOST_ECN
+    HOST_UFO = lib.VNIC_F_HOST_UFO
+    MRG_RXBUF = lib.VNIC_F_MRG_RXBUF
+    STATUS = lib.VNIC_F_STATUS
+    CTRL_VQ = lib.VNIC_F_CTRL_VQ
+    CTRL_RX = lib.VNIC_F_CTRL_RX
+    CTRL_VLAN = lib.VNIC_F_CTRL_VLAN
+    CTRL_RX_EXTRA = lib.VNIC_F_CTRL_RX_EXTRA
+    GUEST_ANNOUNCE = lib.VNIC_F_GUEST_ANNOUNCE
+    MQ = lib.VNIC_F_MQ
+    CTRL_MAC_ADDR = lib.VNIC_F_CTRL_MAC_ADDR
+    RING_INDIRECT_DESC = lib.VNIC_F_RING_INDIRECT_DESC
+    RING_EVENT_IDX = lib.VNIC_F_RING_EVENT_IDX
+    VERSION_1 = lib.VNIC_F_VERSION_1
+    ACCESS_PLATFORM = lib.VNIC_F_ACCESS_PLATFORM
+    GUEST_USO4 = lib.VNIC_F_GUEST_USO4
+    GUEST_USO6 = lib.VNIC_F_GUEST_USO6
+    HOST_USO = lib.VNIC_F_HOST_USO
+    GUEST_HDRLEN = lib.VNIC_F_GUEST_HDRLEN
+    SPEED_DUPLEX = lib.VNIC_F_SPEED_DUPLEX
 
 
 # User-facing names (CLI, control socket) to feature bits.

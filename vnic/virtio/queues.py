@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NO_VECTOR = 0xFFFF
-MAX_QUEUE_SIZE = 256
+from .._native import lib
+
+NO_VECTOR: int = lib.VNIC_NO_VECTOR               # VIRTIO_MSI_NO_VECTOR
+MAX_QUEUE_SIZE: int = lib.VNIC_MAX_QUEUE_SIZE     # the size the device offers
 
 
 @dataclass
