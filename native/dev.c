@@ -371,3 +371,4 @@ int vnic_dev_error(struct vnic_dev *dev) { return atomic_load(&dev->error); }
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev) { return dev->stats; }
 int vnic_dev_queue_pairs(struct vnic_dev *dev) { return dev->nqp; }
 int vnic_dev_active_pairs(struct vnic_dev *dev) { return atomic_load(&dev->active_pairs); }
+int vnic_dev_steering(struct vnic_dev *dev) { return dev->steering; }

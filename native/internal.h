@@ -397,6 +397,7 @@ struct vnic_dev {
      * at and beyond it park; written by the control thread */
     atomic_int active_pairs;
     int steered_pairs;           /* what the backend steers received frames over */
+    int steering;                /* enum vnic_steering, as the backend last set it */
     struct ctrl_worker ctrlw;
     pthread_mutex_t irq_lock;
     struct irq_vector vec[VNIC_MAX_VECTORS];

@@ -171,8 +171,11 @@ static int tap_steer(struct vnic_dev *dev, int n)
 {
     if (dev->nbackend_fds == 1)
         return 0;                 /* one queue serves every pair: nothing to steer */
-    if (steer_by_program(dev, n) == 0)
+    if (steer_by_program(dev, n) == 0) {
+        dev->steering = n < dev->nbackend_fds ? VNIC_STEER_PROGRAM : VNIC_STEER_NONE;
         return steer_by_attaching(dev, dev->nbackend_fds);   /* all attached */
+    }
+    dev->steering = n < dev->nbackend_fds ? VNIC_STEER_DETACH : VNIC_STEER_NONE;
     return steer_by_attaching(dev, n);
 }
 

@@ -253,6 +253,15 @@ int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfd
 /* Queue pairs in use: 1 after reset, then what the driver set with
  * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (1 to vnic_dev_queue_pairs()). */
 int vnic_dev_active_pairs(struct vnic_dev *dev);
+
+/* How the backend keeps received frames on the pairs in use. */
+enum vnic_steering {
+    VNIC_STEER_NONE = 0,           /* one queue, or every queue in use: the kernel's flow hash */
+    VNIC_STEER_PROGRAM = 1,        /* a TUNSETSTEERINGEBPF program over the pairs in use */
+    VNIC_STEER_DETACH = 2          /* no program allowed: the queues given up are detached */
+};
+/* enum vnic_steering in force. */
+int vnic_dev_steering(struct vnic_dev *dev);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);

@@ -67,6 +67,7 @@ class DeviceInfo(TypedDict):
     rx_coalesce: bool
     queue_pairs: int                  # max_virtqueue_pairs
     active_queue_pairs: int           # what the driver uses (MQ_VQ_PAIRS_SET)
+    rx_steering: str                  # kernel, ebpf or detach (VirtioNet.steering)
     tap_gro_us: NotRequired[int]      # TAP backends only
 
 
@@ -299,6 +300,7 @@ class Device:
             rx_coalesce=self.net.rx_coalesce,
             queue_pairs=self.net.queue_pairs,
             active_queue_pairs=self.net.active_pairs(),
+            rx_steering=self.net.steering(),
         )
         if _tunable_gro(self.backend):
             info["tap_gro_us"] = self.backend.gro_flush_us

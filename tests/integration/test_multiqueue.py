@@ -183,3 +183,5 @@ def test_with_one_pair_in_use_everything_arrives_on_pair_0(mq_tap):
     rows = per_queue(sd)
     assert rows[0]["rx_packets"] == 32 and rows[1]["rx_packets"] == 0
     assert rows[1]["rx_drops_inactive"] == 0
+    assert sd.device.steering() == "ebpf"                   # queue 1 stays attached, unused
+    assert d.set_pairs(2) == OK and sd.device.steering() == "kernel"

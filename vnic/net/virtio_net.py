@@ -123,6 +123,15 @@ class VirtioNet:
         """The offer as a feature bit mask."""
         return feat.mask(self.features)
 
+    def steering(self) -> str:
+        """How received frames are kept on the pairs in use: "kernel" (the
+        TAP's own flow hash over all its queues, or one queue), "ebpf" (a
+        steering program over the pairs in use) or "detach" (the queues
+        given up are detached: the kernel drops what they held)."""
+        names = {lib.VNIC_STEER_NONE: "kernel", lib.VNIC_STEER_PROGRAM: "ebpf",
+                 lib.VNIC_STEER_DETACH: "detach"}
+        return names[lib.vnic_dev_steering(self.native)]
+
     def active_pairs(self) -> int:
         """Queue pairs the driver uses now (MQ_VQ_PAIRS_SET; 1 until it says)."""
         n: int = lib.vnic_dev_active_pairs(self.native)
