@@ -24,13 +24,18 @@ enum backend_cap {
 struct backend_ops {
     const char *name;
     unsigned caps;                       /* enum backend_cap bits */
-    /* The device takes this backend with this fd (may be -1): check it,
-     * before anything changes.  0 or -errno.  NULL: anything goes. */
-    int (*open)(struct vnic_dev *dev, int fd);
+    /* The device takes this backend with these fds (nfds 1 or one per
+     * pair; -1 where the backend needs none): check them before anything
+     * changes.  0 or -errno.  NULL: anything goes. */
+    int (*open)(struct vnic_dev *dev, const int *fds, int nfds);
     /* Per queue pair, after open: set up qp->backend_priv.  0 or -errno.
      * detach undoes it (also after a failed attach).  NULL: nothing. */
     int (*attach)(struct qpair *qp);
     void (*detach)(struct qpair *qp);
+    /* Receive into the first n pairs only (n >= 1); the others get no
+     * new frames once this returns.  0 or -errno.  NULL: nothing to steer
+     * (a backend that never receives). */
+    int (*steer)(struct vnic_dev *dev, int n);
     /* The fd the pair's worker polls for received frames, or -1. */
     int (*poll_fd)(const struct qpair *qp);
     /* Read one frame (virtio-net header + packet) into qp->rx_frame and
@@ -49,10 +54,14 @@ extern const struct backend_ops tap_backend;
 extern const struct backend_ops null_backend;
 extern const struct backend_ops bench_source_backend;
 
-/* Switch the device to ops with fd (workers stopped): open, detach the old
- * one from every pair, attach the new.  0 or -errno (a failed open changes
- * nothing; a failed attach leaves the null backend). */
-int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, int fd);
+/* Switch the device to ops with fds (workers stopped): open, detach the
+ * old one from every pair, attach the new.  0 or -errno (a failed open
+ * changes nothing; a failed attach leaves the null backend). */
+int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, const int *fds, int nfds);
+
+/* Steer received frames over the active pairs if the backend does not
+ * already.  0 or -errno. */
+int backend_steer(struct vnic_dev *dev, int n);
 
 static inline bool backend_can(const struct vnic_dev *dev, unsigned cap)
 {

@@ -106,7 +106,7 @@ static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_
     }
     memset(b->mem, 0, size);
     /* RX reads the benchmark source; TX discards, as the null backend does */
-    if (dev_use_backend(b->dev, &bench_source_backend, -1) < 0) {
+    if (dev_use_backend(b->dev, &bench_source_backend, (const int[]){ -1 }, 1) < 0) {
         bench_free(b);
         return -ENOMEM;
     }

@@ -1,9 +1,12 @@
 /* ctrl.c - the virtio-net control queue and the receive filter it programs
- * (virtio 1.2, 5.1.6.5).  Commands are handled on the worker of queue
- * pair 0, the thread that also filters received frames, so the filter
- * needs no lock.  Every malformed command gets VIRTIO_NET_ERR and a
- * counter; none puts the device in NEEDS_RESET, since a driver bug in a
- * control command harms nothing but its own configuration. */
+ * (virtio 1.2, 5.1.6.5).  Commands are handled on the control queue's own
+ * thread (worker.c); the pairs' workers read the filter without a lock.  A
+ * frame that arrives while the driver rewrites a table may be judged by
+ * the old or the new one, as on a hardware NIC, but never out of bounds:
+ * every count is kept within its table.  Every malformed command gets
+ * VIRTIO_NET_ERR and a counter; none puts the device in NEEDS_RESET, since
+ * a driver bug in a control command harms nothing but its own
+ * configuration. */
 #include <string.h>
 #include "backend.h"
 #include "headers.h"
@@ -12,6 +15,7 @@
 #define CLASS_MAC 1
 #define CLASS_VLAN 2
 #define CLASS_ANNOUNCE 3
+#define CLASS_MQ 4
 #define CLASS_GUEST_OFFLOADS 5
 #define RX_PROMISC 0
 #define RX_ALLMULTI 1
@@ -25,6 +29,7 @@
 #define VLAN_DEL 1
 #define ANNOUNCE_ACK 0
 #define OFFLOADS_SET 0
+#define MQ_VQ_PAIRS_SET 0
 #define NET_OK 0
 #define NET_ERR 1
 
@@ -146,6 +151,18 @@ static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, 
     return NET_OK;
 }
 
+/* VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET: a le16 pair count, 1 to max_virtqueue_pairs. */
+static int set_pairs(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    uint16_t n;
+    if (unlikely(cmd != MQ_VQ_PAIRS_SET || len != sizeof(n) || !has(dev, VNIC_F_MQ)))
+        return NET_ERR;
+    memcpy(&n, data, sizeof(n));
+    if (unlikely(n < 1 || n > dev->nqp))
+        return NET_ERR;
+    return dev_set_active_pairs(dev, n) == 0 ? NET_OK : NET_ERR;
+}
+
 static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t *data, uint32_t len)
 {
     switch (cls) {
@@ -158,6 +175,7 @@ static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t
         atomic_store(&dev->announce, false);
         return NET_OK;
     case CLASS_GUEST_OFFLOADS: return set_offloads(dev, cmd, data, len);
+    case CLASS_MQ: return set_pairs(dev, cmd, data, len);
     default: return NET_ERR;
     }
 }

@@ -38,7 +38,26 @@ static void qpair_preinit(struct vnic_dev *dev, int i)
     struct qpair *qp = &dev->qp[i];
     qp->dev = dev;
     qp->index = i;
-    qp->rx.kick_fd = qp->tx.kick_fd = qp->stop_fd = qp->epoll_fd = -1;
+    qp->rx.kick_fd = qp->tx.kick_fd = qp->stop_fd = qp->epoll_fd = qp->backend_fd = -1;
+}
+
+static int ctrl_worker_init(struct ctrl_worker *w)
+{
+    w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->park_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->chain = malloc(sizeof(struct chain));
+    if (w->stop_fd < 0 || w->park_fd < 0)
+        return -errno;
+    return w->chain ? 0 : -ENOMEM;
+}
+
+static void ctrl_worker_destroy(struct ctrl_worker *w)
+{
+    if (w->stop_fd >= 0)
+        close(w->stop_fd);
+    if (w->park_fd >= 0)
+        close(w->park_fd);
+    free(w->chain);
 }
 
 static int qpair_init(struct vnic_dev *dev, int i)
@@ -88,14 +107,17 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
         return NULL;
     dev->nqp = queue_pairs;
     dev->backend = &null_backend;
-    dev->backend_fd = -1;
+    dev->backend_fds[0] = -1;
+    dev->nbackend_fds = 1;
+    atomic_store(&dev->active_pairs, 1);
+    dev->ctrlw.stop_fd = dev->ctrlw.park_fd = dev->ctrlw.epoll_fd = -1;
     atomic_store(&dev->rx_coalesce, true);
     irq_init(dev);
     rx_filter_reset(&dev->filter, dev->mac);
     dev->ctrl_last_error = -1;
     for (int i = 0; i < queue_pairs; i++)
         qpair_preinit(dev, i);
-    bool ok = vq_init(&dev->ctrl, dev, 2 * queue_pairs) == 0;
+    bool ok = vq_init(&dev->ctrl, dev, 2 * queue_pairs) == 0 && ctrl_worker_init(&dev->ctrlw) == 0;
     for (int i = 0; i < queue_pairs && ok; i++)
         ok = qpair_init(dev, i) == 0;
     if (!ok) {
@@ -110,8 +132,9 @@ void vnic_dev_free(struct vnic_dev *dev)
     if (!dev)
         return;
     vnic_dev_stop(dev);
-    dev_use_backend(dev, &null_backend, -1);     /* detach: null needs nothing */
+    dev_use_backend(dev, &null_backend, (const int[]){ -1 }, 1);   /* detach: null needs nothing */
     vq_destroy(&dev->ctrl);
+    ctrl_worker_destroy(&dev->ctrlw);
     for (int i = 0; i < dev->nqp; i++)
         qpair_destroy(&dev->qp[i]);
     irq_destroy(dev);
@@ -142,7 +165,9 @@ static void detach_pairs(struct vnic_dev *dev, int n)
 static int attach_pairs(struct vnic_dev *dev)
 {
     for (int i = 0; i < dev->nqp; i++) {
-        int err = dev->backend->attach ? dev->backend->attach(&dev->qp[i]) : 0;
+        struct qpair *qp = &dev->qp[i];
+        qp->backend_fd = dev->backend_fds[dev->nbackend_fds == 1 ? 0 : i];
+        int err = dev->backend->attach ? dev->backend->attach(qp) : 0;
         if (err) {
             detach_pairs(dev, i + 1);
             return err;
@@ -151,28 +176,38 @@ static int attach_pairs(struct vnic_dev *dev)
     return 0;
 }
 
-int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, int fd)
+static void keep_fds(struct vnic_dev *dev, const int *fds, int nfds)
 {
-    int err = ops->open ? ops->open(dev, fd) : 0;
+    memcpy(dev->backend_fds, fds, (size_t)nfds * sizeof(*fds));
+    dev->nbackend_fds = nfds;
+    dev->steered_pairs = 0;      /* unknown: steer again at the next start */
+}
+
+int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, const int *fds, int nfds)
+{
+    if (nfds != 1 && nfds != dev->nqp)
+        return -EINVAL;
+    int err = ops->open ? ops->open(dev, fds, nfds) : 0;
     if (err)
         return err;
     detach_pairs(dev, dev->nqp);
     dev->backend = ops;
-    dev->backend_fd = fd;
+    keep_fds(dev, fds, nfds);
     err = attach_pairs(dev);
     if (err) {
         dev->backend = &null_backend;
-        dev->backend_fd = -1;
+        keep_fds(dev, (const int[]){ -1 }, 1);
+        attach_pairs(dev);       /* null needs nothing: cannot fail */
     }
     return err;
 }
 
-int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd)
+int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfds)
 {
     if (dev->running || kind < 0 || (size_t)kind >= sizeof(backends) / sizeof(backends[0]) ||
-        !backends[kind])
+        !backends[kind] || !fds)
         return -EINVAL;
-    return dev_use_backend(dev, backends[kind], fd);
+    return dev_use_backend(dev, backends[kind], fds, nfds);
 }
 
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on)
@@ -222,7 +257,31 @@ static int offer_rx_offloads(struct vnic_dev *dev)
 static bool pair_has_work(const struct vnic_dev *dev, int i)
 {
     const struct qpair *qp = &dev->qp[i];
-    return qp->rx.enabled || qp->tx.enabled || (i == 0 && dev->ctrl.enabled);
+    return qp->rx.enabled || qp->tx.enabled;
+}
+
+static int start_ctrl_worker(struct vnic_dev *dev)
+{
+    int err = ctrl_worker_prepare(dev);
+    if (err)
+        return err;
+    err = pthread_create(&dev->ctrlw.thread, NULL, ctrl_worker_main, dev);
+    if (err) {
+        ctrl_worker_release(dev);
+        return -err;
+    }
+    dev->ctrlw.started = true;
+    return 0;
+}
+
+static void stop_ctrl_worker(struct vnic_dev *dev)
+{
+    if (!dev->ctrlw.started)
+        return;
+    eventfd_signal(dev->ctrlw.stop_fd);      /* ours, drained at every wake: cannot fail */
+    pthread_join(dev->ctrlw.thread, NULL);
+    dev->ctrlw.started = false;
+    ctrl_worker_release(dev);
 }
 
 static int start_worker(struct qpair *qp)
@@ -246,6 +305,8 @@ int vnic_dev_start(struct vnic_dev *dev)
     int err = map_rings(dev);
     if (!err)
         err = offer_rx_offloads(dev);
+    if (!err)
+        err = backend_steer(dev, atomic_load(&dev->active_pairs));
     if (err)
         return err;
     atomic_store(&dev->stopping, false);
@@ -253,6 +314,8 @@ int vnic_dev_start(struct vnic_dev *dev)
     for (int i = 0; i < dev->nqp && !err; i++)
         if (pair_has_work(dev, i))
             err = start_worker(&dev->qp[i]);
+    if (!err && dev->ctrl.enabled)
+        err = start_ctrl_worker(dev);
     if (err)
         vnic_dev_stop(dev);
     return err;
@@ -263,6 +326,7 @@ void vnic_dev_stop(struct vnic_dev *dev)
     if (!dev->running)
         return;
     atomic_store(&dev->stopping, true);
+    stop_ctrl_worker(dev);       /* first: it may be waiting for a pair's worker */
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
         if (!qp->thread_started)
@@ -286,8 +350,10 @@ void vnic_dev_reset(struct vnic_dev *dev)
         vq_clear(&qp->tx);
         qp->rx_frame_len = 0;
         qp->backend_paused = false;
+        atomic_store(&qp->parked, false);
         gro_reset(qp->gro);
     }
+    atomic_store(&dev->active_pairs, 1);     /* until the driver asks for more */
     vq_clear(&dev->ctrl);
     rx_filter_reset(&dev->filter, dev->mac);
     atomic_store(&dev->announce, false);
@@ -304,3 +370,5 @@ int vnic_dev_running(struct vnic_dev *dev) { return dev->running; }
 int vnic_dev_error(struct vnic_dev *dev) { return atomic_load(&dev->error); }
 struct vnic_queue_stats *vnic_dev_stats(struct vnic_dev *dev) { return dev->stats; }
 int vnic_dev_queue_pairs(struct vnic_dev *dev) { return dev->nqp; }
+int vnic_dev_active_pairs(struct vnic_dev *dev) { return atomic_load(&dev->active_pairs); }
+int vnic_dev_steering(struct vnic_dev *dev) { return dev->steering; }

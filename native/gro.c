@@ -266,6 +266,16 @@ void gro_reset(struct gro *g)
     g->ready_head = g->ready_n = 0;
 }
 
+int gro_discard(struct gro *g)
+{
+    int segs = 0;
+    for (int i = 0; i < g->allocated; i++)
+        if (g->flow[i].state != GRO_FREE)
+            segs += g->flow[i].segs;
+    gro_reset(g);
+    return segs;
+}
+
 void gro_free(struct gro *g)
 {
     if (!g)

@@ -16,7 +16,7 @@
 #define ETH_ALEN           6           /* bytes of a MAC address */
 
 #define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QUEUE_PAIRS)
-#define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 1)
+#define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 2)   /* config, the pairs' queues, control */
 #define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
 #define VNIC_RX_FRAME_MAX  (65536 + 4096) /* largest GSO frame a TAP hands us, with slack */
 #define VNIC_MAX_SEGS      1024        /* guest memory pieces in one chain */
@@ -227,6 +227,8 @@ int gro_flush_all(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *
 /* Deliver flows waiting for buffers, in order.  1 all done, 0 still waiting. */
 int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
 void gro_reset(struct gro *g);
+/* Forget every open or waiting flow; returns the segments they held. */
+int gro_discard(struct gro *g);
 void gro_free(struct gro *g);
 
 /* Put one frame (virtio header included) into the guest's RX buffers.
@@ -357,7 +359,23 @@ struct qpair {
     uint32_t rx_frame_offloads;  /* VNIC_FLOW_* bits the device applied to rx_frame */
     struct flow_table flows;     /* per-flow statistics of this pair */
     void *backend_priv;          /* the backend's own state for this pair */
+    int backend_fd;              /* the backend's fd for this pair, or -1 */
     int epoll_fd;                /* the worker's: kicks, stop_fd, the backend */
+    /* set by the worker once it has left the pair idle because the driver
+     * stopped using it (index >= active_pairs): its TX ring drained, what
+     * it held for the guest delivered */
+    atomic_bool parked;
+};
+
+/* The control queue's own thread: commands never wait behind a data
+ * queue's batch, and MQ_VQ_PAIRS_SET can wait for the pairs' workers. */
+struct ctrl_worker {
+    pthread_t thread;
+    bool started;
+    int stop_fd;                 /* eventfd: wake to stop */
+    int park_fd;                 /* eventfd: a pair's worker parked */
+    int epoll_fd;
+    struct chain *chain;         /* scratch chain */
 };
 
 struct vnic_dev {
@@ -373,7 +391,14 @@ struct vnic_dev {
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
     const struct backend_ops *backend;   /* never NULL: null_backend by default */
-    int backend_fd;              /* what vnic_dev_set_backend() gave, or -1 */
+    int backend_fds[VNIC_MAX_QUEUE_PAIRS];  /* what vnic_dev_set_backend() gave */
+    int nbackend_fds;            /* 1 (shared by all pairs) or nqp */
+    /* queue pairs the driver uses (MQ_VQ_PAIRS_SET): workers of the pairs
+     * at and beyond it park; written by the control thread */
+    atomic_int active_pairs;
+    int steered_pairs;           /* what the backend steers received frames over */
+    int steering;                /* enum vnic_steering, as the backend last set it */
+    struct ctrl_worker ctrlw;
     pthread_mutex_t irq_lock;
     struct irq_vector vec[VNIC_MAX_VECTORS];
     uint16_t config_vector;
@@ -423,5 +448,18 @@ int rx_process(struct qpair *qp);        /* >0: more work pending */
 int worker_prepare(struct qpair *qp);
 void worker_release(struct qpair *qp);
 void *worker_main(void *arg);
+/* The control queue's thread (ctrl.c's commands run there). */
+int ctrl_worker_prepare(struct vnic_dev *dev);
+void ctrl_worker_release(struct vnic_dev *dev);
+void *ctrl_worker_main(void *arg);
+/* Use n queue pairs from now on (MQ_VQ_PAIRS_SET, on the control thread):
+ * the backend steers received frames over the first n, workers beyond
+ * park once they have finished what they hold.  0 or -errno (steering
+ * refused: nothing changed). */
+int dev_set_active_pairs(struct vnic_dev *dev, int n);
+static inline bool pair_active(const struct qpair *qp)
+{
+    return qp->index < atomic_load_explicit(&qp->dev->active_pairs, memory_order_acquire);
+}
 
 #endif

@@ -1,17 +1,23 @@
 /* queue.c - the virtqueues as the control plane programs them (size, ring
  * addresses, vector, enable) and their doorbells.  Queue index 2*i is RX
- * of pair i, 2*i+1 its TX, 2*pairs the control queue.  The ring engine
- * itself is virtq.c. */
+ * of pair i, 2*i+1 its TX; the control queue is 2*pairs once the driver
+ * negotiated MQ, else 2 (virtio 1.2, 5.1.2: without MQ the driver sees one
+ * pair).  The ring engine itself is virtq.c. */
 #include <errno.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "internal.h"
 
+static int data_queues(const struct vnic_dev *dev)
+{
+    return dev->features >> VNIC_F_MQ & 1 ? 2 * dev->nqp : 2;
+}
+
 static struct vq *queue(struct vnic_dev *dev, int q)
 {
-    if (q == 2 * dev->nqp)
+    if (q == data_queues(dev))
         return &dev->ctrl;
-    if (q < 0 || q >= 2 * dev->nqp)
+    if (q < 0 || q >= data_queues(dev))
         return NULL;
     struct qpair *qp = &dev->qp[q / 2];
     return q % 2 ? &qp->tx : &qp->rx;

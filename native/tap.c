@@ -2,14 +2,27 @@
  * frame per read()/writev(), each behind a 12-byte virtio-net header
  * (IFF_VNET_HDR), so offloads pass both ways: the kernel segments what
  * passthrough hands it, and hands us super-frames and partial checksums
- * as far as the guest's receive features (TUNSETOFFLOAD) allow.  The fd
- * belongs to the control plane, which opens it with vnic_tap_open(). */
+ * as far as the guest's receive features (TUNSETOFFLOAD) allow.  The fds
+ * belong to the control plane, which opens them with vnic_tap_open().
+ *
+ * Multiqueue: one fd per queue pair (IFF_MULTI_QUEUE), pair i reading and
+ * writing fd i.  The kernel spreads received frames over the attached
+ * queues by flow hash, one flow to one queue.  While the driver uses fewer
+ * pairs than there are queues, a steering program (TUNSETSTEERINGEBPF, a
+ * three-instruction socket filter: skb->hash modulo the pairs in use) keeps
+ * frames off the queues given up, which stay attached, so that nothing
+ * queued on them is purged.  Where the kernel refuses the program, the
+ * queues given up are detached instead (TUNSETQUEUE): the kernel then
+ * drops what was still queued on them when they go. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <linux/bpf.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include "backend.h"
@@ -19,7 +32,7 @@
 #define TUN_F_USO6 0x40
 #endif
 
-int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro)
+int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro, int multi_queue)
 {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
@@ -33,6 +46,8 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro
      * the host stack handles one packet, and sends one ACK, per burst */
     if (gro)
         ifr.ifr_flags |= IFF_NAPI;
+    if (multi_queue)
+        ifr.ifr_flags |= IFF_MULTI_QUEUE;
     strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
     int hdr = VNIC_NET_HDR_SIZE;
     if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
@@ -48,9 +63,8 @@ int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro
     return fd;
 }
 
-static int tap_set_offload(struct vnic_dev *dev, uint64_t f)
+static unsigned long tun_offload_flags(uint64_t f)
 {
-    int fd = dev->backend_fd;
     unsigned long flags = 0;
     if (f >> VNIC_F_GUEST_CSUM & 1) {      /* the others build on checksums */
         flags |= TUN_F_CSUM;
@@ -62,6 +76,11 @@ static int tap_set_offload(struct vnic_dev *dev, uint64_t f)
         if (f >> VNIC_F_GUEST_USO4 & 1) flags |= TUN_F_USO4;
         if (f >> VNIC_F_GUEST_USO6 & 1) flags |= TUN_F_USO6;
     }
+    return flags;
+}
+
+static int set_offload_fd(int fd, unsigned long flags)
+{
     if (ioctl(fd, TUNSETOFFLOAD, flags) == 0)
         return 0;
     /* a kernel before 6.2 knows no USO: keep the rest */
@@ -69,21 +88,107 @@ static int tap_set_offload(struct vnic_dev *dev, uint64_t f)
     return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
 }
 
-static int tap_open(struct vnic_dev *dev, int fd)
+/* The offloads are the TAP's, not a queue's; every queue is told anyway. */
+static int tap_set_offload(struct vnic_dev *dev, uint64_t f)
 {
-    return fd < 0 ? -EBADF : 0;
+    unsigned long flags = tun_offload_flags(f);
+    for (int i = 0; i < dev->nbackend_fds; i++) {
+        int err = set_offload_fd(dev->backend_fds[i], flags);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+static int tap_open(struct vnic_dev *dev, const int *fds, int nfds)
+{
+    if (nfds != dev->nqp)
+        return -EINVAL;           /* a queue per pair: pairs never share a TAP queue */
+    for (int i = 0; i < nfds; i++)
+        if (fds[i] < 0)
+            return -EBADF;
+    return 0;
+}
+
+/* ---- steering over the queues in use ------------------------------------------ */
+
+/* A socket filter returning skb->hash % n: the queue index for
+ * TUNSETSTEERINGEBPF (the kernel takes it modulo the queues).  Its fd, or
+ * -errno. */
+static int steering_program(int n)
+{
+    struct bpf_insn prog[] = {
+        { .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_0, .src_reg = BPF_REG_1,
+          .off = offsetof(struct __sk_buff, hash) },
+        { .code = BPF_ALU64 | BPF_MOD | BPF_K, .dst_reg = BPF_REG_0, .imm = n },
+        { .code = BPF_JMP | BPF_EXIT },
+    };
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insns = (uint64_t)(uintptr_t)prog;
+    attr.insn_cnt = sizeof(prog) / sizeof(prog[0]);
+    attr.license = (uint64_t)(uintptr_t)"GPL";
+    int fd = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
+    return fd < 0 ? -errno : fd;
+}
+
+/* Steer with a program over n queues, or (n == all) by the kernel's own
+ * flow steering.  0 or -errno. */
+static int steer_by_program(struct vnic_dev *dev, int n)
+{
+    int prog = n < dev->nbackend_fds ? steering_program(n) : -1;
+    if (prog < -1)
+        return prog;
+    int err = ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &prog) < 0 ? -errno : 0;
+    if (prog >= 0)
+        close(prog);              /* the TAP holds its own reference */
+    return err;
+}
+
+static int set_queue(int fd, bool attached)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+    if (ioctl(fd, TUNSETQUEUE, &ifr) == 0 || errno == EINVAL)   /* EINVAL: already so */
+        return 0;
+    return -errno;
+}
+
+/* Without a program: only the first n queues attached. */
+static int steer_by_attaching(struct vnic_dev *dev, int n)
+{
+    for (int i = 0; i < dev->nbackend_fds; i++) {
+        int err = set_queue(dev->backend_fds[i], i < n);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+static int tap_steer(struct vnic_dev *dev, int n)
+{
+    if (dev->nbackend_fds == 1)
+        return 0;                 /* one queue serves every pair: nothing to steer */
+    if (steer_by_program(dev, n) == 0) {
+        dev->steering = n < dev->nbackend_fds ? VNIC_STEER_PROGRAM : VNIC_STEER_NONE;
+        return steer_by_attaching(dev, dev->nbackend_fds);   /* all attached */
+    }
+    dev->steering = n < dev->nbackend_fds ? VNIC_STEER_DETACH : VNIC_STEER_NONE;
+    return steer_by_attaching(dev, n);
 }
 
 static int tap_poll_fd(const struct qpair *qp)
 {
-    return qp->dev->backend_fd;
+    return qp->backend_fd;
 }
 
 static int tap_read(struct qpair *qp, struct vnic_queue_stats *st)
 {
     ssize_t n;
     do {
-        n = read(qp->dev->backend_fd, qp->rx_frame, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
+        n = read(qp->backend_fd, qp->rx_frame, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
@@ -103,7 +208,7 @@ static int tap_write(struct qpair *qp, const struct iovec *iov, int n)
 {
     ssize_t w;
     do {
-        w = writev(qp->dev->backend_fd, iov, n);
+        w = writev(qp->backend_fd, iov, n);
     } while (w < 0 && errno == EINTR);
     return w < 0 ? -1 : 0;
 }
@@ -112,6 +217,7 @@ const struct backend_ops tap_backend = {
     .name = "tap",
     .caps = BACKEND_CAP_GSO_PASSTHROUGH | BACKEND_CAP_RX_OFFLOADS,
     .open = tap_open,
+    .steer = tap_steer,
     .poll_fd = tap_poll_fd,
     .read = tap_read,
     .write = tap_write,

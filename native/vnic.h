@@ -46,10 +46,13 @@ enum vnic_feature_bit {
     VNIC_F_RING_EVENT_IDX = 29,
     VNIC_F_VERSION_1 = 32,
     VNIC_F_ACCESS_PLATFORM = 33,
+    VNIC_F_RING_PACKED = 34,       /* not implemented yet */
     VNIC_F_GUEST_USO4 = 54,
     VNIC_F_GUEST_USO6 = 55,
     VNIC_F_HOST_USO = 56,
+    VNIC_F_HASH_REPORT = 57,       /* not implemented yet */
     VNIC_F_GUEST_HDRLEN = 59,
+    VNIC_F_RSS = 60,               /* not implemented yet */
     VNIC_F_SPEED_DUPLEX = 63
 };
 
@@ -144,7 +147,7 @@ enum vnic_chan_status {
 };
 
 enum vnic_limit {
-    VNIC_MAX_QUEUE_PAIRS = 8,      /* vnic_dev_new() accepts 1 to this many */
+    VNIC_MAX_QUEUE_PAIRS = 16,     /* vnic_dev_new() accepts 1 to this many */
     VNIC_MAX_DMA_REGIONS = 256,    /* guest memory regions vnic_mem_add() keeps */
     VNIC_MAX_QUEUE_SIZE = 256,     /* queue size the device offers the driver */
     VNIC_MAX_RING_SIZE = 32768,    /* largest split ring vnic_queue_setup() accepts */
@@ -199,6 +202,9 @@ struct vnic_queue_stats {
     uint64_t dma_errors;           /* guest address outside mapped memory */
     uint64_t flow_evictions;       /* flows dropped from the full flow table for new ones */
     uint64_t flow_table_grows;     /* times the flow table doubled */
+    uint64_t rx_drops_inactive;    /* frames held for, or steered to, a pair the driver
+                                    * stopped using (MQ_VQ_PAIRS_SET) that no buffer took */
+    uint64_t mq_pairs_changes;     /* MQ_VQ_PAIRS_SET commands applied (pair 0 only) */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -239,10 +245,23 @@ void vnic_dev_free(struct vnic_dev *dev);
  * EVENT_IDX, MRG_RXBUF, INDIRECT_DESC from them.  0, or -EBUSY while
  * running. */
 int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
-/* The backend (enum vnic_backend_kind) with its fd (the caller keeps it
- * open).  0, -EINVAL while running or for an unknown kind, -EBADF for a
- * TAP without an fd. */
-int vnic_dev_set_backend(struct vnic_dev *dev, int kind, int fd);
+/* The backend (enum vnic_backend_kind) with its fds, which the caller
+ * keeps open: one shared by every queue pair (nfds 1) or one per pair
+ * (nfds = queue pairs; pair i reads and writes fds[i]).  0; -EINVAL while
+ * running, for an unknown kind or another nfds; -EBADF for a TAP fd < 0. */
+int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfds);
+/* Queue pairs in use: 1 after reset, then what the driver set with
+ * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (1 to vnic_dev_queue_pairs()). */
+int vnic_dev_active_pairs(struct vnic_dev *dev);
+
+/* How the backend keeps received frames on the pairs in use. */
+enum vnic_steering {
+    VNIC_STEER_NONE = 0,           /* one queue, or every queue in use: the kernel's flow hash */
+    VNIC_STEER_PROGRAM = 1,        /* a TUNSETSTEERINGEBPF program over the pairs in use */
+    VNIC_STEER_DETACH = 2          /* no program allowed: the queues given up are detached */
+};
+/* enum vnic_steering in force. */
+int vnic_dev_steering(struct vnic_dev *dev);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);
@@ -373,8 +392,10 @@ uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 /* --- backends ---------------------------------------------------------- */
 /* Open (creating if needed) TAP ifname with IFF_NO_PI|IFF_VNET_HDR and a
  * 12-byte vnet header; gro adds IFF_NAPI, so that what the device writes
- * passes the host's GRO.  Returns the fd or -errno. */
-int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro);
+ * passes the host's GRO; multi_queue adds IFF_MULTI_QUEUE: each call then
+ * opens one more queue of the same TAP (which must have been created
+ * multiqueue).  Returns the fd or -errno. */
+int vnic_tap_open(const char *ifname, char *actual_name, int actual_len, int gro, int multi_queue);
 
 /* --- per-flow statistics ------------------------------------------------ */
 /* Each queue pair keeps a table of the flows its worker saw, keyed by

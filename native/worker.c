@@ -1,18 +1,18 @@
-/* worker.c - one worker thread per queue pair.  A worker sleeps in epoll on
- * its kick eventfds, its stop eventfd and the backend's fd, drains TX and
- * RX in batches, and re-arms notifications before sleeping.  It never
- * takes the GIL: Python only starts and stops it (dev.c). */
+/* worker.c - the data plane's threads: one worker per queue pair and one
+ * for the control queue.  A pair's worker sleeps in epoll on its kick
+ * eventfds, its stop eventfd and the backend's fd, drains TX and RX in
+ * batches, and re-arms notifications before sleeping; when the driver
+ * stops using its pair (MQ_VQ_PAIRS_SET, mq.c) it finishes what it holds
+ * and parks.  The control worker runs the control queue's commands.  No
+ * thread takes the GIL: Python only starts and stops them (dev.c). */
 #include <errno.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include "backend.h"
 
-#define WORKER_FDS 5              /* stop, TX kick, RX kick, backend, control kick */
-
-static bool serves_ctrl(const struct qpair *qp)
-{
-    return qp->index == 0;        /* pair 0 also serves the control queue */
-}
+#define WORKER_FDS 4              /* stop, TX kick, RX kick, backend */
+#define CTRL_FDS 2                /* stop, control kick */
+#define PARK_ROUNDS 64            /* batches a parking worker may still move */
 
 static int epoll_watch(int ep, int op, int fd, uint32_t events)
 {
@@ -20,21 +20,30 @@ static int epoll_watch(int ep, int op, int fd, uint32_t events)
     return epoll_ctl(ep, op, fd, &ev) < 0 ? -errno : 0;
 }
 
-int worker_prepare(struct qpair *qp)
+/* A new epoll set watching fds (those < 0 skipped): the fd or -errno. */
+static int epoll_set(const int *fds, int n)
 {
-    struct vnic_dev *dev = qp->dev;
-    int fds[WORKER_FDS] = { qp->stop_fd, qp->tx.kick_fd, qp->rx.kick_fd,
-                            dev->backend->poll_fd(qp), serves_ctrl(qp) ? dev->ctrl.kick_fd : -1 };
-    qp->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (qp->epoll_fd < 0)
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
         return -errno;
-    for (int i = 0; i < WORKER_FDS; i++) {
-        int err = fds[i] < 0 ? 0 : epoll_watch(qp->epoll_fd, EPOLL_CTL_ADD, fds[i], EPOLLIN);
+    for (int i = 0; i < n; i++) {
+        int err = fds[i] < 0 ? 0 : epoll_watch(ep, EPOLL_CTL_ADD, fds[i], EPOLLIN);
         if (err) {
-            worker_release(qp);
+            close(ep);
             return err;
         }
     }
+    return ep;
+}
+
+int worker_prepare(struct qpair *qp)
+{
+    int fds[WORKER_FDS] = { qp->stop_fd, qp->tx.kick_fd, qp->rx.kick_fd,
+                            qp->dev->backend->poll_fd(qp) };
+    int ep = epoll_set(fds, WORKER_FDS);
+    if (ep < 0)
+        return ep;
+    qp->epoll_fd = ep;
     return 0;
 }
 
@@ -59,14 +68,11 @@ static bool device_ok(const struct vnic_dev *dev)
 }
 
 /* One round of work: >0 if some queue has more right away. */
-static int work(struct qpair *qp, struct vnic_queue_stats *st)
+static int work(struct qpair *qp)
 {
-    struct vnic_dev *dev = qp->dev;
     int more = 0;
-    if (!device_ok(dev))
+    if (!device_ok(qp->dev))
         return 0;
-    if (serves_ctrl(qp) && dev->ctrl.enabled)
-        more |= ctrl_process(dev, qp->chain, st);
     if (qp->tx.enabled)
         more |= tx_process(qp);
     if (qp->rx.enabled && !qp->backend_paused)
@@ -77,12 +83,7 @@ static int work(struct qpair *qp, struct vnic_queue_stats *st)
 /* Ask for the next kicks; false if buffers came meanwhile (work again). */
 static bool arm_notifications(struct qpair *qp)
 {
-    struct vnic_dev *dev = qp->dev;
-    if (qp->tx.enabled && device_ok(dev) && vq_enable_notify(&qp->tx))
-        return false;
-    if (serves_ctrl(qp) && dev->ctrl.enabled && device_ok(dev) && vq_enable_notify(&dev->ctrl))
-        return false;
-    return true;
+    return !(qp->tx.enabled && device_ok(qp->dev) && vq_enable_notify(&qp->tx));
 }
 
 /* While the guest has no RX buffers, don't wake for backend data.  A
@@ -107,10 +108,54 @@ static void sleep_for_events(struct qpair *qp, struct vnic_queue_stats *st)
         } else if (fd == qp->rx.kick_fd) {
             drain_eventfd(fd, &st->rx_kicks);
             qp->backend_paused = false;
-        } else if (fd == qp->stop_fd || (serves_ctrl(qp) && fd == qp->dev->ctrl.kick_fd)) {
+        } else if (fd == qp->stop_fd) {
             drain_eventfd(fd, NULL);
         }
     }
+}
+
+/* ---- parking: the driver stopped using this pair ---------------------------- */
+
+/* Drop (counted) every frame the backend still has for this pair. */
+static void drop_backend_frames(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    for (int i = 0; i < VNIC_BATCH * PARK_ROUNDS && qp->dev->backend->read(qp, st) > 0; i++) {
+        if (qp->rx_frame_len)
+            st->rx_drops_inactive++;
+        qp->rx_frame_len = 0;
+    }
+}
+
+/* What the pair holds goes out while its queues are still the driver's:
+ * posted TX chains are sent, frames read (or still queued in the backend)
+ * go into its RX buffers; what no buffer takes is dropped and counted. */
+static void finish_pair(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    for (int i = 0; i < PARK_ROUNDS && qp->tx.enabled && device_ok(qp->dev) && tx_process(qp); i++)
+        ;
+    qp->backend_paused = false;
+    for (int i = 0; i < PARK_ROUNDS && qp->rx.enabled && device_ok(qp->dev) && rx_process(qp); i++)
+        ;
+    st->rx_drops_inactive += (uint64_t)gro_discard(qp->gro) + (qp->rx_frame_len != 0);
+    qp->rx_frame_len = 0;
+    drop_backend_frames(qp, st);
+    qp->backend_paused = false;       /* parked, the backend is drained, not paused */
+}
+
+static void park(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    finish_pair(qp, st);
+    atomic_store(&qp->parked, true);
+    eventfd_signal(qp->dev->ctrlw.park_fd);    /* the device's own eventfd */
+}
+
+/* One turn of a parked worker: kicks are not served, frames the backend
+ * still steers here are dropped (counted), then sleep. */
+static void idle_parked(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    flows_batch_begin(&qp->flows);       /* flow-table requests are served here too */
+    drop_backend_frames(qp, st);
+    sleep_for_events(qp, st);
 }
 
 void *worker_main(void *arg)
@@ -122,11 +167,60 @@ void *worker_main(void *arg)
     bool backend_watched = true;
 
     while (!atomic_load(&dev->stopping)) {
+        if (!pair_active(qp)) {
+            if (!atomic_load(&qp->parked))
+                park(qp, st);
+            watch_backend(qp, backend_fd, &backend_watched);
+            idle_parked(qp, st);
+            continue;
+        }
+        atomic_store(&qp->parked, false);
         flows_batch_begin(&qp->flows);       /* between batches: clock, requests, growth */
-        if (work(qp, st) || !arm_notifications(qp))
+        if (work(qp) || !arm_notifications(qp))
             continue;
         watch_backend(qp, backend_fd, &backend_watched);
         sleep_for_events(qp, st);
+    }
+    return NULL;
+}
+
+/* ---- the control queue's worker ----------------------------------------------- */
+
+int ctrl_worker_prepare(struct vnic_dev *dev)
+{
+    int fds[CTRL_FDS] = { dev->ctrlw.stop_fd, dev->ctrl.kick_fd };
+    int ep = epoll_set(fds, CTRL_FDS);
+    if (ep < 0)
+        return ep;
+    dev->ctrlw.epoll_fd = ep;
+    return 0;
+}
+
+void ctrl_worker_release(struct vnic_dev *dev)
+{
+    if (dev->ctrlw.epoll_fd >= 0)
+        close(dev->ctrlw.epoll_fd);
+    dev->ctrlw.epoll_fd = -1;
+}
+
+static void ctrl_sleep(struct vnic_dev *dev)
+{
+    struct epoll_event evs[CTRL_FDS];
+    int n = epoll_wait(dev->ctrlw.epoll_fd, evs, CTRL_FDS, -1);
+    for (int i = 0; i < n; i++)
+        drain_eventfd(evs[i].data.fd, NULL);
+}
+
+void *ctrl_worker_main(void *arg)
+{
+    struct vnic_dev *dev = arg;
+    while (!atomic_load(&dev->stopping)) {
+        /* the control queue's commands are counted with pair 0 */
+        if (device_ok(dev) && ctrl_process(dev, dev->ctrlw.chain, &dev->stats[0]))
+            continue;
+        if (device_ok(dev) && vq_enable_notify(&dev->ctrl))
+            continue;                        /* commands came meanwhile */
+        ctrl_sleep(dev);
     }
     return NULL;
 }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .backends import BackendError, parse, parse_tap_gro
 from .errors import FeatureError
-from .net.virtio_net import TX_MODES
+from .net.virtio_net import MAX_QUEUE_PAIRS, TX_MODES, check_queue_pairs
 
 if TYPE_CHECKING:
     from .telemetry.flows import FlowsResult
@@ -75,6 +75,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _queue_pairs(text: str) -> int:
+    """argparse type for --queues: 1 to MAX_QUEUE_PAIRS."""
+    try:
+        value = int(text)
+        check_queue_pairs(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a queue pair count, 1 to {MAX_QUEUE_PAIRS}") from None
+    return value
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
-                 flow_table_max=args.flow_table_max)
+                 flow_table_max=args.flow_table_max, queues=args.queues)
     try:
         dev.serve(args.socket)
         if args.qmp:
@@ -105,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .telemetry.metrics import serve_metrics
             serve_metrics(dev.per_queue_stats, args.metrics_port)
             print(f"vnic: Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
-        print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}) "
+        print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}, "
+              f"{dev.net.queue_pairs} queue pair{'s' if dev.net.queue_pairs > 1 else ''}) "
               f"on {dev.socket_path}" + (f", control on {args.control}" if control else ""))
         print("vnic: offered features: " + ",".join(dev.offered_features))
         print("Attach it to QEMU (guest RAM must be shared memory) with:")
@@ -132,7 +143,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
              tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
-             flow_table_max=args.flow_table_max, log=log)
+             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues, log=log)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -268,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--queues", type=_queue_pairs, default=1, metavar="N",
+                   help=f"RX/TX queue pairs, 1 to {MAX_QUEUE_PAIRS} (default 1; more offers MQ, and a TAP "
+                        "needs to be multiqueue: vnic creates it so, or `ip tuntap add ... multi_queue`)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("stats", help="counters of a running `vnic serve --control PATH`")
@@ -329,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")
     s.add_argument("--tap-offloads", choices=["on", "off"], default="on",
                    help="off: the host side of the TAP sends wire-size frames (no TSO/GSO)")
+    s.add_argument("--smp", type=_positive_int, default=1, metavar="N",
+                   help="the guest's vCPUs (multi-threaded TCG under TCG; default 1)")
+    s.add_argument("--queues", type=_queue_pairs, metavar="N",
+                   help=f"the NIC's queue pairs, 1 to {MAX_QUEUE_PAIRS} (default: --smp)")
     s.set_defaults(func=cmd_vm)
 
     s = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")

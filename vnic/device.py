@@ -65,6 +65,9 @@ class DeviceInfo(TypedDict):
     tx_mode: str
     rx_filter: dict[str, Any]
     rx_coalesce: bool
+    queue_pairs: int                  # max_virtqueue_pairs
+    active_queue_pairs: int           # what the driver uses (MQ_VQ_PAIRS_SET)
+    rx_steering: str                  # kernel, ebpf or detach (VirtioNet.steering)
     tap_gro_us: NotRequired[int]      # TAP backends only
 
 
@@ -95,13 +98,15 @@ class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
                  mtu: int = 1500, features: str = "", tx_mode: str = "segment",
                  rx_coalesce: bool = True, speed_mbps: int = 10000,
-                 flow_table_max: int | None = None):
+                 flow_table_max: int | None = None, queues: int = 1):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
+        queues: RX/TX queue pairs (1 to 16); more than one offers MQ, and a
+        TAP then has a queue per pair.
         mac: xx:xx:xx:xx:xx:xx or 6 bytes (default: random 52:54:00:xx:xx:xx).
         features: comma list of +name/-name applied to the default offer.
         flow_table_max: flows kept per queue pair (0: no per-flow statistics)."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
-        offered = feat.apply_changes(feat.DEFAULT, features)
+        offered = feat.apply_changes(feat.default_offer(queues), features)
         self.qmp_path: str | None = None           # QEMU's monitor, for replug
         self.device_id = qmp.DEFAULT_DEVICE_ID
         self._stats_base: dict[str, int] = {}      # totals at the last reset()
@@ -111,7 +116,7 @@ class Device:
         flow_kw = {} if flow_table_max is None else {"flow_table_max": flow_table_max}
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
                              features=offered, tx_mode=tx_mode,
-                             rx_coalesce=rx_coalesce, **flow_kw)
+                             rx_coalesce=rx_coalesce, queue_pairs=queues, **flow_kw)
         # what `reset` goes back to; the backend is open now: its GRO is what is really in force
         self._initial = _StartUp(features=offered, tx=tx_mode, rx_coalesce=rx_coalesce,
                                  tap_gro_us=self.backend.gro_flush_us if _tunable_gro(self.backend) else None)
@@ -293,6 +298,9 @@ class Device:
             tx_mode=self.net.tx_mode,
             rx_filter=self.net.filter_state(),
             rx_coalesce=self.net.rx_coalesce,
+            queue_pairs=self.net.queue_pairs,
+            active_queue_pairs=self.net.active_pairs(),
+            rx_steering=self.net.steering(),
         )
         if _tunable_gro(self.backend):
             info["tap_gro_us"] = self.backend.gro_flush_us

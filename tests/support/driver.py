@@ -57,8 +57,10 @@ VRING_USED_F_NO_NOTIFY = 1
 
 NET_HDR = struct.Struct("<BBHHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
 NET_HDR_LEN = NET_HDR.size            # 12: virtio_net_hdr_mrg_rxbuf, always with VERSION_1
-RX, TX, CTRL = 0, 1, 2
+RX, TX, CTRL = 0, 1, 2                # one pair; with MQ pair p is 2p, 2p+1 and control 2*pairs
 F_CTRL_VQ = 17
+F_MQ = 22
+CTRL_MQ, MQ_VQ_PAIRS_SET = 4, 0
 
 
 class DriverError(Exception):
@@ -318,7 +320,8 @@ class VirtioNetDriver:
         self.irq_fds: list[int] = []
         self.kicks_sent = 0
         self.kicks_suppressed = 0
-        self._rx_pending: list[Used] = []
+        self.pairs = 1                     # queue pairs set up (max_virtqueue_pairs with MQ)
+        self._rx_pending: dict[int, list[Used]] = {}
 
     # ---- register access ------------------------------------------------------
     def _bar_read(self, w: Window, offset: int, size: int) -> int:
@@ -384,6 +387,7 @@ class VirtioNetDriver:
             q.free()
         self.queues.clear()
         self._rx_pending.clear()
+        self.pairs = 1
 
     def negotiate(self, accept: int | None = None, drop: int = 0) -> int:
         """ACKNOWLEDGE, DRIVER, features, FEATURES_OK; returns the features.
@@ -439,12 +443,22 @@ class VirtioNetDriver:
         self.common_write("config_msix_vector", self.CONFIG_VECTOR)
         if self.common_read("config_msix_vector") != self.CONFIG_VECTOR:
             raise DriverError("config MSI-X vector refused")
-        for index in (RX, TX) + ((CTRL,) if self.has(F_CTRL_VQ) else ()):
+        self.pairs = self.net_config()["max_virtqueue_pairs"] if self.has(F_MQ) else 1
+        data_queues = tuple(range(2 * self.pairs))
+        for index in data_queues + ((self.ctrl_index,) if self.has(F_CTRL_VQ) else ()):
             self.setup_queue(index, queue_size)
         self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
         if self.status & (DEVICE_NEEDS_RESET | FAILED):
             raise DriverError(f"device status {self.status:#x} after DRIVER_OK")
         return self
+
+    @property
+    def ctrl_index(self) -> int:
+        return 2 * self.pairs
+
+    def set_pairs(self, n: int) -> int:
+        """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET n; returns the ack byte."""
+        return self.control(CTRL_MQ, MQ_VQ_PAIRS_SET, struct.pack("<H", n))
 
     def close(self) -> None:
         for fd in self.irq_fds:
@@ -498,21 +512,21 @@ class VirtioNetDriver:
 
     # ---- virtio-net -------------------------------------------------------------
     def post_rx(self, count: int, size: int = 1526, pieces: int = 1, indirect: bool = False,
-                kick: bool = True) -> list[Chain]:
+                kick: bool = True, pair: int = 0) -> list[Chain]:
         """Post `count` receive chains of `size` bytes, each split into `pieces`
-        device-writable buffers."""
-        q = self.queues[RX]
+        device-writable buffers, on the RX queue of `pair`."""
+        q = self.queues[2 * pair + RX]
         chains = []
         for _ in range(count):
             sizes = _split(size, pieces)
             bufs = [(self.mem.alloc(n, 8), n, True) for n in sizes]
             chains.append(q.add(bufs, indirect, owned=[b[0] for b in bufs]))
         if kick and chains:
-            self.kick(RX)
+            self.kick(2 * pair + RX)
         return chains
 
     def transmit(self, frame: bytes, header: bytes | None = None, pieces: list[int] | None = None,
-                 indirect: bool = False, kick: bool = True) -> Chain:
+                 indirect: bool = False, kick: bool = True, pair: int = 0) -> Chain:
         """Queue one frame with its virtio_net_hdr; `pieces` lists the sizes of
         the leading descriptors (the rest goes in a last one)."""
         data = (bytes(NET_HDR_LEN) if header is None else header) + frame
@@ -531,9 +545,9 @@ class VirtioNetDriver:
             self.mem.write(iova, data[pos:pos + n])
             bufs.append((iova, n, False))
             pos += n
-        chain = self.queues[TX].add(bufs, indirect, owned=[b[0] for b in bufs])
+        chain = self.queues[2 * pair + TX].add(bufs, indirect, owned=[b[0] for b in bufs])
         if kick:
-            self.kick(TX)
+            self.kick(2 * pair + TX)
         return chain
 
     def control(self, cls: int, cmd: int, data: bytes = b"", timeout: float = 2.0) -> int:
@@ -543,28 +557,29 @@ class VirtioNetDriver:
         self.mem.write(out, bytes([cls, cmd]) + data)
         ack = self.mem.alloc(1, 8)
         self.mem.write(ack, b"\xee")
-        self.queues[CTRL].add([(out, 2 + len(data), False), (ack, 1, True)], owned=[out, ack])
-        self.kick(CTRL, force=True)
-        [used] = self.wait_used(CTRL, 1, timeout)
+        ctrl = self.ctrl_index
+        self.queues[ctrl].add([(out, 2 + len(data), False), (ack, 1, True)], owned=[out, ack])
+        self.kick(ctrl, force=True)
+        [used] = self.wait_used(ctrl, 1, timeout)
         value = self.mem.read(ack, 1)[0]
-        self.queues[CTRL].release_chain(used.chain)
+        self.queues[ctrl].release_chain(used.chain)
         return value
 
-    def complete_tx(self, count: int = 1, timeout: float = 2.0) -> list[Used]:
-        used = self.wait_used(TX, count, timeout)
+    def complete_tx(self, count: int = 1, timeout: float = 2.0, pair: int = 0) -> list[Used]:
+        used = self.wait_used(2 * pair + TX, count, timeout)
         for u in used:
-            self.queues[TX].release_chain(u.chain)
+            self.queues[2 * pair + TX].release_chain(u.chain)
         return used
 
-    def receive(self, count: int = 1, timeout: float = 2.0) -> list[RxPacket]:
-        """Collect `count` packets from the RX used ring (following
+    def receive(self, count: int = 1, timeout: float = 2.0, pair: int = 0) -> list[RxPacket]:
+        """Collect `count` packets from the RX used ring of `pair` (following
         num_buffers with MRG_RXBUF) and free their buffers."""
-        q = self.queues[RX]
+        q = self.queues[2 * pair + RX]
         packets: list[RxPacket] = []
         deadline = time.monotonic() + timeout
         while len(packets) < count:
-            self._rx_pending += q.pop_used()
-            packet = self._take_packet()
+            self._rx_pending.setdefault(q.index, []).extend(q.pop_used())
+            packet = self._take_packet(q)
             if packet is not None:
                 packets.append(packet)
                 continue
@@ -573,23 +588,24 @@ class VirtioNetDriver:
             time.sleep(0.0005)
         return packets
 
-    def _take_packet(self) -> RxPacket | None:
-        if not self._rx_pending:
+    def _take_packet(self, q: SplitQueue) -> RxPacket | None:
+        pending = self._rx_pending.get(q.index, [])
+        if not pending:
             return None
-        first = self._rx_pending[0]
+        first = pending[0]
         data = first.chain.written(self.mem, first.length)
         if len(data) < NET_HDR_LEN:
             raise DriverError(f"RX buffer of {first.length} bytes holds no header")
         nbufs = NET_HDR.unpack_from(data)[6] if self.has(F_MRG_RXBUF) else 1
         if nbufs < 1:
             raise DriverError("num_buffers is 0")
-        if len(self._rx_pending) < nbufs:
+        if len(pending) < nbufs:
             return None
-        used, self._rx_pending = self._rx_pending[:nbufs], self._rx_pending[nbufs:]
+        used, self._rx_pending[q.index] = pending[:nbufs], pending[nbufs:]
         for u in used[1:]:
             data += u.chain.written(self.mem, u.length)
         for u in used:
-            self.queues[RX].release_chain(u.chain)
+            q.release_chain(u.chain)
         return RxPacket(data[:NET_HDR_LEN], data[NET_HDR_LEN:], used)
 
 

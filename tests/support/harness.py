@@ -16,18 +16,18 @@ from pathlib import Path
 from vnic.backends.null import NullBackend
 from vnic.net.virtio_net import VirtioNet
 from vnic.vfio_user.session import Server
-from vnic.virtio import features as feat
 
 from .client import VfioUserClient
 
 
 class ServedDevice:
-    def __init__(self, backend=None, features=feat.DEFAULT, mac: bytes | None = None, mtu: int = 1500):
+    def __init__(self, backend=None, features=None, mac: bytes | None = None, mtu: int = 1500,
+                 queue_pairs: int = 1):
         # A short directory: UNIX socket paths are limited to 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="vnic-t-"))
         self.path = self.dir / "vnic.sock"
         self.device = VirtioNet(backend or NullBackend(), mac=mac or bytes.fromhex("525400123456"),
-                                mtu=mtu, features=features)
+                                mtu=mtu, features=features, queue_pairs=queue_pairs)
         self.server = Server(self.path, self.device.transport)
         self.thread = self.server.start()
         self.clients: list[VfioUserClient] = []

@@ -27,12 +27,14 @@ if the kernel refuses the timeout at open, it is what the TAP has.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
 import os
 import subprocess
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from .._native import ffi, lib
@@ -63,23 +65,28 @@ class TapBackend:
         self.gro_flush_us = gro_flush_us
         self._saved_gro_timeout: str | None = None
         self._napi = False                  # opened with IFF_NAPI: GRO can be tuned live
-        self.fd = -1
+        self.fds: list[int] = []            # one per queue pair
+
+    @property
+    def fd(self) -> int:
+        """The first queue's fd (-1 when closed)."""
+        return self.fds[0] if self.fds else -1
 
     def describe(self) -> str:
         """The backend spec: tap:IFNAME or tap:IFNAME@NETNS."""
         return f"tap:{self.ifname}" + (f"@{self.netns}" if self.netns else "")
 
-    def open(self) -> None:
+    def open(self, queues: int = 1) -> None:
         """Open the TAP (creating it if it does not exist) with a vnet header,
-        bring it up and set its GRO flush timeout. Raises BackendError if
-        the TAP or the namespace cannot be opened,
+        one queue per queue pair (IFF_MULTI_QUEUE when more than one), bring
+        it up and set its GRO flush timeout. Raises BackendError if the TAP
+        or the namespace cannot be opened (a TAP that exists without
+        multiqueue cannot take more than one queue),
         subprocess.CalledProcessError if `ip link set up` fails. A timeout
         the kernel refuses is logged, and gro_flush_us becomes what the TAP
         has."""
-        if self.netns:
-            self.fd = _in_netns(self.netns, self._open_here)
-        else:
-            self.fd = self._open_here()
+        opener = partial(self._open_queues, queues)
+        self.fds = _in_netns(self.netns, opener) if self.netns else opener()
         cmd = ["ip"] + (["-n", self.netns] if self.netns else []) + ["link", "set", "dev", self.ifname, "up"]
         subprocess.run(cmd, check=True, capture_output=True)
         self._napi = bool(self.gro_flush_us)
@@ -126,11 +133,26 @@ class TapBackend:
         r = subprocess.run(cmd, input=value, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else None
 
-    def _open_here(self) -> int:
+    def _open_queues(self, queues: int) -> list[int]:
+        """queues fds of the TAP, opened here (all or none)."""
+        fds: list[int] = []
+        try:
+            for _ in range(queues):
+                fds.append(self._open_here(multi_queue=queues > 1))
+        except BackendError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def _open_here(self, multi_queue: bool) -> int:
         name = ffi.new("char[]", 16)
-        fd: int = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0)
+        fd: int = lib.vnic_tap_open(self.ifname.encode(), name, 16, 1 if self.gro_flush_us else 0,
+                                    int(multi_queue))
         if fd < 0:
             hint = " (are you root? is /dev/net/tun there?)" if -fd in (1, 2, 13) else ""
+            if -fd == errno.EINVAL and multi_queue:
+                hint = " (an existing TAP made without multiqueue? delete it or use --queues 1)"
             raise BackendError(-fd, f"cannot open TAP {self.ifname}: {os.strerror(-fd)}{hint}")
         return fd
 
@@ -152,9 +174,9 @@ class TapBackend:
         if self._saved_gro_timeout is not None:     # a TAP that outlives us gets it back
             self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
             self._saved_gro_timeout = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def _in_netns(netns: str, fn: Callable[[], T]) -> T:

@@ -100,7 +100,9 @@ def guest_argv(qemu: Qemu, image, nic_args, cmd: str, ip: str | None = "10.213.0
     return [
         *qemu.argv_prefix,
         "-name", "vnic-guest",
-        "-accel", accel, *(["-cpu", cpu] if cpu else []),
+        # several vCPUs under TCG: one host thread each (MTTCG)
+        "-accel", accel + (",thread=multi" if accel == "tcg" and smp > 1 else ""),
+        *(["-cpu", cpu] if cpu else []),
         "-smp", str(smp), "-m", f"{mem_mb}M",
         # Shared memfd RAM: lets vfio-user DMA_MAP pass fds (see DESIGN.md).
         *(["-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",

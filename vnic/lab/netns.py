@@ -161,9 +161,11 @@ class NetNS:
         os.set_inheritable(fd, True)
         return fd
 
-    def add_tap(self, tap: str = "tap0", addr: str | None = HOST_IP) -> str:
-        """A persistent TAP created inside the namespace, for a process run there."""
-        _ip("-n", self.name, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr")
+    def add_tap(self, tap: str = "tap0", addr: str | None = HOST_IP, multi_queue: bool = False) -> str:
+        """A persistent TAP created inside the namespace, for a process run
+        there (multi_queue: for a device with more than one queue pair)."""
+        _ip("-n", self.name, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr",
+            *(["multi_queue"] if multi_queue else []))
         self._up(tap, addr)
         return tap
 

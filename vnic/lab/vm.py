@@ -74,21 +74,26 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
        flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
-       log=print) -> VmResult:
+       smp: int = 1, queues: int | None = None, log=print) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
+
+    smp: the guest's vCPUs; queues: the NIC's queue pairs (default: smp,
+    as a Linux guest uses one pair per online CPU).
 
     tap_offloads=False turns segmentation offloads off on the host side of
     the TAP, so the host sends wire-size frames (as traffic from a real
     network would arrive) and the device's receive coalescing has work."""
     if iperf_seconds is None and cmd is None:
         cmd = "ip -s link show eth0"
+    queues = smp if queues is None else queues
     qemu = ensure_qemu(log=log)
     image = ensure_guest_image(log=log)
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
-        ns.add_tap(TAP_NAME)
+        ns.add_tap(TAP_NAME, multi_queue=queues > 1)
         socket_path = Path(tmp) / "vnic.sock"
         with Device(TapBackend(TAP_NAME, ns.name, gro_flush_us=tap_gro_us), mtu=mtu, features=features,
-                    tx_mode=tx_mode, rx_coalesce=rx_coalesce, flow_table_max=flow_table_max) as dev:
+                    tx_mode=tx_mode, rx_coalesce=rx_coalesce, flow_table_max=flow_table_max,
+                    queues=queues) as dev:
             if not tap_offloads:
                 _tap_offloads_off_once_negotiated(dev, ns)
             dev.serve(socket_path)
@@ -102,14 +107,14 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                     server.start()
                     stack.callback(server.close)
                     log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
-                return _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout)
+                return _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
 
 
-def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout) -> VmResult:
+def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp) -> VmResult:
     """Boot the guest; iperf3 both ways or the command; the result with counters."""
     if iperf_seconds is not None:
         res = iperf.run_iperf_pair(qemu, image, nic, ns, seconds=iperf_seconds,
-                                   extra="", timeout=timeout, extra_args=monitor)
+                                   extra="", timeout=timeout, extra_args=monitor, smp=smp)
         guest = res["guest"]
         return VmResult(guest.rc, guest.output, guest.error,
                         guest_feature_names(guest.ready), dev.stats(),
@@ -119,7 +124,7 @@ def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout) -> VmR
                                "iperf_tx_bytes": iperf.received_bytes(res["tx"]),
                                "iperf_rx_bytes": iperf.received_bytes(res["rx"])})
     with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180,
-                      extra_args=monitor) as g:
+                      extra_args=monitor, smp=smp) as g:
         guest = g.wait()
     return VmResult(guest.rc, guest.output, guest.error,
                     guest_feature_names(guest.ready), dev.stats(), boot_s=guest.boot_s)

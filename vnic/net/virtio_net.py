@@ -34,6 +34,15 @@ MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
 
 
+MAX_QUEUE_PAIRS: int = lib.VNIC_MAX_QUEUE_PAIRS
+
+
+def check_queue_pairs(n: object) -> None:
+    """Raise ConfigError unless n is a queue pair count the device can serve."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QUEUE_PAIRS:
+        raise ConfigError(f"queue pairs {n!r}: use 1 to {MAX_QUEUE_PAIRS}")
+
+
 def check_tx_mode(mode: object) -> None:
     """A ValueError naming the modes for anything that is not one (a control
     request may carry any JSON value)."""
@@ -62,17 +71,23 @@ class VirtioNet:
     and statistics, and the bridge to the C data plane. transport is the
     virtio PCI transport in front of it, which the vfio-user server serves.
 
+    queue_pairs: RX/TX queue pairs (1 to MAX_QUEUE_PAIRS); with more than
+    one the device offers MQ and the backend opens a queue per pair.
+
     The constructor opens backend. It raises ConfigError for a bad MTU, speed,
-    TX mode or flow table bound, BackendError if the backend cannot be opened
-    or attached, and DeviceError if the C device cannot be created."""
+    queue pair count, TX mode or flow table bound, BackendError if the
+    backend cannot be opened or attached, and DeviceError if the C device
+    cannot be created."""
     device_type = DEVICE_TYPE_NET
     subsystem_id = 0x1100
     class_code = 0x020000          # network controller, ethernet
-    queue_pairs = 1
 
     def __init__(self, backend: Backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
-                 features: frozenset[F] = feat.DEFAULT, tx_mode: str = "segment",
-                 rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX):
+                 features: frozenset[F] | None = None, tx_mode: str = "segment",
+                 rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX,
+                 queue_pairs: int = 1):
+        check_queue_pairs(queue_pairs)
+        self.queue_pairs = queue_pairs
         if not MIN_MTU <= mtu <= MAX_MTU:
             raise ConfigError(f"MTU {mtu} outside {MIN_MTU}..{MAX_MTU}")
         if not 0 <= speed_mbps < 0xFFFFFFFF:
@@ -80,7 +95,8 @@ class VirtioNet:
         self.mac = mac or random_mac()
         self.mtu = mtu
         self.speed_mbps = speed_mbps          # reported with SPEED_DUPLEX (full duplex)
-        self.features = frozenset(features)
+        # default: feat.default_offer(queue_pairs)
+        self.features = frozenset(feat.default_offer(queue_pairs) if features is None else features)
         self.link_up = True
         self.negotiated = 0
         self.backend = backend
@@ -91,8 +107,9 @@ class VirtioNet:
             raise DeviceError(errno.ENOMEM, "cannot create the native device")
         self.native = ffi.gc(native, lib.vnic_dev_free)
         lib.vnic_dev_set_mac(self.native, self.mac)
-        backend.open()
-        check(lib.vnic_dev_set_backend(self.native, backend.kind, backend.fd),
+        backend.open(queues=self.queue_pairs)
+        fds = ffi.new("int[]", backend.fds)
+        check(lib.vnic_dev_set_backend(self.native, backend.kind, fds, len(backend.fds)),
               f"backend {backend.describe()}", BackendError)
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
@@ -105,6 +122,20 @@ class VirtioNet:
     def offered_features(self) -> int:
         """The offer as a feature bit mask."""
         return feat.mask(self.features)
+
+    def steering(self) -> str:
+        """How received frames are kept on the pairs in use: "kernel" (the
+        TAP's own flow hash over all its queues, or one queue), "ebpf" (a
+        steering program over the pairs in use) or "detach" (the queues
+        given up are detached: the kernel drops what they held)."""
+        names = {lib.VNIC_STEER_NONE: "kernel", lib.VNIC_STEER_PROGRAM: "ebpf",
+                 lib.VNIC_STEER_DETACH: "detach"}
+        return names[lib.vnic_dev_steering(self.native)]
+
+    def active_pairs(self) -> int:
+        """Queue pairs the driver uses now (MQ_VQ_PAIRS_SET; 1 until it says)."""
+        n: int = lib.vnic_dev_active_pairs(self.native)
+        return n
 
     @property
     def current_mac(self) -> bytes:

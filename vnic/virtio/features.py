@@ -38,10 +38,13 @@ class F(enum.IntEnum):
     RING_EVENT_IDX = lib.VNIC_F_RING_EVENT_IDX
     VERSION_1 = lib.VNIC_F_VERSION_1
     ACCESS_PLATFORM = lib.VNIC_F_ACCESS_PLATFORM
+    RING_PACKED = lib.VNIC_F_RING_PACKED
     GUEST_USO4 = lib.VNIC_F_GUEST_USO4
     GUEST_USO6 = lib.VNIC_F_GUEST_USO6
     HOST_USO = lib.VNIC_F_HOST_USO
+    HASH_REPORT = lib.VNIC_F_HASH_REPORT
     GUEST_HDRLEN = lib.VNIC_F_GUEST_HDRLEN
+    RSS = lib.VNIC_F_RSS
     SPEED_DUPLEX = lib.VNIC_F_SPEED_DUPLEX
 
 
@@ -77,6 +80,9 @@ NAMES: dict[str, F] = {
     "uso": F.HOST_USO,
     "speed_duplex": F.SPEED_DUPLEX,
     "guest_hdrlen": F.GUEST_HDRLEN,
+    "packed": F.RING_PACKED,
+    "hash_report": F.HASH_REPORT,
+    "rss": F.RSS,
 }
 
 # What the device implements today; --features can only narrow or re-add
@@ -87,9 +93,18 @@ IMPLEMENTED = frozenset({
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6,
     F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.CTRL_GUEST_OFFLOADS,
-    F.GUEST_ANNOUNCE, F.SPEED_DUPLEX,
+    F.GUEST_ANNOUNCE, F.SPEED_DUPLEX, F.MQ,
 })
-DEFAULT = IMPLEMENTED
+# Offered unless --features says otherwise; MQ only with more than one
+# queue pair (default_offer).
+DEFAULT = IMPLEMENTED - {F.MQ}
+
+
+def default_offer(queue_pairs: int) -> frozenset[F]:
+    """DEFAULT, with MQ for a device of more than one queue pair."""
+    return DEFAULT | {F.MQ} if queue_pairs > 1 else DEFAULT
+
+
 # A modern-only device cannot work without VERSION_1.
 REQUIRED = frozenset({F.VERSION_1})
 # Offloads that make sense only on top of others (virtio 1.2, 5.1.3.1): a
@@ -101,7 +116,7 @@ DEPENDS = {
     F.GUEST_USO4: {F.GUEST_CSUM}, F.GUEST_USO6: {F.GUEST_CSUM},
     F.GUEST_ECN: {F.GUEST_TSO4, F.GUEST_TSO6},
     F.CTRL_RX: {F.CTRL_VQ}, F.CTRL_VLAN: {F.CTRL_VQ}, F.CTRL_MAC_ADDR: {F.CTRL_VQ},
-    F.CTRL_GUEST_OFFLOADS: {F.CTRL_VQ}, F.GUEST_ANNOUNCE: {F.CTRL_VQ},
+    F.CTRL_GUEST_OFFLOADS: {F.CTRL_VQ}, F.GUEST_ANNOUNCE: {F.CTRL_VQ}, F.MQ: {F.CTRL_VQ},
     F.CTRL_RX_EXTRA: {F.CTRL_RX},
 }
 
