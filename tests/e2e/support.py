@@ -156,10 +156,14 @@ class Link:
     change `tap_offloads_off` holds ethtool's result and `tap_features_set`
     the TAP's features then (the device resets them when the guest goes).
     rx_coalesce is the Device's.  tap_gro_us is the TAP's host GRO flush
-    timeout (0: no host GRO, so a capture on the TAP shows every wire frame)."""
+    timeout (0: no host GRO, so a capture on the TAP shows every wire frame).
+    queues: the device's queue pairs (the TAP is then multiqueue); smp: the
+    guest's vCPUs."""
 
     def __init__(self, features: str = "", tap_offloads: bool = True, tap_csum: bool = True,
-                 rx_coalesce: bool = True, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US):
+                 rx_coalesce: bool = True, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
+                 queues: int = 1, smp: int = 1):
+        self.queues, self.smp = queues, smp
         self.features, self.rx_coalesce, self.tap_gro_us = features, rx_coalesce, tap_gro_us
         self.tap_offloads, self.tap_csum = tap_offloads, tap_csum
         self.tap_offloads_off: subprocess.CompletedProcess | None = None
@@ -170,7 +174,7 @@ class Link:
         try:
             s = self._stack
             self.ns = s.enter_context(NetNS())
-            self.ns.add_tap(TAP)
+            self.ns.add_tap(TAP, multi_queue=self.queues > 1)
             r = self.ns.run(["ip", "-6", "addr", "add", f"{HOST6}/64", "dev", TAP, "nodad"])
             if r.returncode != 0:
                 raise RuntimeError(f"cannot add {HOST6} to {TAP}: {r.stderr}")
@@ -178,7 +182,7 @@ class Link:
             self.tmp = Path(s.enter_context(tempfile.TemporaryDirectory(prefix="vnic-e2e-")))
             self.dev = s.enter_context(Device(TapBackend(TAP, self.ns.name, gro_flush_us=self.tap_gro_us),
                                               features=self.features,
-                                              rx_coalesce=self.rx_coalesce))
+                                              rx_coalesce=self.rx_coalesce, queues=self.queues))
             if not (self.tap_offloads and self.tap_csum):
                 self._tap_offloads_off_once_negotiated()
             self.dev.serve(self.tmp / "vnic.sock")
@@ -245,7 +249,7 @@ class Link:
 
     def guest(self, qemu, image, cmd: str, timeout: float = 150, extra_args=()) -> GuestProcess:
         g = GuestProcess(qemu, image, self.dev.qemu_args(), cmd, ip=GUEST_IP, timeout=timeout,
-                         extra_args=extra_args)
+                         extra_args=extra_args, smp=self.smp)
         self.defer(g.kill)
         return g.start()
 
