@@ -171,8 +171,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return offloads.main(seconds=args.seconds, rounds=args.rounds, builtin=args.builtin,
                              tx_mode=args.tx_mode, as_json=args.json)
     from vnic.lab.bench import iperf_parity as bench_iperf
+    shape = bench_iperf.Shape(queues=args.queues, smp=args.smp or args.queues, parallel=args.parallel)
     return bench_iperf.main(seconds=args.seconds, as_json=args.json, tx_mode=args.tx_mode,
-                            tap_gro_us=parse_tap_gro(args.tap_gro))
+                            tap_gro_us=parse_tap_gro(args.tap_gro), shape=shape)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -356,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     b.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
+    b.add_argument("--queues", type=_queue_pairs, default=1, metavar="N",
+                   help="queue pairs of both devices (the built-in one with mq=on; default 1)")
+    b.add_argument("--smp", type=_positive_int, metavar="N", help="the guest's vCPUs (default: --queues)")
+    b.add_argument("-P", "--parallel", type=_positive_int, default=1, metavar="N",
+                   help="iperf3 parallel streams (default 1)")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("offloads", help="guest->host with the device's TX offloads on against off, "
                          "interleaved rounds (and the built-in device's for reference)")

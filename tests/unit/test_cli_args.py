@@ -41,3 +41,20 @@ def test_ctl_refuses_a_bad_gro_value_before_calling_the_socket(tmp_path, capsys)
     rc = main(["ctl", "--control", str(tmp_path / "absent.ctl"), "mode", "--tap-gro", "soon"])
     assert rc == 1
     assert "--tap-gro 'soon'" in capsys.readouterr().err
+
+
+def test_queues_on_serve_vm_and_bench_iperf():
+    p = build_parser()
+    assert p.parse_args(["serve", "--socket", "s"]).queues == 1
+    assert p.parse_args(["serve", "--socket", "s", "--queues", "16"]).queues == 16
+    vm = p.parse_args(["vm", "--smp", "2"])
+    assert (vm.smp, vm.queues) == (2, None)                 # None: as many pairs as vCPUs
+    b = p.parse_args(["bench", "iperf", "--queues", "2", "-P", "4"])
+    assert (b.queues, b.smp, b.parallel) == (2, None, 4)
+
+
+@pytest.mark.parametrize("bad", ["0", "17", "-1", "two"])
+def test_a_bad_queue_count_is_refused_by_the_parser(bad, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--socket", "s", "--queues", bad])
+    assert "queue pair count, 1 to 16" in capsys.readouterr().err

@@ -32,7 +32,7 @@ GUEST_IP = "10.213.0.2/24"
 PREFIX = "vnic-"
 
 TUNSETIFF = 0x400454CA
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE = 0x0002, 0x1000, 0x4000, 0x0100
 
 _counter = itertools.count()
 
@@ -82,14 +82,15 @@ def cleanup_stale() -> list[str]:
     return removed
 
 
-def open_tun(name: str, vnet_hdr: bool = True) -> int:
+def open_tun(name: str, vnet_hdr: bool = True, multi_queue: bool = False) -> int:
     """Create a (non-persistent) TAP `name` in this namespace; return its fd.
 
     vnet_hdr: QEMU enables offloads (TSO, csum) on the TAP only if the fd was
-    opened with IFF_VNET_HDR.
+    opened with IFF_VNET_HDR.  multi_queue: each call opens one more queue
+    of the same TAP.
     """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+    flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0) | (IFF_MULTI_QUEUE if multi_queue else 0)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
     except OSError:
@@ -152,14 +153,22 @@ class NetNS:
 
         The fd is inheritable (pass it with pass_fds) and closed at exit.
         """
+        [fd] = self.open_tap_queues(tap, addr, vnet_hdr, queues=1)
+        return fd
+
+    def open_tap_queues(self, tap: str = "tap0", addr: str | None = HOST_IP,
+                        vnet_hdr: bool = True, queues: int = 1) -> list[int]:
+        """open_tap with `queues` queues (multiqueue when more than one): one
+        inheritable fd per queue, for QEMU's -netdev tap,fds=A:B."""
         tmp = f"vt{os.getpid() % 100000}x{next(_counter)}"  # unique in the root ns
-        fd = open_tun(tmp, vnet_hdr)
-        self.fds.append(fd)
+        fds = [open_tun(tmp, vnet_hdr, multi_queue=queues > 1) for _ in range(queues)]
+        self.fds.extend(fds)
         _ip("link", "set", "dev", tmp, "netns", self.name)
         _ip("-n", self.name, "link", "set", "dev", tmp, "name", tap)
         self._up(tap, addr)
-        os.set_inheritable(fd, True)
-        return fd
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        return fds
 
     def add_tap(self, tap: str = "tap0", addr: str | None = HOST_IP, multi_queue: bool = False) -> str:
         """A persistent TAP created inside the namespace, for a process run

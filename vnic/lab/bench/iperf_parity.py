@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from vnic.backends.tap import TapBackend
@@ -22,25 +23,46 @@ from vnic.lab.qemu import ensure_qemu
 BUILTIN_MAC = "52:54:00:12:34:56"
 
 
-def builtin(qemu, image, seconds: int, device_props: str = "") -> dict:
-    """device_props: extra virtio-net-pci properties, e.g. ",csum=off"."""
+@dataclass(frozen=True)
+class Shape:
+    """What both devices are measured with: queue pairs, guest vCPUs and
+    iperf3 streams (-P)."""
+    queues: int = 1
+    smp: int = 1
+    parallel: int = 1
+
+    def iperf_args(self) -> str:
+        return f"-P {self.parallel}" if self.parallel > 1 else ""
+
+
+def builtin(qemu, image, seconds: int, device_props: str = "", shape: Shape = Shape()) -> dict:
+    """device_props: extra virtio-net-pci properties, e.g. ",csum=off".  With
+    several queues: -netdev tap,fds=...,queues=N and mq=on, as QEMU's own
+    multiqueue NIC is set up."""
     with NetNS() as ns:
-        fd = ns.open_tap("tap0")
-        nic = ["-netdev", f"tap,id=n0,fd={fd},vhost=off",
-               "-device", f"virtio-net-pci,netdev=n0,mac={BUILTIN_MAC}{device_props}"]
-        return run_iperf_pair(qemu, image, nic, ns, seconds=seconds, pass_fds=[fd])
+        fds = ns.open_tap_queues("tap0", queues=shape.queues)
+        if shape.queues > 1:
+            netdev = f"tap,id=n0,fds={':'.join(map(str, fds))},queues={shape.queues},vhost=off"
+            device_props = f",mq=on,vectors={2 * shape.queues + 2}" + device_props
+        else:
+            netdev = f"tap,id=n0,fd={fds[0]},vhost=off"
+        nic = ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,mac={BUILTIN_MAC}{device_props}"]
+        return run_iperf_pair(qemu, image, nic, ns, seconds=seconds, pass_fds=fds,
+                              extra=shape.iperf_args(), smp=shape.smp)
 
 
 def vnic(qemu, image, seconds: int, tx_mode: str = "segment",
-         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, features: str = "") -> dict:
+         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, features: str = "",
+         shape: Shape = Shape()) -> dict:
     """features: a --features edit of what the device offers, e.g. "-tso4"."""
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-bench-") as tmp:
-        ns.add_tap("tap0")
+        ns.add_tap("tap0", multi_queue=shape.queues > 1)
         with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode,
-                    features=features) as dev:
+                    features=features, queues=shape.queues) as dev:
             dev.serve(Path(tmp) / "vnic.sock")
             assert dev.socket_path is not None          # serving
-            res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds)
+            res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds,
+                                 extra=shape.iperf_args(), smp=shape.smp)
             res["counters"] = dev.stats()
             return res
 
@@ -51,19 +73,21 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def run(seconds: int = 5, tx_mode: str = "segment",
-        tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, log=print) -> dict:
+        tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, log=print, shape: Shape = Shape()) -> dict:
     """QEMU's built-in virtio-net, then vnic, each with iperf3 both ways, and
     vnic's ratios to the built-in. Raises RuntimeError if a guest or iperf3
     fails."""
     qemu = ensure_qemu(log=log)
     image = ensure_guest_image(log=log)
+    log(f"bench: {shape.queues} queue pair(s), {shape.smp} vCPU(s), iperf3 -P {shape.parallel}")
     log(f"bench: built-in virtio-net (TAP, vhost off), iperf3 {seconds} s each way ...")
-    b = builtin(qemu, image, seconds)
+    b = builtin(qemu, image, seconds, shape=shape)
     log(f"bench: vnic (vfio-user, TAP, tx {tx_mode}, host GRO {tap_gro_us} us), "
         f"iperf3 {seconds} s each way ...")
-    v = vnic(qemu, image, seconds, tx_mode, tap_gro_us)
+    v = vnic(qemu, image, seconds, tx_mode, tap_gro_us, shape=shape)
     return {
         "seconds": seconds,
+        "queues": shape.queues, "smp": shape.smp, "parallel": shape.parallel,
         "vnic_tx_mode": tx_mode,
         "vnic_tap_gro_us": tap_gro_us,
         "qemu": qemu.version,
@@ -75,13 +99,14 @@ def run(seconds: int = 5, tx_mode: str = "segment",
 
 
 def main(seconds: int = 5, as_json: bool = False, tx_mode: str = "segment",
-         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> int:
+         tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, shape: Shape = Shape()) -> int:
     """Run and print a table (JSON with as_json); returns the exit status, 0."""
-    res = run(seconds, tx_mode, tap_gro_us, log=(lambda *_: None) if as_json else print)
+    res = run(seconds, tx_mode, tap_gro_us, log=(lambda *_: None) if as_json else print, shape=shape)
     if as_json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{'':22}{'guest->host':>14}{'host->guest':>14}   (Gbit/s, iperf3 {seconds} s, QEMU {res['qemu']})")
+    print(f"{'':22}{'guest->host':>14}{'host->guest':>14}   (Gbit/s, iperf3 {seconds} s -P {shape.parallel}, "
+          f"{shape.queues} queue pair(s), {shape.smp} vCPU(s), QEMU {res['qemu']})")
     print(f"{'QEMU virtio-net (TAP)':22}{res['builtin_tx_gbps']:>14.2f}{res['builtin_rx_gbps']:>14.2f}")
     print(f"{'vnic (vfio-user, TAP)':22}{res['vnic_tx_gbps']:>14.2f}{res['vnic_rx_gbps']:>14.2f}"
           f"   (tx {res['vnic_tx_mode']}, host GRO {res['vnic_tap_gro_us']} us)")
