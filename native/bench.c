@@ -5,6 +5,7 @@
  * housekeeping.  Frames are UDP/IPv4 of BENCH_FLOWS flows, so the flow
  * statistics (at the default bound) are measured too.  Used by `vnic bench engine`; never on the data path. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,7 @@ static double now_ns(void)
  * buf_size bytes, all posted, the avail ring under our control. */
 struct bench {
     struct vnic_dev *dev;
+    bool owns_dev;                /* the scaling runs share one device among pairs */
     struct qpair *qp;
     struct vq *vq;
     uint8_t *mem;
@@ -90,42 +92,65 @@ static void bench_frame(uint8_t *f, int size, int flow)
 
 static void bench_free(struct bench *b)
 {
-    vnic_dev_free(b->dev);
+    if (b->owns_dev)
+        vnic_dev_free(b->dev);
     free(b->mem);
 }
 
-static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_size)
+/* A device of `pairs` queue pairs on the benchmark source.  NULL if short
+ * of memory. */
+static struct vnic_dev *bench_device(int pairs, uint64_t features)
+{
+    struct vnic_dev *dev = vnic_dev_new(pairs);
+    /* RX reads the benchmark source; TX discards, as the null backend does */
+    if (!dev || dev_use_backend(dev, &bench_source_backend, (const int[]){ -1 }, 1) < 0) {
+        vnic_dev_free(dev);
+        return NULL;
+    }
+    vnic_dev_set_mac(dev, bench_mac);
+    vnic_dev_set_features(dev, features | 1ull << VNIC_F_VERSION_1 | 1ull << VNIC_F_RING_EVENT_IDX |
+                          (pairs > 1 ? 1ull << VNIC_F_MQ : 0));
+    return dev;
+}
+
+/* b drives queue `queue` (2*pair for RX, 2*pair+1 for TX) of dev, in guest
+ * memory of its own. */
+static int bench_attach(struct bench *b, struct vnic_dev *dev, int queue, size_t buf_size)
 {
     size_t size = (RINGS_BYTES + buf_size * BENCH_QSIZE + 4095) & ~(size_t)4095;
-    memset(b, 0, sizeof(*b));
+    uint64_t base = BENCH_IOVA * (uint64_t)(1 + queue / 2);   /* a region per pair */
+    b->dev = dev;
     b->mem = aligned_alloc(4096, size);
-    b->dev = vnic_dev_new(1);
-    if (!b->mem || !b->dev) {
-        bench_free(b);
+    if (!b->mem)
         return -ENOMEM;
-    }
     memset(b->mem, 0, size);
-    /* RX reads the benchmark source; TX discards, as the null backend does */
-    if (dev_use_backend(b->dev, &bench_source_backend, (const int[]){ -1 }, 1) < 0) {
-        bench_free(b);
-        return -ENOMEM;
-    }
-    vnic_dev_set_mac(b->dev, bench_mac);
-    vnic_mem_add(b->dev, BENCH_IOVA, size, b->mem, 1);
-    uint64_t desc = BENCH_IOVA, avail = desc + DESC_BYTES, used = avail + RING_ROOM;
-    vnic_dev_set_features(b->dev, features | 1ull << VNIC_F_VERSION_1 | 1ull << VNIC_F_RING_EVENT_IDX);
-    vnic_queue_setup(b->dev, queue, BENCH_QSIZE, desc, avail, used);
-    b->qp = &b->dev->qp[0];
+    vnic_mem_add(dev, base, size, b->mem, 1);
+    uint64_t desc = base, avail = desc + DESC_BYTES, used = avail + RING_ROOM;
+    vnic_queue_setup(dev, queue, BENCH_QSIZE, desc, avail, used);
+    b->qp = &dev->qp[queue / 2];
     b->vq = queue % 2 ? &b->qp->tx : &b->qp->rx;
     b->vq->enabled = true;
     vq_map(b->vq);
     struct vring_desc *d = (struct vring_desc *)b->mem;
     uint16_t flags = queue % 2 ? 0 : VRING_DESC_F_WRITE;
     for (int i = 0; i < BENCH_QSIZE; i++)
-        d[i] = (struct vring_desc){ BENCH_IOVA + RINGS_BYTES + buf_size * (size_t)i,
+        d[i] = (struct vring_desc){ base + RINGS_BYTES + buf_size * (size_t)i,
                                     (uint32_t)buf_size, flags, 0 };
-    b->avail = (uint16_t *)(b->mem + (avail - BENCH_IOVA));
+    b->avail = (uint16_t *)(b->mem + (avail - base));
     return 0;
+}
+
+static int bench_init(struct bench *b, int queue, uint64_t features, size_t buf_size)
+{
+    memset(b, 0, sizeof(*b));
+    struct vnic_dev *dev = bench_device(1, features);
+    if (!dev)
+        return -ENOMEM;
+    b->owns_dev = true;
+    int err = bench_attach(b, dev, queue, buf_size);
+    if (err)
+        bench_free(b);
+    return err;
 }
 
 static uint8_t *bench_buffer(struct bench *b, size_t buf_size, int i)
@@ -168,31 +193,50 @@ static double bench_rx_rounds(struct bench *b, const uint8_t *frames, uint32_t f
     return total;
 }
 
+static size_t tx_slot(int frame_size)
+{
+    return (size_t)(VNIC_NET_HDR_SIZE + frame_size + 63) & ~(size_t)63;
+}
+
+/* Fill every TX buffer with a zero header and a frame of frame_size bytes. */
+static void tx_frames(struct bench *b, int frame_size)
+{
+    size_t slot = tx_slot(frame_size);
+    struct vring_desc *d = (struct vring_desc *)b->mem;
+    for (int i = 0; i < BENCH_QSIZE; i++) {
+        bench_frame(bench_buffer(b, slot, i) + VNIC_NET_HDR_SIZE, frame_size, i % BENCH_FLOWS);
+        d[i].len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
+    }
+}
+
+/* rounds of: the driver posts batch chains, the TX path sends them.  ns
+ * spent in the TX path. */
+static double tx_rounds(struct bench *b, int batch, int rounds)
+{
+    double total = 0;
+    for (int r = 0; r < rounds; r++) {
+        uint16_t before = b->vq->last_avail;
+        /* the driver posts a batch; the consumed ones are not re-posted */
+        for (int i = 0; i < batch; i++)
+            b->avail[2 + (uint16_t)(before + i) % BENCH_QSIZE] = (uint16_t)((before + i) % BENCH_QSIZE);
+        double t0 = now_ns();
+        __atomic_store_n(&b->avail[1], (uint16_t)(before + batch), __ATOMIC_RELEASE);
+        while (bench_batch(b->qp, tx_process) > 0)
+            ;
+        total += now_ns() - t0;
+    }
+    return total;
+}
+
 double vnic_bench_tx_path(int frame_size, int batch, int rounds)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
-    size_t slot = (size_t)(VNIC_NET_HDR_SIZE + frame_size + 63) & ~(size_t)63;
     struct bench b;
-    if (bench_init(&b, 1, 0, slot) < 0)
+    if (bench_init(&b, 1, 0, tx_slot(frame_size)) < 0)
         return -ENOMEM;
-    struct vring_desc *d = (struct vring_desc *)b.mem;
-    for (int i = 0; i < BENCH_QSIZE; i++) {            /* zero header + a frame */
-        bench_frame(bench_buffer(&b, slot, i) + VNIC_NET_HDR_SIZE, frame_size, i % BENCH_FLOWS);
-        d[i].len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
-    }
-    double total = 0;
-    for (int r = 0; r < rounds; r++) {
-        uint16_t before = b.vq->last_avail;
-        /* the driver posts a batch; the consumed ones are not re-posted */
-        for (int i = 0; i < batch; i++)
-            b.avail[2 + (uint16_t)(before + i) % BENCH_QSIZE] = (uint16_t)((before + i) % BENCH_QSIZE);
-        double t0 = now_ns();
-        __atomic_store_n(&b.avail[1], (uint16_t)(before + batch), __ATOMIC_RELEASE);
-        while (bench_batch(b.qp, tx_process) > 0)
-            ;
-        total += now_ns() - t0;
-    }
+    tx_frames(&b, frame_size);
+    double total = tx_rounds(&b, batch, rounds);
     uint64_t sent = b.dev->stats[0].tx_packets;
     bench_free(&b);
     return sent == (uint64_t)batch * (uint64_t)rounds ? total / (double)sent : -EIO;
@@ -267,4 +311,113 @@ double vnic_bench_coalesce(int segs, int rounds)
     bench_free(&b);
     free(frames);
     return merged == (uint64_t)segs * (uint64_t)rounds ? total / rounds : -EIO;
+}
+
+/* ---- scaling: one thread per queue pair of one device ---------------------- */
+
+#define SCALE_BATCH 64
+#define SCALE_RX_BUF 1536
+
+struct scale_job {
+    struct bench b;
+    bool rx;
+    int rounds;
+    const uint8_t *frames;        /* RX: what the benchmark source hands out */
+    uint32_t frame_len;
+    atomic_int *go;               /* 0: wait, 1: run, -1: give up (a thread did not start) */
+};
+
+static void *scale_thread(void *arg)
+{
+    struct scale_job *j = arg;
+    int go;
+    while ((go = atomic_load(j->go)) == 0)
+        sched_yield();
+    if (go < 0)
+        return NULL;
+    if (j->rx)
+        bench_rx_rounds(&j->b, j->frames, j->frame_len, BENCH_FLOWS, SCALE_BATCH, j->rounds);
+    else
+        tx_rounds(&j->b, SCALE_BATCH, j->rounds);
+    return NULL;
+}
+
+/* Every pair's frames counted, or 0 if one pair fell short. */
+static uint64_t scale_frames(const struct vnic_dev *dev, int threads, bool rx, int rounds)
+{
+    uint64_t all = 0;
+    for (int i = 0; i < threads; i++) {
+        uint64_t n = rx ? dev->stats[i].rx_packets : dev->stats[i].tx_packets;
+        if (n != (uint64_t)SCALE_BATCH * (uint64_t)rounds)
+            return 0;
+        all += n;
+    }
+    return all;
+}
+
+/* Run the jobs on their threads from one start; wall-clock ns, or -EAGAIN
+ * if a thread could not be started (the others are told to give up). */
+static double scale_run(struct scale_job *jobs, int threads)
+{
+    pthread_t tid[VNIC_MAX_QUEUE_PAIRS];
+    atomic_int go = 0;
+    int started = 0;
+    for (; started < threads; started++) {
+        jobs[started].go = &go;
+        if (pthread_create(&tid[started], NULL, scale_thread, &jobs[started]))
+            break;
+    }
+    double t0 = now_ns();
+    atomic_store(&go, started == threads ? 1 : -1);
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    return started == threads ? now_ns() - t0 : -EAGAIN;
+}
+
+static int scale_prepare(struct scale_job *jobs, struct vnic_dev *dev, int threads, bool rx,
+                         int frame_size, const uint8_t *frames, int rounds)
+{
+    for (int i = 0; i < threads; i++) {
+        struct scale_job *j = &jobs[i];
+        memset(j, 0, sizeof(*j));
+        int err = bench_attach(&j->b, dev, 2 * i + (rx ? 0 : 1), rx ? SCALE_RX_BUF : tx_slot(frame_size));
+        if (err)
+            return err;
+        j->rx = rx;
+        j->rounds = rounds;
+        j->frames = frames;
+        j->frame_len = VNIC_NET_HDR_SIZE + (uint32_t)frame_size;
+        if (!rx)
+            tx_frames(&j->b, frame_size);
+    }
+    return 0;
+}
+
+double vnic_bench_scale(int rx, int frame_size, int threads, int rounds)
+{
+    if (frame_size < 14 || frame_size > SCALE_RX_BUF - VNIC_NET_HDR_SIZE || threads < 1 ||
+        threads > VNIC_MAX_QUEUE_PAIRS || rounds < 1)
+        return -EINVAL;
+    uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)frame_size;
+    uint8_t *frames = calloc(BENCH_FLOWS, frame_len);         /* RX: zero headers + frames */
+    struct scale_job *jobs = calloc((size_t)threads, sizeof(*jobs));
+    struct vnic_dev *dev = bench_device(threads, rx ? 1ull << VNIC_F_MRG_RXBUF : 0);
+    double result = -ENOMEM;
+    if (frames && jobs && dev) {
+        for (int i = 0; i < BENCH_FLOWS; i++)
+            bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_SIZE, frame_size, i);
+        result = scale_prepare(jobs, dev, threads, rx, frame_size, frames, rounds);
+        if (result == 0)
+            result = scale_run(jobs, threads);
+        if (result > 0) {
+            uint64_t n = scale_frames(dev, threads, rx, rounds);
+            result = n ? (double)n * 1e9 / result : -EIO;
+        }
+    }
+    for (int i = 0; jobs && i < threads; i++)
+        bench_free(&jobs[i].b);   /* each frees its memory; the device is shared */
+    vnic_dev_free(dev);
+    free(jobs);
+    free(frames);
+    return result;
 }

@@ -102,9 +102,11 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
 {
     if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QUEUE_PAIRS)
         return NULL;
-    struct vnic_dev *dev = calloc(1, sizeof(*dev));
+    /* aligned: each pair's state on cache lines of its own */
+    struct vnic_dev *dev = aligned_alloc(VNIC_CACHE_LINE, sizeof(*dev));
     if (!dev)
         return NULL;
+    memset(dev, 0, sizeof(*dev));
     dev->nqp = queue_pairs;
     dev->backend = &null_backend;
     dev->backend_fds[0] = -1;

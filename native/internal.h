@@ -16,6 +16,7 @@
 #define ETH_ALEN           6           /* bytes of a MAC address */
 
 #define VNIC_MAX_QUEUES    (2 * VNIC_MAX_QUEUE_PAIRS)
+#define VNIC_CACHE_LINE    64
 #define VNIC_MAX_VECTORS   (VNIC_MAX_QUEUES + 2)   /* config, the pairs' queues, control */
 #define VNIC_MAX_FRAME     65535       /* largest frame the guest may transmit */
 #define VNIC_RX_FRAME_MAX  (65536 + 4096) /* largest GSO frame a TAP hands us, with slack */
@@ -365,6 +366,9 @@ struct qpair {
      * stopped using it (index >= active_pairs): its TX ring drained, what
      * it held for the guest delivered */
     atomic_bool parked;
+    /* a gap of a whole line before the next pair: its worker writes its
+     * queues' indices there, this one reads the fields above per frame */
+    char gap[VNIC_CACHE_LINE];
 };
 
 /* The control queue's own thread: commands never wait behind a data

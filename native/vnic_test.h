@@ -45,6 +45,13 @@ double vnic_bench_rx_path(int frame_size, int batch, int rounds);
  * the benchmark source, merged and delivered as one super-frame into 4 KiB
  * mergeable buffers.  ns per super-frame. */
 double vnic_bench_coalesce(int segs, int rounds);
+/* Scaling: `threads` threads, each driving its own queue pair of one
+ * device (TX with rx 0: posted chains to the null sink; RX with rx 1:
+ * benchmark-source frames into 1536-byte mergeable buffers), 64-frame
+ * batches, `rounds` each, all started at once.  Frames per second of all
+ * threads together (> 0), or -EINVAL (frame_size 14..1524, threads 1..16),
+ * -ENOMEM, -EAGAIN (a thread could not start), -EIO (frames missing). */
+double vnic_bench_scale(int rx, int frame_size, int threads, int rounds);
 
 /* cdef-end */
 

@@ -27,3 +27,16 @@ def test_coalescing_harness_merges_every_segment():
 def test_harness_refuses_impossible_setups():
     assert lib.vnic_bench_rx_path(9000, 64, 1) == -errno.EINVAL      # more buffers than the ring
     assert lib.vnic_bench_coalesce(100, 1) == -errno.EINVAL          # beyond 64 KiB
+
+
+@pytest.mark.parametrize("rx", [0, 1])
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_scaling_harness_moves_every_frame_on_every_pair(rx, threads):
+    # -EIO would mean some pair's worker path lost frames
+    assert lib.vnic_bench_scale(rx, 64, threads, 20) > 0
+
+
+def test_scaling_harness_refuses_impossible_setups():
+    assert lib.vnic_bench_scale(0, 64, 0, 1) == -errno.EINVAL
+    assert lib.vnic_bench_scale(1, 64, 17, 1) == -errno.EINVAL        # beyond 16 pairs
+    assert lib.vnic_bench_scale(1, 1600, 1, 1) == -errno.EINVAL       # beyond one 1536-byte buffer
