@@ -37,12 +37,12 @@ class Shape:
 
 def builtin(qemu, image, seconds: int, device_props: str = "", shape: Shape = Shape()) -> dict:
     """device_props: extra virtio-net-pci properties, e.g. ",csum=off".  With
-    several queues: -netdev tap,fds=...,queues=N and mq=on, as QEMU's own
+    several queues: -netdev tap,fds=A:B (QEMU counts the queues) and mq=on, as QEMU's own
     multiqueue NIC is set up."""
     with NetNS() as ns:
         fds = ns.open_tap_queues("tap0", queues=shape.queues)
         if shape.queues > 1:
-            netdev = f"tap,id=n0,fds={':'.join(map(str, fds))},queues={shape.queues},vhost=off"
+            netdev = f"tap,id=n0,fds={':'.join(map(str, fds))},vhost=off"
             device_props = f",mq=on,vectors={2 * shape.queues + 2}" + device_props
         else:
             netdev = f"tap,id=n0,fd={fds[0]},vhost=off"
