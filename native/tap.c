@@ -88,16 +88,11 @@ static int set_offload_fd(int fd, unsigned long flags)
     return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
 }
 
-/* The offloads are the TAP's, not a queue's; every queue is told anyway. */
+/* The offloads are the TAP's, not a queue's: set through the first queue,
+ * which is always attached (a detached one refuses ioctls with EBADFD). */
 static int tap_set_offload(struct vnic_dev *dev, uint64_t f)
 {
-    unsigned long flags = tun_offload_flags(f);
-    for (int i = 0; i < dev->nbackend_fds; i++) {
-        int err = set_offload_fd(dev->backend_fds[i], flags);
-        if (err)
-            return err;
-    }
-    return 0;
+    return set_offload_fd(dev->backend_fds[0], tun_offload_flags(f));
 }
 
 static int tap_open(struct vnic_dev *dev, const int *fds, int nfds)
