@@ -22,8 +22,7 @@ int backend_steer(struct vnic_dev *dev, int n)
     if (dev->steered_pairs == n || !dev->backend->steer)
         return 0;
     int err = dev->backend->steer(dev, n);
-    if (!err)
-        dev->steered_pairs = n;
+    dev->steered_pairs = err ? 0 : n;     /* after a failure: unknown, steer again next time */
     return err;
 }
 
@@ -54,14 +53,16 @@ static int64_t now_ms(void)
 static void wait_parked(struct vnic_dev *dev, int from)
 {
     int64_t deadline = now_ms() + PARK_WAIT_MS;
-    struct pollfd p = { .fd = dev->ctrlw.park_fd, .events = POLLIN };
+    /* the stop eventfd too: a device stopping is not kept waiting */
+    struct pollfd p[2] = { { .fd = dev->ctrlw.park_fd, .events = POLLIN },
+                           { .fd = dev->ctrlw.stop_fd, .events = POLLIN } };
     while (!parked_from(dev, from) && !atomic_load(&dev->stopping)) {
         int64_t left = deadline - now_ms();
         if (left <= 0)
             return;
-        if (poll(&p, 1, left < 100 ? (int)left : 100) > 0) {
+        if (poll(p, 2, left < 100 ? (int)left : 100) > 0 && (p[0].revents & POLLIN)) {
             uint64_t v;
-            if (read(p.fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+            if (read(p[0].fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
                 return;
         }
     }
@@ -75,6 +76,10 @@ int dev_set_active_pairs(struct vnic_dev *dev, int n)
     int err = backend_steer(dev, n);
     if (err)
         return err;
+    /* pairs given up now count as not parked until their worker says so:
+     * a flag left from an earlier shrink must not answer for this one */
+    for (int i = n; i < old; i++)
+        atomic_store(&dev->qp[i].parked, false);
     atomic_store_explicit(&dev->active_pairs, n, memory_order_release);
     if (n > old) {
         wake_pairs(dev, old, n);

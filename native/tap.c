@@ -132,9 +132,12 @@ static int steering_program(int n)
  * flow steering.  0 or -errno. */
 static int steer_by_program(struct vnic_dev *dev, int n)
 {
-    int prog = n < dev->nbackend_fds ? steering_program(n) : -1;
-    if (prog < -1)
-        return prog;
+    int prog = -1;                /* -1: no program, the kernel's own steering */
+    if (n < dev->nbackend_fds) {
+        prog = steering_program(n);
+        if (prog < 0)
+            return prog;          /* -EPERM is -1 too: never mistake it for "none" */
+    }
     int err = ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &prog) < 0 ? -errno : 0;
     if (prog >= 0)
         close(prog);              /* the TAP holds its own reference */
@@ -166,12 +169,19 @@ static int tap_steer(struct vnic_dev *dev, int n)
 {
     if (dev->nbackend_fds == 1)
         return 0;                 /* one queue serves every pair: nothing to steer */
+    int err;
     if (steer_by_program(dev, n) == 0) {
-        dev->steering = n < dev->nbackend_fds ? VNIC_STEER_PROGRAM : VNIC_STEER_NONE;
-        return steer_by_attaching(dev, dev->nbackend_fds);   /* all attached */
+        err = steer_by_attaching(dev, dev->nbackend_fds);    /* all attached */
+        if (!err)
+            dev->steering = n < dev->nbackend_fds ? VNIC_STEER_PROGRAM : VNIC_STEER_NONE;
+        return err;
     }
-    dev->steering = n < dev->nbackend_fds ? VNIC_STEER_DETACH : VNIC_STEER_NONE;
-    return steer_by_attaching(dev, n);
+    int none = -1;                /* an earlier program must not steer over detached queues */
+    ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &none);
+    err = steer_by_attaching(dev, n);
+    if (!err)
+        dev->steering = n < dev->nbackend_fds ? VNIC_STEER_DETACH : VNIC_STEER_NONE;
+    return err;
 }
 
 static int tap_poll_fd(const struct qpair *qp)

@@ -168,6 +168,7 @@ def test_received_flows_spread_over_the_pairs_in_use_and_stay_on_one(mq_tap):
             seen[pair].add(int.from_bytes(packets[0].frame[42:46], "big"))
     assert received == flows * 4
     assert not seen[0] & seen[1]                             # a flow lands on one pair only
+    assert seen[0] and seen[1]                               # and 16 flows use both
     assert [row["rx_packets"] for row in per_queue(sd)] == [4 * len(seen[0]), 4 * len(seen[1])]
 
 
