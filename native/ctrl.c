@@ -30,6 +30,8 @@
 #define ANNOUNCE_ACK 0
 #define OFFLOADS_SET 0
 #define MQ_VQ_PAIRS_SET 0
+#define MQ_RSS_CONFIG 1
+#define MQ_HASH_CONFIG 2
 #define NET_OK 0
 #define NET_ERR 1
 
@@ -152,15 +154,32 @@ static int set_offloads(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, 
 }
 
 /* VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET: a le16 pair count, 1 to max_virtqueue_pairs. */
-static int set_pairs(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+static int set_pairs(struct vnic_dev *dev, const uint8_t *data, uint32_t len)
 {
     uint16_t n;
-    if (unlikely(cmd != MQ_VQ_PAIRS_SET || len != sizeof(n) || !has(dev, VNIC_F_MQ)))
+    if (unlikely(len != sizeof(n) || !has(dev, VNIC_F_MQ)))
         return NET_ERR;
     memcpy(&n, data, sizeof(n));
     if (unlikely(n < 1 || n > dev->nqp))
         return NET_ERR;
     return dev_set_active_pairs(dev, n) == 0 ? NET_OK : NET_ERR;
+}
+
+/* The MQ class: pair count, RSS (rss.c) or hash reporting alone. */
+static int set_mq(struct vnic_dev *dev, uint8_t cmd, const uint8_t *data, uint32_t len)
+{
+    switch (cmd) {
+    case MQ_VQ_PAIRS_SET: return set_pairs(dev, data, len);
+    case MQ_RSS_CONFIG:
+        if (unlikely(!has(dev, VNIC_F_RSS)))
+            return NET_ERR;
+        return rss_set_config(dev, data, len, true) == 0 ? NET_OK : NET_ERR;
+    case MQ_HASH_CONFIG:
+        if (unlikely(!has(dev, VNIC_F_HASH_REPORT)))
+            return NET_ERR;
+        return rss_set_config(dev, data, len, false) == 0 ? NET_OK : NET_ERR;
+    default: return NET_ERR;
+    }
 }
 
 static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t *data, uint32_t len)
@@ -175,7 +194,7 @@ static int execute(struct vnic_dev *dev, uint8_t cls, uint8_t cmd, const uint8_t
         atomic_store(&dev->announce, false);
         return NET_OK;
     case CLASS_GUEST_OFFLOADS: return set_offloads(dev, cmd, data, len);
-    case CLASS_MQ: return set_pairs(dev, cmd, data, len);
+    case CLASS_MQ: return set_mq(dev, cmd, data, len);
     default: return NET_ERR;
     }
 }

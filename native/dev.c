@@ -117,9 +117,12 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
     irq_init(dev);
     rx_filter_reset(&dev->filter, dev->mac);
     dev->ctrl_last_error = -1;
+    dev->hdr_len = VNIC_NET_HDR_SIZE;
+    rss_reset(&dev->rss);
     for (int i = 0; i < queue_pairs; i++)
         qpair_preinit(dev, i);
-    bool ok = vq_init(&dev->ctrl, dev, 2 * queue_pairs) == 0 && ctrl_worker_init(&dev->ctrlw) == 0;
+    bool ok = vq_init(&dev->ctrl, dev, 2 * queue_pairs) == 0 && ctrl_worker_init(&dev->ctrlw) == 0 &&
+              handoff_init(dev) == 0;
     for (int i = 0; i < queue_pairs && ok; i++)
         ok = qpair_init(dev, i) == 0;
     if (!ok) {
@@ -137,6 +140,7 @@ void vnic_dev_free(struct vnic_dev *dev)
     dev_use_backend(dev, &null_backend, (const int[]){ -1 }, 1);   /* detach: null needs nothing */
     vq_destroy(&dev->ctrl);
     ctrl_worker_destroy(&dev->ctrlw);
+    handoff_destroy(dev);
     for (int i = 0; i < dev->nqp; i++)
         qpair_destroy(&dev->qp[i]);
     irq_destroy(dev);
@@ -154,6 +158,9 @@ int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
     dev->event_idx = features >> VNIC_F_RING_EVENT_IDX & 1;
     dev->indirect = features >> VNIC_F_RING_INDIRECT_DESC & 1;
     dev->mrg_rxbuf = features >> VNIC_F_MRG_RXBUF & 1;
+    bool report = features >> VNIC_F_HASH_REPORT & 1;
+    dev->hdr_len = report ? VNIC_NET_HDR_HASH_SIZE : VNIC_NET_HDR_SIZE;
+    atomic_store(&dev->rss.report, report);
     return 0;
 }
 
@@ -356,6 +363,8 @@ void vnic_dev_reset(struct vnic_dev *dev)
         gro_reset(qp->gro);
     }
     atomic_store(&dev->active_pairs, 1);     /* until the driver asks for more */
+    handoff_reset(dev);
+    rss_reset(&dev->rss);
     vq_clear(&dev->ctrl);
     rx_filter_reset(&dev->filter, dev->mac);
     atomic_store(&dev->announce, false);

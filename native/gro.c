@@ -105,9 +105,10 @@ static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
 }
 
 /* What the flow statistics learn of a flow's frame beyond its header. */
-static uint32_t flow_offloads(const struct gro_flow *f)
+static const struct rx_meta *flow_meta(struct gro_flow *f)
 {
-    return f->segs > 1 ? VNIC_FLOW_COALESCED : 0;
+    f->meta.offloads = f->segs > 1 ? VNIC_FLOW_COALESCED : 0;
+    return &f->meta;
 }
 
 /* Close a flow: deliver it, or queue it until the guest posts buffers.
@@ -116,7 +117,7 @@ static int close_flow(struct qpair *qp, struct gro_flow *f, uint16_t *pending, s
 {
     struct gro *g = qp->gro;
     finish(f, st);
-    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, flow_offloads(f), pending, st);
+    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, flow_meta(f), pending, st);
     if (r == 1) {
         f->state = GRO_FREE;
     } else if (r == 0) {
@@ -131,7 +132,7 @@ int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
     struct gro *g = qp->gro;
     while (g->ready_n) {
         struct gro_flow *f = &g->flow[g->ready[g->ready_head]];
-        int r = rx_deliver(qp, f->buf, f->len, flow_offloads(f), pending, st);
+        int r = rx_deliver(qp, f->buf, f->len, flow_meta(f), pending, st);
         if (r <= 0)
             return r;
         f->state = GRO_FREE;
@@ -256,6 +257,7 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     n->mss = (uint16_t)payload;
     n->segs = 1;
     n->touched = g->batch;
+    n->meta = qp->rx_meta;
     return GRO_MERGED;
 }
 

@@ -100,6 +100,29 @@ int hdr_parse(const uint8_t *t, uint32_t have, struct layout *lo)
     return 0;
 }
 
+int hdr_parse_ip(const uint8_t *t, uint32_t have, struct layout *lo)
+{
+    uint16_t type;
+    uint32_t off = eth_parse(t, have, &type);
+    if (!off || (type != ETH_P_IPV4 && type != ETH_P_IPV6))
+        return -1;
+    lo->l3 = (uint16_t)off;
+    lo->ipv6 = type == ETH_P_IPV6;
+    lo->hdr_len = 0;
+    uint32_t l4 = lo->ipv6 ? ipv6_parse(t, have, off, lo) : ipv4_parse(t, have, off, lo);
+    lo->l4 = (uint16_t)l4;
+    if (l4) {
+        lo->hdr_len = (uint16_t)l4_parse(t, have, l4, lo->proto);
+        return 0;
+    }
+    /* a fragment, or extension headers cut short: the addresses may still do */
+    uint32_t ip_len = lo->ipv6 ? sizeof(struct ipv6_hdr) : sizeof(struct ipv4_hdr);
+    const void *ip = t + off;
+    bool whole = have >= off + ip_len &&
+                 ip_version(ip) == (lo->ipv6 ? IPV6_VERSION : IPV4_VERSION);
+    return whole ? 0 : -1;
+}
+
 uint16_t csum_finish(uint64_t sum, bool udp)
 {
     uint16_t c = (uint16_t)~csum_fold(sum);

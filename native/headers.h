@@ -162,6 +162,11 @@ void ip_set_len(uint8_t *frame, const struct layout *lo, uint32_t l4_len);
  * first `have` bytes of a frame.  0, or -1 when truncated or unsupported
  * (IP fragments, IPv6 fragment headers, other protocols). */
 int hdr_parse(const uint8_t *t, uint32_t have, struct layout *lo);
+/* Ethernet and IP only, for hashing: 0 when the IP addresses are there
+ * (l3, ipv6 set); l4 is 0 for a fragment or headers cut short, else
+ * proto is set, and hdr_len is 0 unless the TCP/UDP header is whole.
+ * -1 for anything else. */
+int hdr_parse_ip(const uint8_t *t, uint32_t have, struct layout *lo);
 /* Sum of the IPv4/IPv6 pseudo-header for an L4 length. */
 uint64_t hdr_pseudo_sum(const uint8_t *frame, const struct layout *lo, uint32_t l4_len);
 /* Complement of a folded sum; for UDP a 0 is sent as 0xffff. */

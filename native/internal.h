@@ -190,8 +190,68 @@ struct layout {
     bool ipv6_ext;        /* extension headers between IPv6 and L4 */
 };
 
-/* ---- receive coalescing (gro.c) ------------------------------------------- */
+/* ---- receive-side scaling (rss.c) and hand-off between pairs (handoff.c) ---- */
 struct qpair;
+
+/* What goes with a received frame besides its bytes. */
+struct rx_meta {
+    uint32_t offloads;            /* VNIC_FLOW_* bits the device applied */
+    uint32_t hash;                /* RSS hash, when report != NONE */
+    uint16_t report;              /* enum vnic_hash_report */
+};
+
+#define RSS_INPUT_MAX 36          /* IPv6 source, destination and ports: the longest input */
+
+/* The driver's RSS_CONFIG or HASH_CONFIG.  Written by the control thread
+ * while workers read it: a frame may meet the old or the new setting, as
+ * on a hardware NIC, but every index stays within its table (mask is
+ * kept below VNIC_RSS_TABLE_MAX and every entry below the pair count). */
+struct rss_config {
+    _Atomic uint32_t hash_types;  /* enum vnic_hash_type bits; 0: nothing hashed */
+    atomic_bool steering;         /* RSS_CONFIG: the table picks the queue */
+    atomic_bool report;           /* HASH_REPORT negotiated: the header carries the hash */
+    _Atomic uint16_t mask;        /* table length - 1 */
+    _Atomic uint16_t unclassified;
+    _Atomic uint16_t table[VNIC_RSS_TABLE_MAX];
+    uint8_t key[VNIC_RSS_KEY_SIZE];
+    /* per input byte and value, what it adds to the hash: the key expanded
+     * so that a hash is one lookup per byte */
+    uint32_t lut[RSS_INPUT_MAX][256];
+};
+
+void rss_reset(struct rss_config *c);
+/* VIRTIO_NET_CTRL_MQ_RSS_CONFIG / HASH_CONFIG data: applied whole, or not
+ * at all.  0, or -EINVAL for a malformed or out-of-range config. */
+int rss_set_config(struct vnic_dev *dev, const uint8_t *data, uint32_t len, bool rss);
+/* The Toeplitz hash of in[0, len) under the key lut was expanded from. */
+uint32_t rss_toeplitz(const uint32_t (*lut)[256], const uint8_t *in, uint32_t len);
+void rss_expand_key(uint32_t (*lut)[256], const uint8_t key[VNIC_RSS_KEY_SIZE]);
+/* Hash the frame after its virtio header into meta (report NONE if no
+ * enabled type covers it) and return the pair RSS picks for it. */
+int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struct rx_meta *meta);
+
+/* A single-producer single-consumer ring of frames from pair `from`'s
+ * worker to pair `to`'s: the producer owns tail, the consumer head. */
+#define HANDOFF_RING_BYTES (256 * 1024)
+struct handoff_ring {
+    _Alignas(VNIC_CACHE_LINE) _Atomic uint64_t tail;
+    _Alignas(VNIC_CACHE_LINE) _Atomic uint64_t head;
+    uint8_t *buf;                 /* HANDOFF_RING_BYTES, in dev->handoff_mem */
+};
+
+int handoff_init(struct vnic_dev *dev);
+void handoff_destroy(struct vnic_dev *dev);
+void handoff_reset(struct vnic_dev *dev);
+/* Queue qp's rx_frame for pair `to`: 0, or -1 when its ring is full. */
+int handoff_push(struct qpair *qp, int to);
+/* Wake the pairs this batch handed frames to, if they sleep. */
+void handoff_wake(struct qpair *qp);
+/* Take the next frame another pair handed to qp into qp->rx_frame and
+ * qp->rx_meta: 1, or 0 if none waits. */
+int handoff_pop(struct qpair *qp);
+bool handoff_pending(struct qpair *qp);
+
+/* ---- receive coalescing (gro.c) ------------------------------------------- */
 #define GRO_FLOWS_MAX 64          /* bound of the flow table */
 
 enum gro_state { GRO_FREE, GRO_OPEN, GRO_READY };
@@ -207,6 +267,7 @@ struct gro_flow {
     uint16_t mss;                 /* payload of the first segment */
     uint16_t segs;
     uint64_t touched;             /* batch of the last append: eviction order */
+    struct rx_meta meta;          /* the first segment's hash */
 };
 
 struct gro {
@@ -233,11 +294,11 @@ int gro_discard(struct gro *g);
 void gro_free(struct gro *g);
 
 /* Put one frame (virtio header included) into the guest's RX buffers.
- * offloads: VNIC_FLOW_* bits for what the device did to the frame that its
- * header does not show (coalesced, checksum completed), for the flow
- * statistics.  1 delivered (or dropped, counted), 0 not enough buffers,
+ * meta: its hash for the header (with HASH_REPORT), and in offloads the
+ * VNIC_FLOW_* bits for what the device did to the frame that its header
+ * does not show (coalesced, checksum completed), for the flow statistics.  1 delivered (or dropped, counted), 0 not enough buffers,
  * <0 error. */
-int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struct rx_meta *meta,
                uint16_t *pending, struct vnic_queue_stats *st);
 
 /* ---- control queue and receive filter (ctrl.c) -------------------------------- */
@@ -357,7 +418,13 @@ struct qpair {
     struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
-    uint32_t rx_frame_offloads;  /* VNIC_FLOW_* bits the device applied to rx_frame */
+    struct rx_meta rx_meta;      /* rx_frame's offloads and hash */
+    /* frames from other pairs' workers (RSS): inbox[i] from pair i */
+    struct handoff_ring *inbox[VNIC_MAX_QUEUE_PAIRS];
+    int inbox_next;              /* where the next look for handed frames starts */
+    bool inbox_turn;             /* next_frame(): the inbox's turn, then the backend's */
+    atomic_bool sleeping;        /* in epoll_wait: a producer must wake it */
+    uint32_t handed_to;          /* bit i: frames went to pair i this batch */
     struct flow_table flows;     /* per-flow statistics of this pair */
     void *backend_priv;          /* the backend's own state for this pair */
     int backend_fd;              /* the backend's fd for this pair, or -1 */
@@ -394,6 +461,10 @@ struct vnic_dev {
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
+    uint32_t hdr_len;            /* the guest's virtio-net header: 12, or 20 with HASH_REPORT */
+    struct rss_config rss;
+    uint8_t *handoff_mem;        /* the rings between pairs (nqp * nqp, mapped on use) */
+    struct handoff_ring *rings;
     const struct backend_ops *backend;   /* never NULL: null_backend by default */
     int backend_fds[VNIC_MAX_QUEUE_PAIRS];  /* what vnic_dev_set_backend() gave */
     int nbackend_fds;            /* 1 (shared by all pairs) or nqp */

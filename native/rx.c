@@ -87,7 +87,7 @@ static bool complete_partial_csum(struct qpair *qp, struct vnic_queue_stats *st)
                              h->csum_offset == CSUM_OFFSET_UDP);
     memcpy(frame + field, &c, sizeof(c));
     st->rx_csum_completed++;
-    qp->rx_frame_offloads |= VNIC_FLOW_CSUM_COMPLETED;
+    qp->rx_meta.offloads |= VNIC_FLOW_CSUM_COMPLETED;
     return true;
 }
 
@@ -103,7 +103,7 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
     uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
     bool guest_csum = rx_features(dev) >> VNIC_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
-    qp->rx_frame_offloads = 0;
+    qp->rx_meta = (struct rx_meta){ 0, 0, VNIC_HASH_REPORT_NONE };
     if (h->gso_type != VNIC_GSO_NONE) {
         if (!guest_accepts_gso(rx_features(dev), h->gso_type)) {
             st->rx_drops_offload++;
@@ -137,19 +137,62 @@ static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uin
     flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_SIZE, offloads);
 }
 
-int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads,
+/* What the guest reads: its header (the frame's, with the hash fields
+ * after it when HASH_REPORT is on), then the frame. */
+struct rx_stream {
+    uint8_t hdr[VNIC_NET_HDR_HASH_SIZE];
+    uint32_t hdr_len;
+    const uint8_t *frame;
+    uint32_t total;               /* header and frame */
+};
+
+static void stream_init(struct rx_stream *s, const struct vnic_dev *dev, const uint8_t *buf,
+                        uint32_t total, const struct rx_meta *meta)
+{
+    memcpy(s->hdr, buf, VNIC_NET_HDR_SIZE);
+    s->hdr_len = dev->hdr_len;
+    if (s->hdr_len == VNIC_NET_HDR_HASH_SIZE) {
+        bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
+        struct virtio_net_hdr_hash h = { hashed ? meta->hash : 0, meta->report, 0 };
+        memcpy(s->hdr + VNIC_NET_HDR_SIZE, &h, sizeof(h));
+    }
+    s->frame = buf + VNIC_NET_HDR_SIZE;
+    s->total = s->hdr_len + total - VNIC_NET_HDR_SIZE;
+}
+
+/* Bytes [from, from + n) of the stream into a chain's writable pieces. */
+static int stream_write(struct vnic_dev *dev, const struct chain *c, const struct rx_stream *s,
+                        uint32_t from, uint32_t n)
+{
+    const struct seg *in = c->seg + c->nout;
+    uint32_t off = 0;
+    if (from < s->hdr_len) {
+        uint32_t k = n < s->hdr_len - from ? n : s->hdr_len - from;
+        int err = segs_write(dev, in, c->nin, 0, s->hdr + from, k);
+        if (err)
+            return err;
+        off = k;
+        from += k;
+        n -= k;
+    }
+    return n ? segs_write(dev, in, c->nin, off, s->frame + (from - s->hdr_len), n) : 0;
+}
+
+int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struct rx_meta *meta,
                uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct chain *c = qp->chain;
+    struct rx_stream s;
+    stream_init(&s, dev, buf, total, meta);
     uint32_t written = 0;
     uint16_t bufs = 0;
     /* where the header went: the first chain's pieces, kept to patch num_buffers */
     struct seg hdr_seg[VNIC_NET_HDR_SIZE];
     int hdr_nseg = 0;
 
-    while (written < total) {
+    while (written < s.total) {
         int r = vq_pop(vq, c);
         if (r <= 0) {
             vq_rewind(vq, bufs);
@@ -159,22 +202,22 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
             vq_rewind(vq, (uint16_t)(bufs + 1));
             return -VNIC_ERR_DESC_DIRECTION;
         }
-        if (!dev->mrg_rxbuf && c->in_len < total) {
+        if (!dev->mrg_rxbuf && c->in_len < s.total) {
             /* the packet does not fit the chain: drop it, give the chain back */
             vq_rewind(vq, 1);
             st->rx_drops_too_big++;
             return 1;
         }
         if (bufs == 0) {
-            if (c->in_len < VNIC_NET_HDR_SIZE) {
+            if (c->in_len < s.hdr_len) {
                 vq_rewind(vq, 1);
                 return -VNIC_ERR_DESC_DIRECTION;
             }
             for (int i = c->nout; i < c->nout + c->nin && hdr_nseg < VNIC_NET_HDR_SIZE; i++)
                 hdr_seg[hdr_nseg++] = c->seg[i];
         }
-        uint32_t n = total - written < c->in_len ? total - written : (uint32_t)c->in_len;
-        int err = segs_write(dev, c->seg + c->nout, c->nin, 0, buf + written, n);
+        uint32_t n = s.total - written < c->in_len ? s.total - written : (uint32_t)c->in_len;
+        int err = stream_write(dev, c, &s, written, n);
         if (err) {
             vq_rewind(vq, (uint16_t)(bufs + 1));
             return err;
@@ -192,8 +235,10 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t of
     st->rx_packets++;
     st->rx_bytes += total - VNIC_NET_HDR_SIZE;
     st->rx_buffers_used += bufs;
+    if (s.hdr_len == VNIC_NET_HDR_HASH_SIZE && meta->report != VNIC_HASH_REPORT_NONE)
+        st->rx_rss_hashed++;
     if (flows_on(&qp->flows))
-        count_flow(qp, buf, total, offloads);
+        count_flow(qp, buf, total, meta->offloads);
     return 1;
 }
 
@@ -215,12 +260,76 @@ static bool wait_for_buffers(struct qpair *qp, struct vnic_queue_stats *st)
     return true;
 }
 
+/* Does RSS look at received frames: to steer them, or to report hashes? */
+static bool rss_active(struct vnic_dev *dev)
+{
+    return atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) ||
+           (dev->hdr_len == VNIC_NET_HDR_HASH_SIZE &&
+            atomic_load_explicit(&dev->rss.hash_types, memory_order_relaxed));
+}
+
+/* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
+ * frame stays with this pair; 0: it went to another (or was dropped,
+ * counted). */
+static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    int to = rss_classify(dev, qp->rx_frame + VNIC_NET_HDR_SIZE, qp->rx_frame_len - VNIC_NET_HDR_SIZE,
+                          &qp->rx_meta);
+    if (qp->rx_meta.report == VNIC_HASH_REPORT_NONE)
+        st->rx_rss_unhashable++;
+    if (!atomic_load_explicit(&dev->rss.steering, memory_order_relaxed))
+        return 1;
+    int active = atomic_load_explicit(&dev->active_pairs, memory_order_acquire);
+    if (unlikely(to >= active))
+        to %= active;                 /* a table older than the pair count */
+    if (to == qp->index)
+        return 1;
+    if (handoff_push(qp, to) < 0)
+        st->rx_rss_handoff_drops++;
+    else
+        st->rx_rss_steered++;
+    qp->rx_frame_len = 0;
+    return 0;
+}
+
+/* A frame from the backend, filtered and its header fixed: 1 one for
+ * this pair's guest, 0 one dropped (counted) or handed to another pair,
+ * -1 none (nothing to read, or an error the backend counted). */
+static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    if (dev->backend->read(qp, st) <= 0)
+        return -1;
+    if (!qp->rx_frame_len)
+        return 0;                          /* a runt, dropped */
+    if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
+                           qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
+        !rx_fix_header(qp, st)) {
+        qp->rx_frame_len = 0;
+        return 0;
+    }
+    return rss_active(dev) ? rss_steer(qp, st) : 1;
+}
+
+/* The next frame into qp->rx_frame: frames other pairs handed over and
+ * frames of the backend take turns.  As read_backend_frame(). */
+static int next_frame(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    qp->inbox_turn = !qp->inbox_turn;
+    if (qp->inbox_turn && handoff_pop(qp))
+        return 1;
+    int r = read_backend_frame(qp, st);
+    if (r < 0 && !qp->inbox_turn && handoff_pop(qp))
+        return 1;
+    return r;
+}
+
 int rx_process(struct qpair *qp)
 {
     struct vnic_dev *dev = qp->dev;
     struct vq *vq = &qp->rx;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
-    const struct backend_ops *backend = dev->backend;
     bool gro = coalescing(dev);
     uint16_t pending = 0;
     int handled = 0;              /* every frame read counts: a flood of refused
@@ -237,24 +346,17 @@ int rx_process(struct qpair *qp)
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
         if (r == 1 && !qp->rx_frame_len) {
-            int got = backend->read(qp, st);
-            if (got <= 0)
+            int got = next_frame(qp, st);
+            if (got < 0)
                 break;
             handled++;
-            if (!qp->rx_frame_len)
-                continue;                  /* a runt, dropped */
-            if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
-                                   qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
-                !rx_fix_header(qp, st)) {
-                qp->rx_frame_len = 0;
+            if (!got)
                 continue;
-            }
         }
         if (r == 1) {
             r = gro ? gro_receive(qp, &pending, st) : GRO_PASS;
             if (r == GRO_PASS)
-                r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, qp->rx_frame_offloads,
-                               &pending, st);
+                r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, &qp->rx_meta, &pending, st);
         }
         if (r < 0)
             break;
@@ -267,6 +369,7 @@ int rx_process(struct qpair *qp)
         qp->rx_frame_len = 0;
     }
     more = handled == VNIC_BATCH;
+    handoff_wake(qp);
     /* nothing is held past the batch */
     if (r > 0) {
         int fr = gro_flush_all(qp, &pending, st);

@@ -130,17 +130,18 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
     struct vnic_dev *dev = qp->dev;
     struct tx_ctx *ctx = qp->txc;
     struct virtio_net_hdr h;
-    if (c->out_len < VNIC_NET_HDR_SIZE + sizeof(struct eth_hdr) || c->out_len > VNIC_NET_HDR_SIZE + VNIC_MAX_FRAME ||
+    uint32_t hdr_len = dev->hdr_len;      /* with HASH_REPORT: the hash fields, ignored */
+    if (c->out_len < hdr_len + sizeof(struct eth_hdr) || c->out_len > hdr_len + VNIC_MAX_FRAME ||
         chain_read(dev, c, 0, (uint8_t *)&h, sizeof(h)) < 0) {
         st->tx_drops_malformed++;
         return;
     }
-    uint32_t len = (uint32_t)(c->out_len - VNIC_NET_HDR_SIZE);
+    uint32_t len = (uint32_t)(c->out_len - hdr_len);
     bool offload = (h.flags & VNIC_HDR_F_NEEDS_CSUM) || h.gso_type != VNIC_GSO_NONE;
     struct iovec *pieces = offload ? ctx->frame : ctx->iov + 1;
-    int n = chain_iov(c, VNIC_NET_HDR_SIZE, pieces, VNIC_IOV_MAX - 1);
+    int n = chain_iov(c, hdr_len, pieces, VNIC_IOV_MAX - 1);
     if (n < 0) {          /* message-based memory (or too scattered): gather it */
-        if (chain_read(dev, c, VNIC_NET_HDR_SIZE, qp->tx_bounce, len) < 0) {
+        if (chain_read(dev, c, hdr_len, qp->tx_bounce, len) < 0) {
             st->tx_drops_malformed++;
             return;
         }

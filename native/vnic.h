@@ -50,9 +50,9 @@ enum vnic_feature_bit {
     VNIC_F_GUEST_USO4 = 54,
     VNIC_F_GUEST_USO6 = 55,
     VNIC_F_HOST_USO = 56,
-    VNIC_F_HASH_REPORT = 57,       /* not implemented yet */
+    VNIC_F_HASH_REPORT = 57,       /* RX headers carry the RSS hash (struct virtio_net_hdr_hash) */
     VNIC_F_GUEST_HDRLEN = 59,
-    VNIC_F_RSS = 60,               /* not implemented yet */
+    VNIC_F_RSS = 60,               /* receive queue picked by Toeplitz hash and table */
     VNIC_F_SPEED_DUPLEX = 63
 };
 
@@ -69,8 +69,48 @@ struct virtio_net_hdr {
     uint16_t num_buffers;
 };
 
+/* With HASH_REPORT the header is struct virtio_net_hdr_v1_hash both ways:
+ * the one above, then these (set on RX, ignored on TX). */
+struct virtio_net_hdr_hash {
+    uint32_t hash_value;           /* the Toeplitz hash of the frame's fields */
+    uint16_t hash_report;          /* enum vnic_hash_report: which fields */
+    uint16_t padding;
+};
+
 enum vnic_net_hdr_size {
-    VNIC_NET_HDR_SIZE = 12         /* sizeof(struct virtio_net_hdr) */
+    VNIC_NET_HDR_SIZE = 12,        /* sizeof(struct virtio_net_hdr) */
+    VNIC_NET_HDR_HASH_SIZE = 20    /* ... followed by struct virtio_net_hdr_hash */
+};
+
+/* Receive-side scaling (virtio 1.2, 5.1.6.4.3): the hash types a driver
+ * may ask for (VIRTIO_NET_HASH_TYPE_*), as bits of hash_types. */
+enum vnic_hash_type {
+    VNIC_HASH_IPV4 = 0x1,          /* source and destination address */
+    VNIC_HASH_TCPV4 = 0x2,         /* ... and TCP ports */
+    VNIC_HASH_UDPV4 = 0x4,
+    VNIC_HASH_IPV6 = 0x8,
+    VNIC_HASH_TCPV6 = 0x10,
+    VNIC_HASH_UDPV6 = 0x20,
+    VNIC_HASH_IP_EX = 0x40,        /* IPv6 extension header addresses: not supported */
+    VNIC_HASH_TCP_EX = 0x80,
+    VNIC_HASH_UDP_EX = 0x100,
+    VNIC_HASH_SUPPORTED = 0x3f     /* supported_hash_types in config space */
+};
+
+/* hash_report in the RX header: what the hash was computed over. */
+enum vnic_hash_report {
+    VNIC_HASH_REPORT_NONE = 0,
+    VNIC_HASH_REPORT_IPV4 = 1,
+    VNIC_HASH_REPORT_TCPV4 = 2,
+    VNIC_HASH_REPORT_UDPV4 = 3,
+    VNIC_HASH_REPORT_IPV6 = 4,
+    VNIC_HASH_REPORT_TCPV6 = 5,
+    VNIC_HASH_REPORT_UDPV6 = 6
+};
+
+enum vnic_rss_limit {
+    VNIC_RSS_KEY_SIZE = 40,        /* rss_max_key_size: the Toeplitz key's bytes */
+    VNIC_RSS_TABLE_MAX = 128       /* rss_max_indirection_table_length */
 };
 
 enum vnic_net_hdr_flag {
@@ -205,6 +245,10 @@ struct vnic_queue_stats {
     uint64_t rx_drops_inactive;    /* frames held for, or steered to, a pair the driver
                                     * stopped using (MQ_VQ_PAIRS_SET) that no buffer took */
     uint64_t mq_pairs_changes;     /* MQ_VQ_PAIRS_SET commands applied (pair 0 only) */
+    uint64_t rx_rss_steered;       /* frames read on this pair that RSS sent to another */
+    uint64_t rx_rss_hashed;        /* frames whose hash was reported to the guest */
+    uint64_t rx_rss_unhashable;    /* frames no enabled hash type covers: unclassified queue */
+    uint64_t rx_rss_handoff_drops; /* frames for another pair whose hand-off ring was full */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -262,6 +306,19 @@ enum vnic_steering {
 };
 /* enum vnic_steering in force. */
 int vnic_dev_steering(struct vnic_dev *dev);
+
+/* Receive-side scaling as the driver configured it (RSS_CONFIG or
+ * HASH_CONFIG on the control queue); all zero until it does. */
+struct vnic_rss_state {
+    uint32_t hash_types;           /* enum vnic_hash_type bits in force */
+    int steering;                  /* 1: RSS_CONFIG picks queues; 0: hashes only reported */
+    int report;                    /* 1: hashes go into the RX header (HASH_REPORT) */
+    int table_len;                 /* indirection table entries (a power of two) */
+    uint16_t unclassified_queue;   /* pair of frames no hash type covers */
+    uint16_t table[128];           /* the pair each hash & (table_len - 1) picks */
+    uint8_t key[40];
+};
+void vnic_dev_rss_state(struct vnic_dev *dev, struct vnic_rss_state *out);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);

@@ -30,6 +30,11 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
                        uint32_t *frame_lens, int max_frames, int repeat,
                        struct vnic_queue_stats *st);
 
+/* --- receive-side scaling on its own ---------------------------------- */
+/* The Toeplitz hash of in[0, len) (len <= 36: IPv6 addresses and ports)
+ * under a key of VNIC_RSS_KEY_SIZE bytes; bytes past 36 are not hashed. */
+uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len);
+
 /* --- the data paths timed without a guest ----------------------------- */
 /* Each returns a time in ns (> 0), or a negative errno as a double:
  * -EINVAL for arguments out of range, -ENOMEM when memory is short, -EIO

@@ -97,10 +97,23 @@ static void watch_backend(struct qpair *qp, int backend_fd, bool *watched)
         *watched = want;
 }
 
+/* Frames other pairs handed over wake the worker only when it says it
+ * sleeps; false if some came meanwhile (work again). */
+static bool announce_sleep(struct qpair *qp)
+{
+    atomic_store(&qp->sleeping, true);
+    if (qp->rx.enabled && !qp->backend_paused && handoff_pending(qp)) {
+        atomic_store(&qp->sleeping, false);
+        return false;
+    }
+    return true;
+}
+
 static void sleep_for_events(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct epoll_event evs[WORKER_FDS];
     int n = epoll_wait(qp->epoll_fd, evs, WORKER_FDS, -1);
+    atomic_store(&qp->sleeping, false);
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
         if (fd == qp->tx.kick_fd) {
@@ -116,7 +129,8 @@ static void sleep_for_events(struct qpair *qp, struct vnic_queue_stats *st)
 
 /* ---- parking: the driver stopped using this pair ---------------------------- */
 
-/* Drop (counted) every frame the backend still has for this pair. */
+/* Drop (counted) every frame the backend, or another pair, still has for
+ * this pair. */
 static void drop_backend_frames(struct qpair *qp, struct vnic_queue_stats *st)
 {
     for (int i = 0; i < VNIC_BATCH * PARK_ROUNDS && qp->dev->backend->read(qp, st) > 0; i++) {
@@ -124,6 +138,9 @@ static void drop_backend_frames(struct qpair *qp, struct vnic_queue_stats *st)
             st->rx_drops_inactive++;
         qp->rx_frame_len = 0;
     }
+    for (int i = 0; i < VNIC_BATCH * PARK_ROUNDS && handoff_pop(qp); i++)
+        st->rx_drops_inactive++;
+    qp->rx_frame_len = 0;
 }
 
 /* What the pair holds goes out while its queues are still the driver's:
@@ -179,7 +196,8 @@ void *worker_main(void *arg)
         if (work(qp) || !arm_notifications(qp))
             continue;
         watch_backend(qp, backend_fd, &backend_watched);
-        sleep_for_events(qp, st);
+        if (announce_sleep(qp))
+            sleep_for_events(qp, st);
     }
     return NULL;
 }

@@ -68,6 +68,7 @@ class DeviceInfo(TypedDict):
     queue_pairs: int                  # max_virtqueue_pairs
     active_queue_pairs: int           # what the driver uses (MQ_VQ_PAIRS_SET)
     rx_steering: str                  # kernel, ebpf or detach (VirtioNet.steering)
+    rss: dict[str, Any]               # VirtioNet.rss_state
     tap_gro_us: NotRequired[int]      # TAP backends only
 
 
@@ -301,6 +302,7 @@ class Device:
             queue_pairs=self.net.queue_pairs,
             active_queue_pairs=self.net.active_pairs(),
             rx_steering=self.net.steering(),
+            rss=self.net.rss_state(),
         )
         if _tunable_gro(self.backend):
             info["tap_gro_us"] = self.backend.gro_flush_us

@@ -60,7 +60,10 @@ NET_HDR_LEN = NET_HDR.size            # 12: virtio_net_hdr_mrg_rxbuf, always wit
 RX, TX, CTRL = 0, 1, 2                # one pair; with MQ pair p is 2p, 2p+1 and control 2*pairs
 F_CTRL_VQ = 17
 F_MQ = 22
-CTRL_MQ, MQ_VQ_PAIRS_SET = 4, 0
+F_HASH_REPORT = 57
+F_RSS = 60
+CTRL_MQ, MQ_VQ_PAIRS_SET, MQ_RSS_CONFIG, MQ_HASH_CONFIG = 4, 0, 1, 2
+HASH_FIELDS = struct.Struct("<IHH")   # virtio_net_hdr_v1_hash after the header: value, report, padding
 
 
 class DriverError(Exception):
@@ -300,6 +303,8 @@ class RxPacket:
     header: bytes
     frame: bytes
     used: list[Used]
+    hash_value: int | None = None        # with HASH_REPORT: the v1_hash fields
+    hash_report: int | None = None
 
     @property
     def num_buffers(self) -> int:
@@ -407,6 +412,11 @@ class VirtioNetDriver:
     def has(self, bit: int) -> bool:
         return bool(self.features >> bit & 1)
 
+    @property
+    def hdr_len(self) -> int:
+        """The virtio-net header both ways: 20 bytes with HASH_REPORT."""
+        return NET_HDR_LEN + (HASH_FIELDS.size if self.has(F_HASH_REPORT) else 0)
+
     def setup_interrupts(self) -> None:
         """Enable MSI-X and hand one eventfd per vector over, as QEMU does."""
         control = struct.unpack("<H", self.client.config_read(self.msix.offset + 2, 2))[0]
@@ -459,6 +469,16 @@ class VirtioNetDriver:
     def set_pairs(self, n: int) -> int:
         """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET n; returns the ack byte."""
         return self.control(CTRL_MQ, MQ_VQ_PAIRS_SET, struct.pack("<H", n))
+
+    def set_rss(self, hash_types: int, table: list[int], key: bytes, max_tx_vq: int,
+                unclassified: int = 0) -> int:
+        """VIRTIO_NET_CTRL_MQ_RSS_CONFIG (struct virtio_net_rss_config); the ack."""
+        return self.control(CTRL_MQ, MQ_RSS_CONFIG, rss_config(hash_types, table, key, max_tx_vq, unclassified))
+
+    def set_hash(self, hash_types: int, key: bytes) -> int:
+        """VIRTIO_NET_CTRL_MQ_HASH_CONFIG (struct virtio_net_hash_config); the ack."""
+        return self.control(CTRL_MQ, MQ_HASH_CONFIG,
+                            struct.pack("<I8xB", hash_types, len(key)) + key)
 
     def close(self) -> None:
         for fd in self.irq_fds:
@@ -529,7 +549,10 @@ class VirtioNetDriver:
                  indirect: bool = False, kick: bool = True, pair: int = 0) -> Chain:
         """Queue one frame with its virtio_net_hdr; `pieces` lists the sizes of
         the leading descriptors (the rest goes in a last one)."""
-        data = (bytes(NET_HDR_LEN) if header is None else header) + frame
+        header = bytes(NET_HDR_LEN) if header is None else header
+        if len(header) == NET_HDR_LEN:            # the hash fields, which the device ignores
+            header += bytes(self.hdr_len - NET_HDR_LEN)
+        data = header + frame
         sizes = []
         rest = len(data)
         for n in pieces or []:
@@ -594,7 +617,7 @@ class VirtioNetDriver:
             return None
         first = pending[0]
         data = first.chain.written(self.mem, first.length)
-        if len(data) < NET_HDR_LEN:
+        if len(data) < self.hdr_len:
             raise DriverError(f"RX buffer of {first.length} bytes holds no header")
         nbufs = NET_HDR.unpack_from(data)[6] if self.has(F_MRG_RXBUF) else 1
         if nbufs < 1:
@@ -606,7 +629,16 @@ class VirtioNetDriver:
             data += u.chain.written(self.mem, u.length)
         for u in used:
             q.release_chain(u.chain)
-        return RxPacket(data[:NET_HDR_LEN], data[NET_HDR_LEN:], used)
+        packet = RxPacket(data[:NET_HDR_LEN], data[self.hdr_len:], used)
+        if self.has(F_HASH_REPORT):
+            packet.hash_value, packet.hash_report, _ = HASH_FIELDS.unpack_from(data, NET_HDR_LEN)
+        return packet
+
+
+def rss_config(hash_types: int, table: list[int], key: bytes, max_tx_vq: int, unclassified: int = 0) -> bytes:
+    """struct virtio_net_rss_config: table entries are receive queue pairs."""
+    return (struct.pack("<IHH", hash_types, len(table) - 1, unclassified) +
+            struct.pack(f"<{len(table)}H", *table) + struct.pack("<HB", max_tx_vq, len(key)) + key)
 
 
 def _split(total: int, pieces: int) -> list[int]:

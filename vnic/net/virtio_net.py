@@ -61,6 +61,11 @@ def parse_mac(text: str) -> bytes:
     return mac
 
 
+# enum vnic_hash_type by the names ethtool and the spec use
+HASH_TYPES = {"ipv4": lib.VNIC_HASH_IPV4, "tcpv4": lib.VNIC_HASH_TCPV4, "udpv4": lib.VNIC_HASH_UDPV4,
+              "ipv6": lib.VNIC_HASH_IPV6, "tcpv6": lib.VNIC_HASH_TCPV6, "udpv6": lib.VNIC_HASH_UDPV6}
+
+
 def random_mac() -> bytes:
     """A locally administered unicast address."""
     return bytes([0x52, 0x54, 0x00]) + os.urandom(3)
@@ -149,9 +154,11 @@ class VirtioNet:
         end)."""
         status = (STATUS_LINK_UP if self.link_up else 0) | \
             (STATUS_ANNOUNCE if lib.vnic_dev_announce_pending(self.native) else 0)
-        # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu, speed, duplex
-        raw = self.current_mac + struct.pack("<HHHIB", status, self.queue_pairs, self.mtu,
-                                             self.speed_mbps, DUPLEX_FULL)
+        # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu, speed, duplex,
+        # rss_max_key_size, rss_max_indirection_table_length, supported_hash_types
+        raw = self.current_mac + struct.pack("<HHHIBBHI", status, self.queue_pairs, self.mtu,
+                                             self.speed_mbps, DUPLEX_FULL, lib.VNIC_RSS_KEY_SIZE,
+                                             lib.VNIC_RSS_TABLE_MAX, lib.VNIC_HASH_SUPPORTED)
         return raw[offset:offset + count].ljust(count, b"\0")
 
     def config_write(self, offset: int, data: bytes) -> None:
@@ -307,6 +314,22 @@ class VirtioNet:
             state[flag] = bool(state[flag])
         state["guest_offloads"] = feat.names(st.guest_offloads)
         return state
+
+    def rss_state(self) -> dict[str, Any]:
+        """Receive-side scaling as the driver set it: the hash types in force
+        (names), whether the indirection table steers (RSS_CONFIG) or hashes
+        are only reported (HASH_CONFIG), the table, the unclassified queue
+        and the key (hex). All empty until the driver configures it."""
+        st = ffi.new("struct vnic_rss_state *")
+        lib.vnic_dev_rss_state(self.native, st)
+        return {
+            "hash_types": [name for name, bit in HASH_TYPES.items() if st.hash_types & bit],
+            "steering": bool(st.steering),
+            "hash_report": bool(st.report),
+            "indirection_table": list(st.table)[:st.table_len] if st.steering else [],
+            "unclassified_queue": st.unclassified_queue,
+            "key": bytes(st.key).hex(),
+        }
 
     def stats(self) -> dict[str, int]:
         """Device counters, plus the backend's own queue drops (frames the

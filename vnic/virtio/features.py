@@ -93,16 +93,20 @@ IMPLEMENTED = frozenset({
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6,
     F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.CTRL_GUEST_OFFLOADS,
-    F.GUEST_ANNOUNCE, F.SPEED_DUPLEX, F.MQ,
+    F.GUEST_ANNOUNCE, F.SPEED_DUPLEX, F.MQ, F.RSS, F.HASH_REPORT,
 })
-# Offered unless --features says otherwise; MQ only with more than one
-# queue pair (default_offer).
-DEFAULT = IMPLEMENTED - {F.MQ}
+# What a device of more than one queue pair adds to its offer: the pairs,
+# the table that spreads received flows over them, and the hash it used.
+MULTIQUEUE = frozenset({F.MQ, F.RSS, F.HASH_REPORT})
+# Offered unless --features says otherwise (default_offer); on one pair
+# hash reporting is there for the asking (+hash_report): it lengthens
+# every header by 8 bytes for a hash only the guest's RPS would use.
+DEFAULT = IMPLEMENTED - MULTIQUEUE
 
 
 def default_offer(queue_pairs: int) -> frozenset[F]:
-    """DEFAULT, with MQ for a device of more than one queue pair."""
-    return DEFAULT | {F.MQ} if queue_pairs > 1 else DEFAULT
+    """DEFAULT, with MQ, RSS and HASH_REPORT for more than one queue pair."""
+    return DEFAULT | MULTIQUEUE if queue_pairs > 1 else DEFAULT
 
 
 # A modern-only device cannot work without VERSION_1.
@@ -117,6 +121,7 @@ DEPENDS = {
     F.GUEST_ECN: {F.GUEST_TSO4, F.GUEST_TSO6},
     F.CTRL_RX: {F.CTRL_VQ}, F.CTRL_VLAN: {F.CTRL_VQ}, F.CTRL_MAC_ADDR: {F.CTRL_VQ},
     F.CTRL_GUEST_OFFLOADS: {F.CTRL_VQ}, F.GUEST_ANNOUNCE: {F.CTRL_VQ}, F.MQ: {F.CTRL_VQ},
+    F.RSS: {F.CTRL_VQ}, F.HASH_REPORT: {F.CTRL_VQ},
     F.CTRL_RX_EXTRA: {F.CTRL_RX},
 }
 
