@@ -39,6 +39,7 @@ static void qpair_preinit(struct vnic_dev *dev, int i)
     qp->dev = dev;
     qp->index = i;
     qp->rx.kick_fd = qp->tx.kick_fd = qp->stop_fd = qp->epoll_fd = qp->backend_fd = -1;
+    qp->held_to = -1;
 }
 
 static int ctrl_worker_init(struct ctrl_worker *w)
@@ -72,11 +73,12 @@ static int qpair_init(struct vnic_dev *dev, int i)
     if ((err = flows_init(&qp->flows, &dev->stats[i])))
         return err;
     qp->rx_frame = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
+    qp->held = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
     qp->tx_bounce = malloc(VNIC_MAX_FRAME);
     qp->chain = malloc(sizeof(struct chain));
     qp->txc = calloc(1, sizeof(struct tx_ctx));
     qp->gro = calloc(1, sizeof(struct gro));
-    if (!qp->rx_frame || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro)
+    if (!qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro)
         return -ENOMEM;
     qp->txc->frag_id = &dev->frag_id;
     qp->txc->st = &dev->stats[i];
@@ -91,6 +93,7 @@ static void qpair_destroy(struct qpair *qp)
     if (qp->stop_fd >= 0)
         close(qp->stop_fd);
     free(qp->rx_frame);
+    free(qp->held);
     free(qp->tx_bounce);
     free(qp->chain);
     free(qp->txc);

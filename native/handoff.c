@@ -8,9 +8,11 @@
  * frame in and publishes its tail with a release store, the consumer
  * copies it out into its frame buffer and publishes its head.  A flow
  * read on one queue always takes the same ring, so its frames stay in
- * order.  A full ring drops the frame, counted (rx_rss_handoff_drops):
- * the reader never waits for another pair, so two pairs sending to each
- * other cannot deadlock.  The rings' memory is reserved once per device
+ * order.  A full ring makes the producer hold the frame aside (counted in
+ * rx_rss_handoff_waits) and stop reading its backend, so the host kernel
+ * queues what follows, until the consumer makes room and wakes it; while
+ * it holds, it still takes the frames handed to it, so two pairs sending
+ * to each other cannot deadlock.  The rings' memory is reserved once per device
  * (nqp * nqp rings, untouched pages cost nothing) and never allocated on
  * the receive path. */
 #include <errno.h>
@@ -58,6 +60,8 @@ int handoff_init(struct vnic_dev *dev)
             atomic_init(&r->head, 0);
             atomic_init(&r->tail, 0);
             r->buf = dev->handoff_mem + (size_t)(to * dev->nqp + from) * HANDOFF_RING_BYTES;
+            r->from = from;
+            atomic_init(&r->waiting, false);
             dev->qp[to].inbox[from] = from == to ? NULL : r;
         }
     }
@@ -78,7 +82,10 @@ void handoff_reset(struct vnic_dev *dev)
     for (size_t i = 0; dev->rings && i < ring_count(dev); i++) {
         atomic_store(&dev->rings[i].head, 0);
         atomic_store(&dev->rings[i].tail, 0);
+        atomic_store(&dev->rings[i].waiting, false);
     }
+    for (int i = 0; i < dev->nqp; i++)
+        dev->qp[i].held_to = -1;
 }
 
 static uint32_t record_bytes(uint32_t len)
@@ -86,29 +93,75 @@ static uint32_t record_bytes(uint32_t len)
     return (uint32_t)(HANDOFF_ALIGN + (len + HANDOFF_ALIGN - 1) / HANDOFF_ALIGN * HANDOFF_ALIGN);
 }
 
-int handoff_push(struct qpair *qp, int to)
+/* Copy a frame into r: false if it does not fit now. */
+static bool ring_put(struct handoff_ring *r, const uint8_t *frame, uint32_t len, const struct rx_meta *m)
 {
-    struct handoff_ring *r = qp->dev->qp[to].inbox[qp->index];
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-    uint32_t need = record_bytes(qp->rx_frame_len);
+    uint64_t head = atomic_load(&r->head);
+    uint32_t need = record_bytes(len);
     uint64_t pos = tail % HANDOFF_RING_BYTES;
     /* a record never wraps: if it does not fit before the end, skip there */
     uint64_t skip = HANDOFF_RING_BYTES - pos < need ? HANDOFF_RING_BYTES - pos : 0;
     if (tail + skip + need - head > HANDOFF_RING_BYTES)
-        return -1;
+        return false;
     if (skip) {
         ((struct handoff_rec *)(r->buf + pos))->len = HANDOFF_WRAP;
         tail += skip;
         pos = 0;
     }
     struct handoff_rec *rec = (struct handoff_rec *)(r->buf + pos);
-    *rec = (struct handoff_rec){ qp->rx_frame_len, qp->rx_meta.offloads, qp->rx_meta.hash,
-                                 qp->rx_meta.report, 0 };
-    memcpy(rec + 1, qp->rx_frame, qp->rx_frame_len);
+    *rec = (struct handoff_rec){ len, m->offloads, m->hash, m->report, 0 };
+    memcpy(rec + 1, frame, len);
     atomic_store_explicit(&r->tail, tail + need, memory_order_release);
-    qp->handed_to |= 1u << to;
-    return 0;
+    return true;
+}
+
+/* Put a frame into r, or say we wait for room (then look once more: the
+ * consumer may have made it before it saw the flag). */
+static bool ring_put_or_wait(struct handoff_ring *r, const uint8_t *frame, uint32_t len,
+                             const struct rx_meta *m)
+{
+    if (ring_put(r, frame, len, m))
+        return true;
+    atomic_store(&r->waiting, true);
+    if (!ring_put(r, frame, len, m))
+        return false;
+    atomic_store(&r->waiting, false);
+    return true;
+}
+
+int handoff_push(struct qpair *qp, int to)
+{
+    struct handoff_ring *r = qp->dev->qp[to].inbox[qp->index];
+    if (ring_put_or_wait(r, qp->rx_frame, qp->rx_frame_len, &qp->rx_meta)) {
+        qp->handed_to |= 1u << to;
+        return 0;
+    }
+    /* held aside by swapping buffers: rx_frame is free for handed frames */
+    uint8_t *spare = qp->held;
+    qp->held = qp->rx_frame;
+    qp->rx_frame = spare;
+    qp->held_len = qp->rx_frame_len;
+    qp->held_meta = qp->rx_meta;
+    qp->held_to = to;
+    return 1;
+}
+
+bool handoff_retry(struct qpair *qp)
+{
+    if (!handoff_holding(qp))
+        return true;
+    struct handoff_ring *r = qp->dev->qp[qp->held_to].inbox[qp->index];
+    if (!ring_put_or_wait(r, qp->held, qp->held_len, &qp->held_meta))
+        return false;
+    qp->handed_to |= 1u << qp->held_to;
+    qp->held_to = -1;
+    return true;
+}
+
+bool handoff_holding(const struct qpair *qp)
+{
+    return qp->held_to >= 0;
 }
 
 void handoff_wake(struct qpair *qp)
@@ -141,7 +194,9 @@ static int ring_pop(struct qpair *qp, struct handoff_ring *r)
         memcpy(qp->rx_frame, rec + 1, rec->len);    /* our own producer wrote len */
         qp->rx_frame_len = rec->len;
         qp->rx_meta = (struct rx_meta){ rec->offloads, rec->hash, rec->report };
-        atomic_store_explicit(&r->head, head + record_bytes(rec->len), memory_order_release);
+        atomic_store(&r->head, head + record_bytes(rec->len));
+        if (atomic_load(&r->waiting) && atomic_exchange(&r->waiting, false))
+            eventfd_signal(qp->dev->qp[r->from].stop_fd);   /* room for its held frame */
         return 1;
     }
 }

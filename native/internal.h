@@ -232,18 +232,25 @@ int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struc
 
 /* A single-producer single-consumer ring of frames from pair `from`'s
  * worker to pair `to`'s: the producer owns tail, the consumer head. */
-#define HANDOFF_RING_BYTES (256 * 1024)
+#define HANDOFF_RING_BYTES (2 * 1024 * 1024)   /* ~30 of the TAP's 64 KiB super-frames */
 struct handoff_ring {
     _Alignas(VNIC_CACHE_LINE) _Atomic uint64_t tail;
+    atomic_bool waiting;          /* the producer holds a frame that did not fit */
     _Alignas(VNIC_CACHE_LINE) _Atomic uint64_t head;
     uint8_t *buf;                 /* HANDOFF_RING_BYTES, in dev->handoff_mem */
+    int from;                     /* the producing pair, to wake when there is room */
 };
 
 int handoff_init(struct vnic_dev *dev);
 void handoff_destroy(struct vnic_dev *dev);
 void handoff_reset(struct vnic_dev *dev);
-/* Queue qp's rx_frame for pair `to`: 0, or -1 when its ring is full. */
+/* Queue qp's rx_frame for pair `to`.  When its ring is full the frame is
+ * held (qp->held) and the backend not read until it went: 0 handed over,
+ * 1 held. */
 int handoff_push(struct qpair *qp, int to);
+/* Try the held frame again: true if none is held any more. */
+bool handoff_retry(struct qpair *qp);
+bool handoff_holding(const struct qpair *qp);
 /* Wake the pairs this batch handed frames to, if they sleep. */
 void handoff_wake(struct qpair *qp);
 /* Take the next frame another pair handed to qp into qp->rx_frame and
@@ -425,6 +432,10 @@ struct qpair {
     bool inbox_turn;             /* next_frame(): the inbox's turn, then the backend's */
     atomic_bool sleeping;        /* in epoll_wait: a producer must wake it */
     uint32_t handed_to;          /* bit i: frames went to pair i this batch */
+    uint8_t *held;               /* a frame for pair held_to whose ring was full */
+    uint32_t held_len;
+    struct rx_meta held_meta;
+    int held_to;                 /* -1: nothing held */
     struct flow_table flows;     /* per-flow statistics of this pair */
     void *backend_priv;          /* the backend's own state for this pair */
     int backend_fd;              /* the backend's fd for this pair, or -1 */

@@ -30,7 +30,8 @@ struct rss_cmd_tail {
 } __attribute__((packed));
 
 #define RSS_RQ_RESERVED 0x8000    /* rss_rq_id's top bit: must be zero */
-#define HASH_CONFIG_RESERVED 4    /* bytes of reserved[4] after struct rss_cmd_head */
+#define LINUX_TRAILER_PAD 1       /* see rss_parse() */
+#define HASH_KEY_LEN_AT 12        /* HASH_CONFIG: after hash_types and le16 reserved[4] */
 
 _Static_assert(sizeof(struct rss_cmd_head) == 8 && sizeof(struct rss_cmd_tail) == 3, "RSS command");
 _Static_assert(sizeof(((struct vnic_rss_state *)0)->table) / sizeof(uint16_t) == VNIC_RSS_TABLE_MAX,
@@ -185,15 +186,22 @@ static int rss_parse(const struct vnic_dev *dev, const uint8_t *data, uint32_t l
     memset(r, 0, sizeof(*r));
     r->hash_types = head.hash_types;
     r->table_len = rss ? (uint32_t)head.table_mask + 1 : 0;
-    uint32_t table_bytes = rss ? 2 * r->table_len : HASH_CONFIG_RESERVED;
     if (unlikely(r->hash_types & ~(uint32_t)VNIC_HASH_SUPPORTED))
         return -EINVAL;               /* a type we never offered */
     if (rss && unlikely(r->table_len > VNIC_RSS_TABLE_MAX || (r->table_len & (r->table_len - 1))))
         return -EINVAL;               /* not a power of two, or longer than offered */
-    if (unlikely(len < sizeof(head) + table_bytes + sizeof(tail)))
+    /* RSS_CONFIG: the table, then max_tx_vq; HASH_CONFIG: reserved bytes */
+    uint32_t tail_at = rss ? (uint32_t)sizeof(head) + 2 * r->table_len
+                           : HASH_KEY_LEN_AT - (uint32_t)offsetof(struct rss_cmd_tail, key_len);
+    if (unlikely(len < tail_at + sizeof(tail)))
         return -EINVAL;
-    memcpy(&tail, data + sizeof(head) + table_bytes, sizeof(tail));
-    uint32_t key_at = (uint32_t)(sizeof(head) + table_bytes + sizeof(tail));
+    memcpy(&tail, data + tail_at, sizeof(tail));
+    uint32_t key_at = tail_at + (uint32_t)sizeof(tail);
+    /* Linux 6.12 sends the trailer as a padded C struct: one byte more
+     * between hash_key_length and its key (the key it shows in ethtool -x
+     * is the one after that byte) */
+    if (rss && len == key_at + tail.key_len + LINUX_TRAILER_PAD)
+        key_at += LINUX_TRAILER_PAD;
     if (unlikely(tail.key_len > VNIC_RSS_KEY_SIZE || len != key_at + tail.key_len))
         return -EINVAL;
     memcpy(r->key, data + key_at, tail.key_len);

@@ -285,10 +285,9 @@ static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
         to %= active;                 /* a table older than the pair count */
     if (to == qp->index)
         return 1;
-    if (handoff_push(qp, to) < 0)
-        st->rx_rss_handoff_drops++;
-    else
-        st->rx_rss_steered++;
+    if (handoff_push(qp, to))
+        st->rx_rss_handoff_waits++;      /* held: the backend waits until it went */
+    st->rx_rss_steered++;
     qp->rx_frame_len = 0;
     return 0;
 }
@@ -316,6 +315,8 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
  * frames of the backend take turns.  As read_backend_frame(). */
 static int next_frame(struct qpair *qp, struct vnic_queue_stats *st)
 {
+    if (!handoff_retry(qp))                /* a frame waits for room: only take frames */
+        return handoff_pop(qp) ? 1 : -1;
     qp->inbox_turn = !qp->inbox_turn;
     if (qp->inbox_turn && handoff_pop(qp))
         return 1;
@@ -384,5 +385,5 @@ int rx_process(struct qpair *qp)
         vq_publish_used(vq, pending);
         dev_notify_queue(dev, vq, &st->rx_interrupts);
     }
-    return more && r >= 0 && !qp->backend_paused;
+    return more && r >= 0 && !qp->backend_paused && !handoff_holding(qp);
 }

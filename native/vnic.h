@@ -248,7 +248,7 @@ struct vnic_queue_stats {
     uint64_t rx_rss_steered;       /* frames read on this pair that RSS sent to another */
     uint64_t rx_rss_hashed;        /* frames whose hash was reported to the guest */
     uint64_t rx_rss_unhashable;    /* frames no enabled hash type covers: unclassified queue */
-    uint64_t rx_rss_handoff_drops; /* frames for another pair whose hand-off ring was full */
+    uint64_t rx_rss_handoff_waits; /* times a frame for another pair waited: its ring was full */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */

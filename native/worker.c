@@ -90,7 +90,7 @@ static bool arm_notifications(struct qpair *qp)
  * failed change is retried before the next sleep. */
 static void watch_backend(struct qpair *qp, int backend_fd, bool *watched)
 {
-    bool want = qp->rx.enabled && !qp->backend_paused && device_ok(qp->dev);
+    bool want = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && device_ok(qp->dev);
     if (backend_fd < 0 || want == *watched)
         return;
     if (!epoll_watch(qp->epoll_fd, EPOLL_CTL_MOD, backend_fd, want ? EPOLLIN : 0))
@@ -102,7 +102,8 @@ static void watch_backend(struct qpair *qp, int backend_fd, bool *watched)
 static bool announce_sleep(struct qpair *qp)
 {
     atomic_store(&qp->sleeping, true);
-    if (qp->rx.enabled && !qp->backend_paused && handoff_pending(qp)) {
+    bool room = handoff_holding(qp) && handoff_retry(qp);   /* made while we looked away */
+    if (room || (qp->rx.enabled && !qp->backend_paused && handoff_pending(qp))) {
         atomic_store(&qp->sleeping, false);
         return false;
     }
@@ -141,6 +142,10 @@ static void drop_backend_frames(struct qpair *qp, struct vnic_queue_stats *st)
     for (int i = 0; i < VNIC_BATCH * PARK_ROUNDS && handoff_pop(qp); i++)
         st->rx_drops_inactive++;
     qp->rx_frame_len = 0;
+    if (handoff_holding(qp) && !handoff_retry(qp)) {
+        st->rx_drops_inactive++;          /* its pair never made room */
+        qp->held_to = -1;
+    }
 }
 
 /* What the pair holds goes out while its queues are still the driver's:

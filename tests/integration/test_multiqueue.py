@@ -75,7 +75,7 @@ def test_a_bad_pair_count_is_refused_and_changes_nothing(mq_device, data):
     sd, d = mq_device
     assert d.set_pairs(2) == OK
     assert d.control(D.CTRL_MQ, D.MQ_VQ_PAIRS_SET, data) == ERR
-    assert d.control(D.CTRL_MQ, 1, struct.pack("<H", 2)) == ERR      # RSS_CONFIG: not offered
+    assert d.control(D.CTRL_MQ, 1, struct.pack("<H", 2)) == ERR      # RSS_CONFIG cut short
     assert sd.device.active_pairs() == 2
     assert sd.stats()["ctrl_errors"] == 2 and sd.device.failed() is False
 

@@ -114,9 +114,11 @@ def test_cli_takes_a_feature_list_that_starts_with_a_minus():
     assert _glue_feature_lists(["vm", "--features", "--json"]) == ["vm", "--features", "--json"]
 
 
-def test_mq_is_offered_only_with_more_than_one_pair():
-    assert F.MQ in IMPLEMENTED and F.MQ not in DEFAULT
-    assert feat.default_offer(1) == DEFAULT and feat.default_offer(2) == DEFAULT | {F.MQ}
+def test_mq_rss_and_hash_report_are_offered_only_with_more_than_one_pair():
+    multi = {F.MQ, F.RSS, F.HASH_REPORT}
+    assert multi <= IMPLEMENTED and not multi & DEFAULT
+    assert feat.default_offer(1) == DEFAULT and feat.default_offer(2) == DEFAULT | multi
     with pytest.raises(FeatureError, match="'mq' needs ctrl_vq"):
         apply_changes(DEFAULT, "+mq,-ctrl_vq")
-    assert F.MQ not in apply_changes(feat.default_offer(4), "-ctrl_vq")   # goes with ctrl_vq
+    assert not multi & apply_changes(feat.default_offer(4), "-ctrl_vq")   # they go with ctrl_vq
+    assert F.HASH_REPORT in apply_changes(DEFAULT, "+hash_report")      # one pair: on request
