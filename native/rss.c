@@ -51,23 +51,23 @@ static uint32_t key_window(const uint8_t *key, uint32_t bit)
     return (uint32_t)(w >> (8 - bit % 8));
 }
 
-void rss_expand_key(uint32_t (*lut)[256], const uint8_t key[VNIC_RSS_KEY_SIZE])
+void rss_expand_key(uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t key[VNIC_RSS_KEY_SIZE])
 {
-    for (uint32_t i = 0; i < RSS_INPUT_MAX; i++) {
-        uint32_t window[8];             /* window[b]: for the byte's bit of value 1 << b */
-        for (uint32_t b = 0; b < 8; b++)
-            window[b] = key_window(key, 8 * i + (7 - b));
-        lut[i][0] = 0;
-        for (uint32_t v = 1; v < 256; v++)     /* v's lowest bit, added to the rest */
-            lut[i][v] = lut[i][v & (v - 1)] ^ window[__builtin_ctz(v)];
+    for (uint32_t k = 0; k < RSS_NIBBLES; k++) {
+        uint32_t window[4];             /* window[b]: for the nibble's bit of value 1 << b */
+        for (uint32_t b = 0; b < 4; b++)
+            window[b] = key_window(key, 4 * k + (3 - b));
+        lut[k][0] = 0;
+        for (uint32_t v = 1; v < RSS_NIBBLE_VALUES; v++)   /* v's lowest bit, added to the rest */
+            lut[k][v] = lut[k][v & (v - 1)] ^ window[__builtin_ctz(v)];
     }
 }
 
-uint32_t rss_toeplitz(const uint32_t (*lut)[256], const uint8_t *in, uint32_t len)
+uint32_t rss_toeplitz(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t len)
 {
     uint32_t h = 0;
     for (uint32_t i = 0; i < len && i < RSS_INPUT_MAX; i++)
-        h ^= lut[i][in[i]];
+        h ^= lut[2 * i][in[i] >> 4] ^ lut[2 * i + 1][in[i] & 0xf];
     return h;
 }
 
@@ -118,6 +118,26 @@ static uint32_t hash_input(uint32_t types, const uint8_t *frame, uint32_t len, u
     return addrs + 2 * (uint32_t)FIELD_SIZE(struct udp_hdr, source);
 }
 
+/* rss_toeplitz() for the four input lengths a frame can give, each with
+ * a constant bound the compiler unrolls. */
+static inline uint32_t toeplitz_n(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
+{
+    uint32_t h = 0;
+    for (uint32_t i = 0; i < n; i++)
+        h ^= lut[2 * i][in[i] >> 4] ^ lut[2 * i + 1][in[i] & 0xf];
+    return h;
+}
+
+static uint32_t toeplitz_input(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
+{
+    switch (n) {
+    case 8: return toeplitz_n(lut, in, 8);       /* IPv4 addresses */
+    case 12: return toeplitz_n(lut, in, 12);     /* ... and ports */
+    case 32: return toeplitz_n(lut, in, 32);     /* IPv6 addresses */
+    default: return toeplitz_n(lut, in, RSS_INPUT_MAX);
+    }
+}
+
 int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struct rx_meta *meta)
 {
     struct rss_config *c = &dev->rss;
@@ -127,7 +147,7 @@ int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struc
     meta->report = (uint16_t)(n ? report : VNIC_HASH_REPORT_NONE);
     if (!n)
         return atomic_load_explicit(&c->unclassified, memory_order_relaxed);
-    meta->hash = rss_toeplitz((const uint32_t (*)[256])c->lut, in, n);
+    meta->hash = toeplitz_input((const uint32_t (*)[RSS_NIBBLE_VALUES])c->lut, in, n);
     uint16_t mask = atomic_load_explicit(&c->mask, memory_order_relaxed) & (VNIC_RSS_TABLE_MAX - 1);
     return atomic_load_explicit(&c->table[meta->hash & mask], memory_order_relaxed);
 }
@@ -266,7 +286,7 @@ void vnic_dev_rss_state(struct vnic_dev *dev, struct vnic_rss_state *out)
 
 uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len)
 {
-    static uint32_t lut[RSS_INPUT_MAX][256];     /* tests only: one caller at a time */
+    static uint32_t lut[RSS_NIBBLES][RSS_NIBBLE_VALUES];   /* tests only: one caller at a time */
     rss_expand_key(lut, key);
-    return rss_toeplitz((const uint32_t (*)[256])lut, in, len);
+    return rss_toeplitz((const uint32_t (*)[RSS_NIBBLE_VALUES])lut, in, len);
 }

@@ -140,6 +140,7 @@ static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uin
 /* What the guest reads: its header (the frame's, with the hash fields
  * after it when HASH_REPORT is on), then the frame. */
 struct rx_stream {
+    const uint8_t *whole;         /* header and frame as they are in buf, or NULL */
     uint8_t hdr[VNIC_NET_HDR_HASH_SIZE];
     uint32_t hdr_len;
     const uint8_t *frame;
@@ -149,15 +150,16 @@ struct rx_stream {
 static void stream_init(struct rx_stream *s, const struct vnic_dev *dev, const uint8_t *buf,
                         uint32_t total, const struct rx_meta *meta)
 {
-    memcpy(s->hdr, buf, VNIC_NET_HDR_SIZE);
     s->hdr_len = dev->hdr_len;
-    if (s->hdr_len == VNIC_NET_HDR_HASH_SIZE) {
-        bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
-        struct virtio_net_hdr_hash h = { hashed ? meta->hash : 0, meta->report, 0 };
-        memcpy(s->hdr + VNIC_NET_HDR_SIZE, &h, sizeof(h));
-    }
-    s->frame = buf + VNIC_NET_HDR_SIZE;
     s->total = s->hdr_len + total - VNIC_NET_HDR_SIZE;
+    s->whole = s->hdr_len == VNIC_NET_HDR_SIZE ? buf : NULL;    /* no hash: as it is */
+    if (s->whole)
+        return;
+    bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
+    struct virtio_net_hdr_hash h = { hashed ? meta->hash : 0, meta->report, 0 };
+    memcpy(s->hdr, buf, VNIC_NET_HDR_SIZE);
+    memcpy(s->hdr + VNIC_NET_HDR_SIZE, &h, sizeof(h));
+    s->frame = buf + VNIC_NET_HDR_SIZE;
 }
 
 /* Bytes [from, from + n) of the stream into a chain's writable pieces. */
@@ -166,6 +168,8 @@ static int stream_write(struct vnic_dev *dev, const struct chain *c, const struc
 {
     const struct seg *in = c->seg + c->nout;
     uint32_t off = 0;
+    if (s->whole)
+        return segs_write(dev, in, c->nin, 0, s->whole + from, n);
     if (from < s->hdr_len) {
         uint32_t k = n < s->hdr_len - from ? n : s->hdr_len - from;
         int err = segs_write(dev, in, c->nin, 0, s->hdr + from, k);

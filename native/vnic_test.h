@@ -46,6 +46,9 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds);
 /* The RX path the same way: frames from the benchmark source into posted
  * 1536-byte mergeable buffers, ns per frame. */
 double vnic_bench_rx_path(int frame_size, int batch, int rounds);
+/* The same with RSS and HASH_REPORT on (every hash type, a one-entry
+ * table): what hashing, the table look-up and the hash header add. */
+double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds);
 /* Receive coalescing: `segs` 1448-byte TCP segments of one flow, read from
  * the benchmark source, merged and delivered as one super-frame into 4 KiB
  * mergeable buffers.  ns per super-frame. */

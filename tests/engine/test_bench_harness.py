@@ -40,3 +40,9 @@ def test_scaling_harness_refuses_impossible_setups():
     assert lib.vnic_bench_scale(0, 64, 0, 1) == -errno.EINVAL
     assert lib.vnic_bench_scale(1, 64, 17, 1) == -errno.EINVAL        # beyond 16 pairs
     assert lib.vnic_bench_scale(1, 1600, 1, 1) == -errno.EINVAL       # beyond one 1536-byte buffer
+
+
+@pytest.mark.parametrize("size", [64, 1500])
+def test_rss_harness_hashes_and_reports_every_frame(size):
+    # -EIO would mean a frame went unhashed, unreported or lost
+    assert lib.vnic_bench_rx_rss_path(size, 32, 20) > 0

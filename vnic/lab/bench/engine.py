@@ -76,6 +76,15 @@ def path_ns_per_pkt(bench, size: int, batch: int = 64, rounds: int = 20000) -> f
     return ns
 
 
+def rss_ns_per_pkt(size: int = 64) -> float:
+    """What RSS adds to the RX path per frame (hash, table, hash header):
+    the RX path with it minus without, both measured here, interleaved
+    (best of five each). Raises RuntimeError if a benchmark fails."""
+    with_rss = path_ns_per_pkt(lib.vnic_bench_rx_rss_path, size)
+    plain = path_ns_per_pkt(lib.vnic_bench_rx_path, size)
+    return max(0.0, with_rss - plain)
+
+
 def coalesce_gbps(segs: int = 44, rounds: int = 5000) -> float:
     """Receive coalescing of segs segments into one super-frame, in GB/s of
     payload. Raises RuntimeError if the benchmark fails."""
@@ -114,6 +123,7 @@ def run() -> dict:
         "coalesce_to_memcpy": round(coalesce / memcpy, 3),
         "scale_tx_2q_to_1q": round(min(scale_ratio(False, 64), scale_ratio(False, 1500)), 2),
         "scale_rx_2q_to_1q": round(min(scale_ratio(True, 64), scale_ratio(True, 1500)), 2),
+        "rss_ns_per_pkt": round(rss_ns_per_pkt(), 1),
         "units": "GB/s (10^9 bytes), ns per frame, scaling as frames/s ratios (the smaller of 64 and 1500 bytes)",
     }
 
@@ -136,4 +146,5 @@ def main(as_json: bool = False) -> int:
           f"= {res['coalesce_to_memcpy']:.2f} x memcpy (read copy + merge copy + guest copy)")
     print(f"TX, 2 threads on 2 pairs / 1 on 1:       {res['scale_tx_2q_to_1q']:6.2f} x frames/s")
     print(f"RX, 2 threads on 2 pairs / 1 on 1:       {res['scale_rx_2q_to_1q']:6.2f} x frames/s")
+    print(f"RSS hash + table + hash header, 64 B:    {res['rss_ns_per_pkt']:6.1f} ns/frame added")
     return 0
