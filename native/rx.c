@@ -287,7 +287,10 @@ static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
     int active = atomic_load_explicit(&dev->active_pairs, memory_order_acquire);
     if (unlikely(to >= active))
         to %= active;                 /* a table older than the pair count */
-    if (to == qp->index)
+    /* a pair whose RX queue the driver never enabled would hold the frame,
+     * and this pair's reading, for ever: the frame stays here */
+    const struct qpair *target = &dev->qp[to];
+    if (to == qp->index || unlikely(!target->rx.enabled || !target->thread_started))
         return 1;
     if (handoff_push(qp, to))
         st->rx_rss_handoff_waits++;      /* held: the backend waits until it went */

@@ -254,3 +254,34 @@ def test_a_bad_hash_config_is_refused(rss_tap):
     assert d.control(D.CTRL_MQ, D.MQ_HASH_CONFIG, struct.pack("<I8xB", ALL, 41) + bytes(41)) == ERR
     assert d.control(D.CTRL_MQ, D.MQ_HASH_CONFIG, struct.pack("<I8x", ALL)) == ERR
     assert sd.device.rss_state()["hash_types"] == []
+
+
+def test_a_table_naming_a_pair_without_rx_queue_keeps_frames_where_read(serve):
+    """A driver that points RSS at a pair whose RX queue it never enabled
+    gets its frames on the pair that read them, not a stalled device."""
+    with TapNamespace() as tn:
+        sd = serve(backend=tn.backend, queue_pairs=PAIRS)
+        d = D.VirtioNetDriver(sd.connect())
+        try:
+            d.client.config_write(D.PCI_COMMAND, struct.pack("<H", D.PCI_COMMAND_MEMORY | D.PCI_COMMAND_MASTER))
+            d.reset()
+            d.negotiate()
+            d.setup_interrupts()
+            d.common_write("config_msix_vector", d.CONFIG_VECTOR)
+            d.pairs = PAIRS
+            for index in (0, 1, 3, d.ctrl_index):               # pair 1's RX queue (2) left out
+                d.setup_queue(index)
+            d.set_status(D.ACKNOWLEDGE | D.DRIVER | D.FEATURES_OK | D.DRIVER_OK)
+            tn.drain()
+            d.post_rx(64, pair=0)
+            assert d.set_rss(ALL, [1] * 128, KEY, max_tx_vq=PAIRS) == OK
+            for i in range(16):
+                tn.send(tcp_frame("10.9.0.1", 5201, "10.9.0.2", 42000 + i))
+            time.sleep(1)
+            rows = per_queue(sd)
+            # what pair 0 read stayed on pair 0, delivered; nothing waits for pair 1
+            assert rows[0]["rx_rss_steered"] == 0 and rows[0]["rx_packets"] > 0
+            assert len(d.receive(rows[0]["rx_packets"], pair=0)) == rows[0]["rx_packets"]
+            assert sd.device.failed() is False
+        finally:
+            d.close()
