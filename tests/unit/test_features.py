@@ -122,3 +122,11 @@ def test_mq_rss_and_hash_report_are_offered_only_with_more_than_one_pair():
         apply_changes(DEFAULT, "+mq,-ctrl_vq")
     assert not multi & apply_changes(feat.default_offer(4), "-ctrl_vq")   # they go with ctrl_vq
     assert F.HASH_REPORT in apply_changes(DEFAULT, "+hash_report")      # one pair: on request
+
+
+def test_a_feature_list_given_as_text_is_refused_where_it_enters():
+    from vnic.backends.null import NullBackend
+    from vnic.errors import ConfigError
+    from vnic.net.virtio_net import VirtioNet
+    with pytest.raises(ConfigError, match="Feature members"):
+        VirtioNet(NullBackend(), features="+hash_report")   # type: ignore[arg-type]

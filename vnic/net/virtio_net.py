@@ -80,7 +80,7 @@ class VirtioNet:
     one the device offers MQ and the backend opens a queue per pair.
 
     The constructor opens backend. It raises ConfigError for a bad MTU, speed,
-    queue pair count, TX mode or flow table bound, BackendError if the
+    queue pair count, features (not Feature members), TX mode or flow table bound, BackendError if the
     backend cannot be opened or attached, and DeviceError if the C device
     cannot be created."""
     device_type = DEVICE_TYPE_NET
@@ -101,6 +101,9 @@ class VirtioNet:
         self.mtu = mtu
         self.speed_mbps = speed_mbps          # reported with SPEED_DUPLEX (full duplex)
         # default: feat.default_offer(queue_pairs)
+        if features is not None and not all(isinstance(f, F) for f in features):
+            raise ConfigError("features must be a set of Feature members (a '+name,-name' "
+                              "list goes through features.apply_changes)")
         self.features = frozenset(feat.default_offer(queue_pairs) if features is None else features)
         self.link_up = True
         self.negotiated = 0
