@@ -161,9 +161,7 @@ int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features)
     dev->event_idx = features >> VNIC_F_RING_EVENT_IDX & 1;
     dev->indirect = features >> VNIC_F_RING_INDIRECT_DESC & 1;
     dev->mrg_rxbuf = features >> VNIC_F_MRG_RXBUF & 1;
-    bool report = features >> VNIC_F_HASH_REPORT & 1;
-    dev->hdr_len = report ? VNIC_NET_HDR_HASH_SIZE : VNIC_NET_HDR_SIZE;
-    atomic_store(&dev->rss.report, report);
+    dev->hdr_len = features >> VNIC_F_HASH_REPORT & 1 ? VNIC_NET_HDR_HASH_SIZE : VNIC_NET_HDR_SIZE;
     return 0;
 }
 

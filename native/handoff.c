@@ -12,9 +12,9 @@
  * rx_rss_handoff_waits) and stop reading its backend, so the host kernel
  * queues what follows, until the consumer makes room and wakes it; while
  * it holds, it still takes the frames handed to it, so two pairs sending
- * to each other cannot deadlock.  The rings' memory is reserved once per device
- * (nqp * nqp rings, untouched pages cost nothing) and never allocated on
- * the receive path. */
+ * to each other cannot deadlock.  The rings' memory is reserved once per
+ * device (nqp * nqp rings, untouched pages cost nothing) and never
+ * allocated on the receive path. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +156,7 @@ bool handoff_retry(struct qpair *qp)
         return false;
     qp->handed_to |= 1u << qp->held_to;
     qp->held_to = -1;
+    handoff_wake(qp);                 /* callers outside a batch wake nobody else */
     return true;
 }
 

@@ -211,7 +211,6 @@ struct rx_meta {
 struct rss_config {
     _Atomic uint32_t hash_types;  /* enum vnic_hash_type bits; 0: nothing hashed */
     atomic_bool steering;         /* RSS_CONFIG: the table picks the queue */
-    atomic_bool report;           /* HASH_REPORT negotiated: the header carries the hash */
     _Atomic uint16_t mask;        /* table length - 1 */
     _Atomic uint16_t unclassified;
     _Atomic uint16_t table[VNIC_RSS_TABLE_MAX];
@@ -475,7 +474,8 @@ struct vnic_dev {
     struct vnic_mem mem;
     uint64_t features;
     bool event_idx, mrg_rxbuf, indirect;
-    uint32_t hdr_len;            /* the guest's virtio-net header: 12, or 20 with HASH_REPORT */
+    uint32_t hdr_len;            /* the guest's virtio-net header: 12, or 20 with HASH_REPORT
+                                  * (then the hash is reported in it) */
     struct rss_config rss;
     uint8_t *handoff_mem;        /* the rings between pairs (nqp * nqp, mapped on use) */
     struct handoff_ring *rings;

@@ -63,12 +63,24 @@ void rss_expand_key(uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t key[VNIC_R
     }
 }
 
-uint32_t rss_toeplitz(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t len)
+/* Two loads per input byte; a constant n lets the compiler unroll. */
+static inline uint32_t toeplitz_n(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
 {
     uint32_t h = 0;
-    for (uint32_t i = 0; i < len && i < RSS_INPUT_MAX; i++)
+    for (uint32_t i = 0; i < n; i++)
         h ^= lut[2 * i][in[i] >> 4] ^ lut[2 * i + 1][in[i] & 0xf];
     return h;
+}
+
+uint32_t rss_toeplitz(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t len)
+{
+    switch (len) {                      /* the lengths a frame can give */
+    case 8: return toeplitz_n(lut, in, 8);       /* IPv4 addresses */
+    case 12: return toeplitz_n(lut, in, 12);     /* ... and ports */
+    case 32: return toeplitz_n(lut, in, 32);     /* IPv6 addresses */
+    case 36: return toeplitz_n(lut, in, 36);     /* ... and ports */
+    default: return toeplitz_n(lut, in, len < RSS_INPUT_MAX ? len : RSS_INPUT_MAX);
+    }
 }
 
 /* ---- which fields a frame is hashed over ------------------------------------ */
@@ -118,26 +130,6 @@ static uint32_t hash_input(uint32_t types, const uint8_t *frame, uint32_t len, u
     return addrs + 2 * (uint32_t)FIELD_SIZE(struct udp_hdr, source);
 }
 
-/* rss_toeplitz() for the four input lengths a frame can give, each with
- * a constant bound the compiler unrolls. */
-static inline uint32_t toeplitz_n(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
-{
-    uint32_t h = 0;
-    for (uint32_t i = 0; i < n; i++)
-        h ^= lut[2 * i][in[i] >> 4] ^ lut[2 * i + 1][in[i] & 0xf];
-    return h;
-}
-
-static uint32_t toeplitz_input(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
-{
-    switch (n) {
-    case 8: return toeplitz_n(lut, in, 8);       /* IPv4 addresses */
-    case 12: return toeplitz_n(lut, in, 12);     /* ... and ports */
-    case 32: return toeplitz_n(lut, in, 32);     /* IPv6 addresses */
-    default: return toeplitz_n(lut, in, RSS_INPUT_MAX);
-    }
-}
-
 int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struct rx_meta *meta)
 {
     struct rss_config *c = &dev->rss;
@@ -147,7 +139,7 @@ int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struc
     meta->report = (uint16_t)(n ? report : VNIC_HASH_REPORT_NONE);
     if (!n)
         return atomic_load_explicit(&c->unclassified, memory_order_relaxed);
-    meta->hash = toeplitz_input((const uint32_t (*)[RSS_NIBBLE_VALUES])c->lut, in, n);
+    meta->hash = rss_toeplitz((const uint32_t (*)[RSS_NIBBLE_VALUES])c->lut, in, n);
     uint16_t mask = atomic_load_explicit(&c->mask, memory_order_relaxed) & (VNIC_RSS_TABLE_MAX - 1);
     return atomic_load_explicit(&c->table[meta->hash & mask], memory_order_relaxed);
 }
@@ -158,7 +150,6 @@ void rss_reset(struct rss_config *c)
 {
     atomic_store(&c->hash_types, 0);
     atomic_store(&c->steering, false);
-    atomic_store(&c->report, false);
     atomic_store(&c->mask, 0);
     atomic_store(&c->unclassified, 0);
     for (int i = 0; i < VNIC_RSS_TABLE_MAX; i++)
@@ -276,7 +267,7 @@ void vnic_dev_rss_state(struct vnic_dev *dev, struct vnic_rss_state *out)
     memset(out, 0, sizeof(*out));
     out->hash_types = atomic_load(&c->hash_types);
     out->steering = atomic_load(&c->steering);
-    out->report = atomic_load(&c->report);
+    out->report = dev->hdr_len == VNIC_NET_HDR_HASH_SIZE;
     out->table_len = atomic_load(&c->mask) + 1;
     out->unclassified_queue = atomic_load(&c->unclassified);
     for (int i = 0; i < VNIC_RSS_TABLE_MAX; i++)

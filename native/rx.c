@@ -273,8 +273,7 @@ static bool rss_active(struct vnic_dev *dev)
 }
 
 /* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
- * frame stays with this pair; 0: it went to another (or was dropped,
- * counted). */
+ * frame stays with this pair; 0: it went to another (or is held for it). */
 static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
