@@ -17,7 +17,8 @@
 
 #define HDR_SIZE        ((uint32_t)sizeof(struct vfio_user_header))
 #define DMA_CHUNK       (64 * 1024)
-#define DMA_TIMEOUT_S   5
+#define NS_PER_S        1000000000ull
+#define DMA_TIMEOUT_NS  (2 * NS_PER_S)     /* a live client answers in microseconds */
 
 _Static_assert(DMA_CHUNK <= VFIO_USER_MAX_DATA_XFER, "DMA requests within the peer's limit");
 
@@ -65,6 +66,7 @@ struct vnic_chan {
     uint64_t notify_off;
     pthread_mutex_t dma_lock;      /* one data-plane request in flight */
     struct dma_wait dma;
+    uint64_t dma_give_up;          /* CLOCK_MONOTONIC ns: requests fail from then on; 0: never */
     uint16_t next_id;
     atomic_uint_fast64_t fast_kicks;
 };
@@ -288,38 +290,89 @@ static void complete_dma(struct vnic_chan *ch, const struct vfio_user_header *h,
     pthread_mutex_unlock(&ch->lock);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * NS_PER_S + (uint64_t)t.tv_nsec;
+}
+
+/* With ch->lock held: -ECANCELED if the device gave up on requests. */
+static int dma_cancelled(const struct vnic_chan *ch, uint64_t now)
+{
+    return ch->dma_give_up && now >= ch->dma_give_up ? -ECANCELED : 0;
+}
+
+/* Wait, with ch->lock held, until the reply came (its status), the channel
+ * closed (-EPIPE), the device gave up (-ECANCELED) or timeout_at passed
+ * (-ETIMEDOUT).  chan_dma_cancel() wakes us to look again. */
+static int dma_wait_reply(struct vnic_chan *ch, uint64_t timeout_at)
+{
+    for (;;) {
+        uint64_t now = now_ns();
+        if (ch->dma.done)
+            return ch->dma.err;
+        if (ch->closed)
+            return -EPIPE;
+        int err = dma_cancelled(ch, now);
+        if (err)
+            return err;
+        if (now >= timeout_at)
+            return -ETIMEDOUT;
+        uint64_t until = ch->dma_give_up && ch->dma_give_up < timeout_at ? ch->dma_give_up : timeout_at;
+        struct timespec ts = { (time_t)(until / NS_PER_S), (long)(until % NS_PER_S) };
+        pthread_cond_timedwait(&ch->cond, &ch->lock, &ts);
+    }
+}
+
+/* Start a request: its id, or -EPIPE/-ECANCELED with nothing sent. */
+static int dma_begin(struct vnic_chan *ch, uint16_t cmd, uint8_t *buf, uint64_t len)
+{
+    pthread_mutex_lock(&ch->lock);
+    int err = ch->closed ? -EPIPE : dma_cancelled(ch, now_ns());
+    uint16_t id = ch->next_id++;
+    if (!err)
+        ch->dma = (struct dma_wait){ true, false, id, cmd, 0, buf, len };
+    pthread_mutex_unlock(&ch->lock);
+    return err ? err : id;
+}
+
 static int dma_request(struct vnic_chan *ch, uint16_t cmd, uint64_t iova, uint8_t *buf, uint64_t len)
 {
     pthread_mutex_lock(&ch->dma_lock);
-    pthread_mutex_lock(&ch->lock);
-    if (ch->closed) {
-        pthread_mutex_unlock(&ch->lock);
+    int id = dma_begin(ch, cmd, buf, len);
+    if (id < 0) {
         pthread_mutex_unlock(&ch->dma_lock);
-        return -EPIPE;
+        return id;
     }
-    uint16_t id = ch->next_id++;
-    ch->dma = (struct dma_wait){ true, false, id, cmd, 0, buf, len };
-    pthread_mutex_unlock(&ch->lock);
-
     struct dma_access body = { iova, len };
     bool write = cmd == VFIO_USER_DMA_WRITE;
-    struct vfio_user_header h = { id, cmd, (uint32_t)(HDR_SIZE + sizeof(body) + (write ? len : 0)), 0, 0 };
+    struct vfio_user_header h = { (uint16_t)id, cmd, (uint32_t)(HDR_SIZE + sizeof(body) + (write ? len : 0)), 0, 0 };
     struct iovec iov[3] = { { &h, sizeof(h) }, { &body, sizeof(body) }, { buf, write ? len : 0 } };
     int err = send_msg(ch, iov, write ? 3 : 2, NULL, 0);
 
     pthread_mutex_lock(&ch->lock);
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += DMA_TIMEOUT_S;
-    while (!err && !ch->dma.done && !ch->closed)
-        if (pthread_cond_timedwait(&ch->cond, &ch->lock, &deadline) == ETIMEDOUT)
-            err = -ETIMEDOUT;
     if (!err)
-        err = ch->dma.done ? ch->dma.err : -EPIPE;
-    ch->dma.active = false;
+        err = dma_wait_reply(ch, now_ns() + DMA_TIMEOUT_NS);
+    ch->dma.active = false;            /* a late reply is dropped */
     pthread_mutex_unlock(&ch->lock);
     pthread_mutex_unlock(&ch->dma_lock);
     return err;
+}
+
+void chan_dma_cancel(struct vnic_chan *ch, uint64_t grace_ns)
+{
+    pthread_mutex_lock(&ch->lock);
+    ch->dma_give_up = now_ns() + grace_ns;
+    pthread_cond_broadcast(&ch->cond);
+    pthread_mutex_unlock(&ch->lock);
+}
+
+void chan_dma_resume(struct vnic_chan *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    ch->dma_give_up = 0;
+    pthread_mutex_unlock(&ch->lock);
 }
 
 /* A transfer of any length as DMA_CHUNK-sized requests. */
@@ -445,7 +498,11 @@ struct vnic_chan *vnic_chan_new(int fd, uint32_t max_msg_size)
     pthread_mutex_init(&ch->send_lock, NULL);
     pthread_mutex_init(&ch->lock, NULL);
     pthread_mutex_init(&ch->dma_lock, NULL);
-    pthread_cond_init(&ch->cond, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);   /* DMA deadlines ignore clock steps */
+    pthread_cond_init(&ch->cond, &attr);
+    pthread_condattr_destroy(&attr);
     if (pthread_create(&ch->reader, NULL, reader_main, ch) != 0) {
         free(ch);
         return NULL;

@@ -10,6 +10,9 @@
 #include <sys/eventfd.h>
 #include "backend.h"
 
+/* How long a quiesce (vnic_dev_stop) lets an outstanding DMA request run. */
+#define DMA_QUIESCE_GRACE_NS 200000000ull
+
 /* The backends Python can choose, by enum vnic_backend_kind. */
 static const struct backend_ops *const backends[] = {
     [VNIC_BACKEND_NULL] = &null_backend,
@@ -19,7 +22,9 @@ static const struct backend_ops *const backends[] = {
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st)
 {
     if (st) {
-        if (reason == VNIC_ERR_DMA || reason == VNIC_ERR_RING_DMA)
+        if (reason == VNIC_ERR_MEM_FAULT)
+            st->mem_faults++;
+        else if (reason == VNIC_ERR_DMA || reason == VNIC_ERR_RING_DMA)
             st->dma_errors++;
         else
             st->chain_errors++;
@@ -105,6 +110,7 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
 {
     if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QUEUE_PAIRS)
         return NULL;
+    guard_install();             /* before any worker can touch guest memory */
     /* aligned: each pair's state on cache lines of its own */
     struct vnic_dev *dev = aligned_alloc(VNIC_CACHE_LINE, sizeof(*dev));
     if (!dev)
@@ -331,11 +337,15 @@ int vnic_dev_start(struct vnic_dev *dev)
     return err;
 }
 
-void vnic_dev_stop(struct vnic_dev *dev)
+/* Stop every worker.  One waiting for a DMA_READ/DMA_WRITE reply gets
+ * grace_ns to receive it, then its request fails (and the device with it). */
+static void stop_workers(struct vnic_dev *dev, uint64_t grace_ns)
 {
     if (!dev->running)
         return;
     atomic_store(&dev->stopping, true);
+    if (dev->mem.chan)
+        chan_dma_cancel(dev->mem.chan, grace_ns);
     stop_ctrl_worker(dev);       /* first: it may be waiting for a pair's worker */
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
@@ -348,12 +358,19 @@ void vnic_dev_stop(struct vnic_dev *dev)
         qp->thread_started = false;
         worker_release(qp);
     }
+    if (dev->mem.chan)
+        chan_dma_resume(dev->mem.chan);
     dev->running = false;
+}
+
+void vnic_dev_stop(struct vnic_dev *dev)
+{
+    stop_workers(dev, DMA_QUIESCE_GRACE_NS);
 }
 
 void vnic_dev_reset(struct vnic_dev *dev)
 {
-    vnic_dev_stop(dev);
+    stop_workers(dev, 0);              /* what a request would fetch is forgotten anyway */
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
         vq_clear(&qp->rx);

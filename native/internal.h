@@ -4,6 +4,7 @@
 #define VNIC_INTERNAL_H
 
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/uio.h>
@@ -67,6 +68,11 @@ void *mem_direct(struct vnic_mem *mem, uint64_t iova, uint64_t len, bool write);
 /* ---- channel DMA (message fallback) -------------------------------------- */
 int chan_dma_read(struct vnic_chan *ch, uint64_t iova, void *dst, uint64_t len);
 int chan_dma_write(struct vnic_chan *ch, uint64_t iova, const void *src, uint64_t len);
+/* The device stops: a request outstanding or made from grace_ns on fails
+ * at once with -ECANCELED (a live client answers within the grace). */
+void chan_dma_cancel(struct vnic_chan *ch, uint64_t grace_ns);
+/* The workers are stopped: requests may be made again. */
+void chan_dma_resume(struct vnic_chan *ch);
 
 /* ---- split virtqueue ------------------------------------------------------ */
 struct vring_desc {
@@ -550,5 +556,12 @@ static inline bool pair_active(const struct qpair *qp)
 {
     return qp->index < atomic_load_explicit(&qp->dev->active_pairs, memory_order_acquire);
 }
+
+/* ---- guarded threads (guard.c) ------------------------------------------ */
+/* Catch SIGBUS from vanished guest memory, once per process. */
+void guard_install(void);
+/* From now on a SIGBUS on this thread jumps to env (set with sigsetjmp(env, 1)). */
+void guard_enter(sigjmp_buf *env);
+void guard_leave(void);
 
 #endif

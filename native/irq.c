@@ -4,8 +4,13 @@
  * Workers fire vectors; the control plane programs them; irq_lock keeps the
  * two apart. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include "internal.h"
+
+#define EVENTFD_LINK "anon_inode:[eventfd]"   /* what /proc/self/fd shows for one */
 
 int eventfd_signal(int fd)
 {
@@ -54,10 +59,33 @@ void dev_notify_queue(struct vnic_dev *dev, struct vq *vq, uint64_t *counter)
     (*counter)++;
 }
 
+static bool is_eventfd(int fd)
+{
+    char path[40], link[sizeof(EVENTFD_LINK) + 1];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    return n == (ssize_t)strlen(EVENTFD_LINK) && memcmp(link, EVENTFD_LINK, (size_t)n) == 0;
+}
+
+int vnic_irq_check_fd(int fd)
+{
+    if (unlikely(fd < 0 || !is_eventfd(fd)))
+        return -EINVAL;            /* a pipe or socket could block a worker's write */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0))
+        return -errno;
+    return 0;
+}
+
 int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd)
 {
     if (vector < 0 || vector >= VNIC_MAX_VECTORS)
         return -EINVAL;
+    if (fd >= 0) {
+        int err = vnic_irq_check_fd(fd);
+        if (err)
+            return err;
+    }
     pthread_mutex_lock(&dev->irq_lock);
     struct irq_vector *v = &dev->vec[vector];
     if (v->fd >= 0)

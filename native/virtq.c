@@ -29,13 +29,22 @@ static size_t used_bytes(uint16_t size) { return USED_RING + USED_ELEM * (size_t
 
 /* ---- raw ring access ---------------------------------------------------- */
 
+/* A ring access through DMA messages failed: counted with the queue's pair
+ * (the control queue's with pair 0, as its commands are). */
+static void ring_dma_failed(struct vq *vq)
+{
+    struct vnic_dev *dev = vq->dev;
+    int pair = vq->index / 2 < dev->nqp ? vq->index / 2 : 0;
+    dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[pair]);
+}
+
 static uint16_t ring_load16(struct vq *vq, uint8_t *base, uint64_t addr, size_t off, bool acquire)
 {
     uint16_t v = 0;
     if (base)
         v = __atomic_load_n((uint16_t *)(base + off), acquire ? __ATOMIC_ACQUIRE : __ATOMIC_RELAXED);
     else if (mem_copy_from(&vq->dev->mem, addr + off, &v, 2) < 0)
-        dev_fail(vq->dev, VNIC_ERR_RING_DMA, NULL);
+        ring_dma_failed(vq);
     return v;
 }
 
@@ -44,7 +53,7 @@ static void ring_store16(struct vq *vq, uint8_t *base, uint64_t addr, size_t off
     if (base)
         __atomic_store_n((uint16_t *)(base + off), v, release ? __ATOMIC_RELEASE : __ATOMIC_RELAXED);
     else if (mem_copy_to(&vq->dev->mem, addr + off, &v, 2) < 0)
-        dev_fail(vq->dev, VNIC_ERR_RING_DMA, NULL);
+        ring_dma_failed(vq);
 }
 
 static uint16_t avail_load(struct vq *vq, size_t off, bool acquire)
@@ -200,7 +209,7 @@ void vq_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset)
     if (vq->used)
         memcpy((uint8_t *)vq->used + slot, elem, sizeof(elem));
     else if (mem_copy_to(&vq->dev->mem, vq->used_addr + slot, elem, sizeof(elem)) < 0)
-        dev_fail(vq->dev, VNIC_ERR_RING_DMA, NULL);
+        ring_dma_failed(vq);
 }
 
 void vq_publish_used(struct vq *vq, uint16_t count)

@@ -239,7 +239,9 @@ struct vnic_queue_stats {
     uint64_t ctrl_errors;          /* ... answered VIRTIO_NET_ERR */
     uint64_t ctrl_interrupts;
     uint64_t chain_errors;         /* hostile descriptor chains (NEEDS_RESET) */
-    uint64_t dma_errors;           /* guest address outside mapped memory */
+    uint64_t dma_errors;           /* guest address outside mapped memory, or a DMA
+                                    * request the client failed or never answered */
+    uint64_t mem_faults;           /* guest memory vanished under an access (SIGBUS) */
     uint64_t flow_evictions;       /* flows dropped from the full flow table for new ones */
     uint64_t flow_table_grows;     /* times the flow table doubled */
     uint64_t rx_drops_inactive;    /* frames held for, or steered to, a pair the driver
@@ -261,7 +263,9 @@ enum vnic_error {
     VNIC_ERR_DESC_INDIRECT = 5,    /* bad indirect table (size, nesting) */
     VNIC_ERR_DMA = 6,              /* address not in mapped guest memory */
     VNIC_ERR_AVAIL_IDX = 7,        /* driver claims more buffers than the ring holds */
-    VNIC_ERR_RING_DMA = 8          /* ring itself not in mapped guest memory */
+    VNIC_ERR_RING_DMA = 8,         /* ring itself not in mapped guest memory */
+    VNIC_ERR_MEM_FAULT = 9         /* guest memory vanished (the file behind a DMA_MAP
+                                    * shrank: SIGBUS); see guard.c */
 };
 
 enum vnic_backend_kind {
@@ -331,9 +335,12 @@ int vnic_dev_set_tx_mode(struct vnic_dev *dev, int mode);
  * with VNIC_ERR_RING_DMA), or the -errno of the backend's offload
  * setting, epoll_create1/epoll_ctl or pthread_create; then nothing runs. */
 int vnic_dev_start(struct vnic_dev *dev);
-/* Stop and join the workers; queue state is kept (for quiescing). */
+/* Stop and join the workers; queue state is kept (for quiescing).  A
+ * worker waiting for a DMA_READ/DMA_WRITE reply gets 200 ms to receive it;
+ * then the request fails and the device with it (VNIC_ERR_DMA). */
 void vnic_dev_stop(struct vnic_dev *dev);
-/* Forget all queue state (device reset); stops the workers first. */
+/* Forget all queue state (device reset); stops the workers first, failing
+ * any outstanding DMA request at once. */
 void vnic_dev_reset(struct vnic_dev *dev);
 int vnic_dev_running(struct vnic_dev *dev);
 /* Sticky error (enum vnic_error) that put the device in NEEDS_RESET. */
@@ -397,10 +404,15 @@ int vnic_queue_kick(struct vnic_dev *dev, int q);
 int vnic_queue_kick_fd(struct vnic_dev *dev, int q);
 
 /* --- interrupts (MSI-X vectors) ---------------------------------------- */
+/* Whether a client's fd may signal a vector: 0 when it is an eventfd
+ * (made non-blocking, so that a worker's write never waits), -EINVAL for
+ * any other kind of fd (a full pipe would block the worker), or the
+ * -errno of fcntl. */
+int vnic_irq_check_fd(int fd);
 /* The vector's eventfd (the device takes it and closes the one before;
  * -1 for none), its mask.  A vector fired while masked or without an fd
- * (or whose eventfd write failed) fires when it can.  0, or -EINVAL for a
- * vector out of range. */
+ * (or whose eventfd write failed) fires when it can.  0, -EINVAL for a
+ * vector out of range, or vnic_irq_check_fd's error (fd not taken). */
 int vnic_irq_set_fd(struct vnic_dev *dev, int vector, int fd);
 int vnic_irq_set_masked(struct vnic_dev *dev, int vector, int masked);
 void vnic_irq_set_config_vector(struct vnic_dev *dev, uint16_t vector);

@@ -88,7 +88,7 @@ static bool arm_notifications(struct qpair *qp)
 
 /* While the guest has no RX buffers, don't wake for backend data.  A
  * failed change is retried before the next sleep. */
-static void watch_backend(struct qpair *qp, int backend_fd, bool *watched)
+static void watch_backend(struct qpair *qp, int backend_fd, volatile bool *watched)
 {
     bool want = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && device_ok(qp->dev);
     if (backend_fd < 0 || want == *watched)
@@ -180,14 +180,25 @@ static void idle_parked(struct qpair *qp, struct vnic_queue_stats *st)
     sleep_for_events(qp, st);
 }
 
+/* Back here from a SIGBUS in guest memory (guard.c): the device fails
+ * and the thread waits for the reset. */
+static void memory_vanished(struct vnic_dev *dev, struct vnic_queue_stats *st)
+{
+    dev_fail(dev, VNIC_ERR_MEM_FAULT, st);
+}
+
 void *worker_main(void *arg)
 {
     struct qpair *qp = arg;
     struct vnic_dev *dev = qp->dev;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     int backend_fd = dev->backend->poll_fd(qp);
-    bool backend_watched = true;
+    volatile bool backend_watched = true;   /* kept across a jump back from SIGBUS */
+    sigjmp_buf env;
 
+    if (sigsetjmp(env, 1))
+        memory_vanished(dev, st);
+    guard_enter(&env);
     while (!atomic_load(&dev->stopping)) {
         if (!pair_active(qp)) {
             if (!atomic_load(&qp->parked))
@@ -204,6 +215,7 @@ void *worker_main(void *arg)
         if (announce_sleep(qp))
             sleep_for_events(qp, st);
     }
+    guard_leave();
     return NULL;
 }
 
@@ -237,6 +249,11 @@ static void ctrl_sleep(struct vnic_dev *dev)
 void *ctrl_worker_main(void *arg)
 {
     struct vnic_dev *dev = arg;
+    sigjmp_buf env;
+
+    if (sigsetjmp(env, 1))
+        memory_vanished(dev, &dev->stats[0]);
+    guard_enter(&env);
     while (!atomic_load(&dev->stopping)) {
         /* the control queue's commands are counted with pair 0 */
         if (device_ok(dev) && ctrl_process(dev, dev->ctrlw.chain, &dev->stats[0]))
@@ -245,5 +262,6 @@ void *ctrl_worker_main(void *arg)
             continue;                        /* commands came meanwhile */
         ctrl_sleep(dev);
     }
+    guard_leave();
     return NULL;
 }

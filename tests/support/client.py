@@ -198,6 +198,8 @@ class VfioUserClient:
         self.irqs: dict[int, int] = {}
         self.config = b""
         self.dma_requests_served = 0          # DMA_READ/DMA_WRITE from the server
+        self.answer_dma = True                # False: a client that never replies to them
+        self.dma_requests_ignored = 0
         self._reader = threading.Thread(target=self._reader_main, name="vfio-user-client", daemon=True)
         self._reader.start()
 
@@ -314,7 +316,7 @@ class VfioUserClient:
                 if msg is None:
                     break
                 if not msg.is_reply and msg.header.command in (Command.DMA_READ, Command.DMA_WRITE):
-                    self._serve_dma(msg)
+                    self._take_dma(msg)
                     continue
                 with self._cond:
                     self._inbox.append(msg)
@@ -325,6 +327,20 @@ class VfioUserClient:
             with self._cond:
                 self._eof = True
                 self._cond.notify_all()
+
+    def _take_dma(self, msg: Message) -> None:
+        if self.answer_dma:
+            self._serve_dma(msg)
+            return
+        _close_fds(msg.fds)
+        with self._cond:
+            self.dma_requests_ignored += 1
+            self._cond.notify_all()
+
+    def wait_ignored_dma(self, count: int = 1, timeout: float | None = None) -> bool:
+        """Wait until `count` DMA requests went unanswered (answer_dma False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.dma_requests_ignored >= count, _t(timeout, self.timeout))
 
     def _serve_dma(self, msg: Message) -> None:
         """Answer the server's DMA_READ / DMA_WRITE from guest memory."""

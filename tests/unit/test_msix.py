@@ -22,6 +22,10 @@ class Sink:
         self.triggered: list[int] = []
         self.masked: dict[int, bool] = {}
 
+    def check_vector_fd(self, fd):
+        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]":
+            raise DeviceError(errno.EINVAL, "not an eventfd")
+
     def set_vector_fd(self, vector, fd):
         old = self.fds.pop(vector, -1)
         if old >= 0:
@@ -109,3 +113,15 @@ def test_table_bar_reads_and_pba_is_zero(msix):
     msix.region.write(0, b"\xaa" * 4)
     assert msix.region.read(0, 4) == b"\xaa" * 4
     assert msix.region.read(msix.pba_offset, 8) == bytes(8)
+
+
+def test_a_request_with_one_bad_fd_applies_none_and_closes_all(msix, sink):
+    r, w = os.pipe()
+    os.close(r)
+    fds = eventfds(2) + [w]
+    with pytest.raises(DeviceError):
+        M.set_irqs(msix, sink, TRIGGER_EVENTFD, 0, 3, fds, b"")
+    assert sink.fds == {}
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

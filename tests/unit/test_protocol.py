@@ -90,6 +90,15 @@ def test_parse_version_refuses_bad_json_with_einval(raw):
     assert info.value.errno == errno.EINVAL
 
 
+@pytest.mark.parametrize("depth", [10_000, 200_000])
+def test_parse_version_refuses_deep_nesting_with_einval(depth):
+    """json.loads recurses once per level: a deep VERSION must be refused
+    where it enters, not by a RecursionError caught further up."""
+    with pytest.raises(ProtocolError) as info:
+        P.parse_version(version_body(caps=b"[" * depth + b"]" * depth + b"\0"))
+    assert info.value.errno == errno.EINVAL
+
+
 def test_parse_version_refuses_short_body():
     with pytest.raises(ProtocolError) as info:
         P.parse_version(b"\0\0\0")

@@ -229,6 +229,11 @@ class VirtioNet:
             lib.vnic_queue_set_vector(self.native, queue, vector)
 
     # ---- MSI-X eventfds --------------------------------------------------------
+    def check_vector_fd(self, fd: int) -> None:
+        """Raise DeviceError (EINVAL) unless fd is an eventfd; it is made
+        non-blocking, so that a worker never waits to signal it."""
+        check(lib.vnic_irq_check_fd(fd), f"interrupt fd {fd} (not an eventfd?)", DeviceError)
+
     def set_vector_fd(self, vector: int, fd: int) -> None:
         """Signal vector through eventfd fd from now on (-1: no eventfd). The
         device owns fd: it is closed if the data plane refuses it."""

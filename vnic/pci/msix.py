@@ -68,6 +68,9 @@ class Msix:
 class VectorSink(Protocol):
     """Where MSI-X vectors go: the data plane's eventfd table."""
 
+    def check_vector_fd(self, fd: int) -> None:
+        """Raise DeviceError unless fd may signal a vector (an eventfd)."""
+
     def set_vector_fd(self, vector: int, fd: int) -> None:
         """Signal vector through eventfd fd from now on (-1: no eventfd)."""
 
@@ -103,6 +106,7 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
         if action != IRQ_SET_ACTION_TRIGGER or len(fds) not in (0, count):
             _close(fds)
             raise DeviceError(errno.EINVAL, f"SET_IRQS eventfd: {len(fds)} fds for {count} vectors")
+        _check_all(sink, fds)
         for i in range(count):
             sink.set_vector_fd(start + i, fds[i] if fds else -1)
         return
@@ -115,6 +119,17 @@ def set_irqs(msix: Msix, sink: VectorSink, flags: int, start: int, count: int,
             sink.trigger_vector(v)
         else:
             sink.mask_vector(v, action == IRQ_SET_ACTION_MASK)
+
+
+def _check_all(sink: VectorSink, fds: list[int]) -> None:
+    """Every fd fit to signal a vector, or all closed and DeviceError: a
+    request applies whole or not at all."""
+    try:
+        for fd in fds:
+            sink.check_vector_fd(fd)
+    except DeviceError:
+        _close(fds)
+        raise
 
 
 def _close(fds: list[int]) -> None:

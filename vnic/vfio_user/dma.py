@@ -9,8 +9,11 @@ while the data plane is quiesced, because workers hold raw pointers.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
+import os
+import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from ..errors import ProtocolError, check
 
 log = logging.getLogger(__name__)
 NO_FD_WARN_SIZE = 16 << 20
+MAX_OFFSET = (1 << 63) - 1          # off_t
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Mapping:
     writable: bool
     map: mmap.mmap | None
     pointer: Any               # cffi pointer keeping the buffer exported
+    sealed: bool = False       # the file cannot shrink under the mapping
 
 
 class DmaTable:
@@ -54,12 +59,10 @@ class DmaTable:
             raise ProtocolError(errno.EINVAL, f"DMA_MAP of bad range {iova:#x}+{size:#x}")
         region = None
         pointer = ffi.NULL
+        sealed = False
         if fd is not None:
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            try:
-                region = mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
-            except (OSError, ValueError) as exc:
-                raise ProtocolError(errno.EINVAL, f"cannot mmap DMA region {iova:#x}: {exc}") from None
+            sealed = check_mappable(fd, offset, size)
+            region = self._mmap(fd, offset, size, writable, iova)
             pointer = ffi.from_buffer(region)
         elif size >= NO_FD_WARN_SIZE and not self.warned_no_fd:
             # QEMU maps small device-owned areas (ROMs) without fds anyway;
@@ -75,7 +78,15 @@ class DmaTable:
         if rc < 0:
             self._release(region, pointer)
             check(rc, f"DMA_MAP {iova:#x}+{size:#x}", ProtocolError)
-        self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer)
+        self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer, sealed)
+
+    @staticmethod
+    def _mmap(fd: int, offset: int, size: int, writable: bool, iova: int) -> mmap.mmap:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        try:
+            return mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
+        except (OSError, ValueError, OverflowError) as exc:
+            raise ProtocolError(errno.EINVAL, f"cannot mmap DMA region {iova:#x}: {exc}") from None
 
     def unmap(self, iova: int, size: int) -> None:
         """DMA_UNMAP of the region mapped with exactly this iova and size.
@@ -101,3 +112,28 @@ class DmaTable:
         if region is not None:
             ffi.release(pointer)
             region.close()
+
+
+def check_mappable(fd: int, offset: int, size: int) -> bool:
+    """Check a DMA_MAP's fd before it is mapped: a regular file (memfd,
+    /dev/shm, hugetlbfs) whose size covers offset+size, offset page-aligned.
+    Returns whether its seals keep it from shrinking (QEMU's memfd backend
+    seals by default); an unsealed file that shrinks later is caught by the
+    data plane's SIGBUS guard. Raises ProtocolError (EINVAL) otherwise."""
+    if offset > MAX_OFFSET or size > MAX_OFFSET - offset or offset % mmap.ALLOCATIONGRANULARITY:
+        raise ProtocolError(errno.EINVAL, f"DMA_MAP offset {offset:#x} size {size:#x}: "
+                                          "not page-aligned or beyond any file")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ProtocolError(errno.EINVAL, "DMA_MAP fd is not a file (memfd, /dev/shm or hugetlbfs)")
+    if offset + size > info.st_size:
+        raise ProtocolError(errno.EINVAL, f"DMA_MAP of {offset:#x}+{size:#x} beyond the end "
+                                          f"of its file ({info.st_size:#x} bytes)")
+    return _seals(fd) & fcntl.F_SEAL_SHRINK != 0
+
+
+def _seals(fd: int) -> int:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        return 0                       # a file that takes no seals (not a memfd)

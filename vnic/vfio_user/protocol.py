@@ -125,6 +125,8 @@ def parse_version(body: bytes | memoryview) -> tuple[int, int, dict[str, Any]]:
             caps = json.loads(raw)
         except ValueError as exc:
             raise ProtocolError(errno.EINVAL, f"VERSION: capabilities are not JSON: {exc}") from None
+        except RecursionError:
+            raise ProtocolError(errno.EINVAL, "VERSION: capabilities nest too deeply") from None
         if not isinstance(caps, dict):
             raise ProtocolError(errno.EINVAL, "VERSION: capabilities must be a JSON object")
     return major, minor, caps

@@ -113,6 +113,9 @@ class VirtioBackend(Protocol):
     def memory(self) -> DmaTable:
         """Guest memory as the vfio-user client has mapped it."""
 
+    def check_vector_fd(self, fd: int) -> None:
+        """Raise DeviceError unless fd may signal a vector (an eventfd)."""
+
     def set_vector_fd(self, vector: int, fd: int) -> None:
         """Signal vector through eventfd fd from now on (-1: no eventfd)."""
 
