@@ -7,7 +7,9 @@ vnic_test.h (tests and benchmarks), whose declarations may use vnic.h's
 types.  Both reach Python through the same module."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 from cffi import FFI
@@ -34,18 +36,34 @@ def interface_cdef() -> str:
     return "\n".join(header_cdef(name) for name in HEADERS)
 
 
+# -fno-sanitize-recover: an UBSan report aborts, so a test run cannot miss it
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer", "-g"]
+standalone = "--sanitize" in sys.argv       # built elsewhere: paths must be absolute
+sanitize = os.environ.get("VNIC_SANITIZE") == "1" or standalone
+
+
+def source_path(p: Path) -> str:
+    """setuptools wants paths relative to the project; a build elsewhere
+    needs them whole."""
+    return str(p if standalone else p.relative_to(NATIVE.parent))
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(interface_cdef())
 ffibuilder.set_source(
     "vnic._native",
     "".join(f'#include "{name}"\n' for name in HEADERS),
-    sources=[str(p.relative_to(NATIVE.parent)) for p in SOURCES],
-    include_dirs=[str(NATIVE.relative_to(NATIVE.parent))],
+    sources=[source_path(p) for p in SOURCES],
+    include_dirs=[source_path(NATIVE)],
     # hidden visibility: internal calls (checksums above all) skip the PLT
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-Werror", "-fno-strict-aliasing", "-fvisibility=hidden"],
+                        "-Werror", "-fno-strict-aliasing", "-fvisibility=hidden"]
+                       + (SANITIZE if sanitize else []),
+    extra_link_args=SANITIZE if sanitize else [],
     libraries=["pthread"],
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    out = sys.argv[sys.argv.index("--sanitize") + 1] if "--sanitize" in sys.argv[:-1] else "."
+    ffibuilder.compile(tmpdir=out, verbose=True)

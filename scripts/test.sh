@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test suite, in two tiers:
 #   bash scripts/test.sh           set up (idempotent), then the fast tier,
-#                                  then every test, e2e (real QEMU, real guest
-#                                  kernel) included; a test the machine cannot
-#                                  run fails (VNIC_REQUIRE_ALL=1), never skips
+#                                  the sanitizer tier (scripts/sanitize.sh:
+#                                  integration and engine tests on an
+#                                  ASan+UBSan build), then every test, e2e
+#                                  (real QEMU, real guest kernel) included; a
+#                                  test the machine cannot run fails
+#                                  (VNIC_REQUIRE_ALL=1), never skips
 #   bash scripts/test.sh --fast    lint (ruff), type check (mypy), unit and
 #                                  engine tests: no QEMU, no guest, ~1 minute
 # Extra arguments go to pytest: the fast tier's with --fast, else the full run's.
@@ -29,5 +32,7 @@ if [ "$fast" = 1 ]; then
     exec "$PY" -m pytest -q -ra tests/unit tests/engine "$@"
 fi
 "$PY" -m pytest -q -ra tests/unit tests/engine
+echo "test: sanitizer tier"
+bash scripts/sanitize.sh
 echo "test: full suite"
 VNIC_REQUIRE_ALL=1 exec "$PY" -m pytest -ra "$@"

@@ -15,6 +15,11 @@ import os as _os
 # would spin on the cores the data plane needs.  Set before numpy loads.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# A data plane built elsewhere (native/build.py --sanitize DIR) is found
+# first: vnic._native then comes from DIR/vnic, everything else from here.
+if _os.environ.get("VNIC_NATIVE_DIR"):
+    __path__.insert(0, _os.path.join(_os.environ["VNIC_NATIVE_DIR"], "vnic"))
+
 from .control import Client
 from .device import Device
 from .errors import (
