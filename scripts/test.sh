@@ -3,7 +3,8 @@
 #   bash scripts/test.sh           set up (idempotent), then the fast tier,
 #                                  the sanitizer tier (scripts/sanitize.sh:
 #                                  integration and engine tests on an
-#                                  ASan+UBSan build), then every test, e2e
+#                                  ASan+UBSan build), the fuzz tier
+#                                  (scripts/fuzz.sh, 15 s a target), then every test, e2e
 #                                  (real QEMU, real guest kernel) included; a
 #                                  test the machine cannot run fails
 #                                  (VNIC_REQUIRE_ALL=1), never skips
@@ -34,5 +35,7 @@ fi
 "$PY" -m pytest -q -ra tests/unit tests/engine
 echo "test: sanitizer tier"
 bash scripts/sanitize.sh
+echo "test: fuzz tier (every target, bounded: seeds and regressions, then 15 s each)"
+bash scripts/fuzz.sh --seconds 15
 echo "test: full suite"
 VNIC_REQUIRE_ALL=1 exec "$PY" -m pytest -ra "$@"
