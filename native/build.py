@@ -61,7 +61,7 @@ ffibuilder.set_source(
                         "-Werror", "-fno-strict-aliasing", "-fvisibility=hidden"]
                        + (SANITIZE if sanitize else []),
     extra_link_args=SANITIZE if sanitize else [],
-    libraries=["pthread"],
+    libraries=["pthread", "seccomp"],  # libseccomp: the filter of sandbox.c
 )
 
 if __name__ == "__main__":

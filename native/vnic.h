@@ -458,6 +458,18 @@ void vnic_chan_shutdown(struct vnic_chan *ch);
 /* Doorbells answered by the reader thread without Python. */
 uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 
+/* --- sandbox (sandbox.c) ------------------------------------------------- */
+/* Give up root for uid/gid (both non-zero): no supplementary groups, every
+ * capability and the bounding set dropped, no_new_privs set; checked
+ * afterwards (setuid(0) must fail).  0, -EINVAL for uid or gid 0, the
+ * -errno of setgroups/setresgid/setresuid/prctl, or -EPERM if privilege
+ * remains.  Call with no other thread that could still need root. */
+int vnic_sandbox_drop(unsigned uid, unsigned gid);
+/* Confine every thread of the process to the system calls a serving device
+ * makes; any other fails with EPERM.  0, or the -errno of libseccomp
+ * (-ENOMEM, or the kernel's refusal). */
+int vnic_sandbox_seccomp(void);
+
 /* --- backends ---------------------------------------------------------- */
 /* Open (creating if needed) TAP ifname with IFF_NO_PI|IFF_VNET_HDR and a
  * 12-byte vnet header; gro adds IFF_NAPI, so that what the device writes

@@ -60,7 +60,7 @@ build() {      # the data plane once, then each C target linked to it
     for t in "${targets[@]}"; do
         [ "$t" = session ] && continue
         [ -x "$WORK/bin/fuzz_$t" ] || "$CC" -std=gnu11 -Inative "${SAN[@]}" -fsanitize=fuzzer \
-            "tests/fuzz/fuzz_$t.c" "$lib" -lpthread -o "$WORK/bin/fuzz_$t"
+            "tests/fuzz/fuzz_$t.c" "$lib" -lpthread -lseccomp -o "$WORK/bin/fuzz_$t"
     done
 }
 

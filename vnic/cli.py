@@ -98,6 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     socket, QMP replug and the metrics exporter when asked. Errors
     (BackendError, ConfigError, FeatureError, OSError) go to main()."""
     from .device import Device, qemu_memory_args
+    from .sandbox import confine, target_user
+    user = target_user(args.user)          # an unknown --user fails before anything opens
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
@@ -115,6 +117,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .telemetry.metrics import serve_metrics
             serve_metrics(dev.per_queue_stats, args.metrics_port)
             print(f"vnic: Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
+        # set-up is over: everything that needed root is open
+        sockets = [p for p in (dev.socket_path, control.path if control else None) if p]
+        confine(user, sockets, dev.backend)
+        if user:
+            print(f"vnic: running as {user.pw_name} (uid {user.pw_uid}), no capabilities, seccomp on")
         print(f"vnic: serving virtio-net {dev.mac} (backend {dev.backend.describe()}, mtu {dev.net.mtu}, "
               f"{dev.net.queue_pairs} queue pair{'s' if dev.net.queue_pairs > 1 else ''}) "
               f"on {dev.socket_path}" + (f", control on {args.control}" if control else ""))
@@ -280,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--user", metavar="USER",
+                   help="whom to run as once the TAP and sockets are open (default, as root: nobody; "
+                        "root keeps root and no sandbox)")
     s.add_argument("--queues", type=_queue_pairs, default=1, metavar="N",
                    help=f"RX/TX queue pairs, 1 to {MAX_QUEUE_PAIRS} (default 1; more offers MQ, and a TAP "
                         "needs to be multiqueue: vnic creates it so, or `ip tuntap add ... multi_queue`)")
@@ -325,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, metavar="N")
     c.add_argument("--sort", choices=["bytes", "packets", "last_seen"], default="bytes")
     ctl.add_parser("replug", help="have QEMU unplug and replug the NIC (the guest renegotiates)")
+    ctl.add_parser("sandbox", help="the user, capabilities and seccomp mode the device runs with")
     c = ctl.add_parser("reset", help="back to the start-up offer, modes and link up; counters from zero")
     c.add_argument("--replug", action="store_true", help="and replug so the guest renegotiates now")
     s.set_defaults(func=cmd_ctl)

@@ -3,7 +3,10 @@ found in the cache) once per session by the project's own setup code."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,16 @@ def qemu():
 def image():
     from vnic.lab.image import ensure_guest_image
     return ensure_guest_image(log=lambda *_: None)
+
+
+@pytest.fixture
+def sock_dir():
+    """A directory for `vnic serve`'s sockets that the unprivileged user it
+    becomes can still remove them from (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="vnic-e2e-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def qemu_pids(parent: int | None = None) -> list[int]:

@@ -40,8 +40,8 @@ def read_attach_args(proc: subprocess.Popen, timeout: float = 30) -> list[str]:
     raise AssertionError(f"vnic serve printed no QEMU arguments: {''.join(seen)}")
 
 
-def test_serve_attach_by_hand_and_survive_qemu_restart(qemu, image, tmp_path):
-    sock, ctl = tmp_path / "vnic.sock", tmp_path / "vnic.ctl"
+def test_serve_attach_by_hand_and_survive_qemu_restart(qemu, image, sock_dir):
+    sock, ctl = sock_dir / "vnic.sock", sock_dir / "vnic.ctl"
     with NetNS() as ns:
         ns.add_tap("vnic0")
         proc = subprocess.Popen(VNIC + ["serve", "--socket", str(sock), "--backend",

@@ -27,6 +27,10 @@ class NullBackend:
         """Always 0: there is no kernel queue to overflow."""
         return 0
 
+    def drop_privileges(self) -> None:
+        """Nothing held needs root."""
+        pass
+
     def describe(self) -> str:
         """The backend spec: "null"."""
         return "null"

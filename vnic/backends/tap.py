@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import logging
 import os
 import subprocess
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 
 from .._native import ffi, lib
 from ..errors import BackendError, ConfigError
+from .netlink import LinkStats
 
 CLONE_NEWNET = 0x40000000
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class TapBackend:
         self._saved_gro_timeout: str | None = None
         self._napi = False                  # opened with IFF_NAPI: GRO can be tuned live
         self.fds: list[int] = []            # one per queue pair
+        self._stats: LinkStats | None = None   # netlink, in the TAP's namespace
+        self.confined = False               # root given up: no sysfs writes any more
 
     @property
     def fd(self) -> int:
@@ -87,6 +89,7 @@ class TapBackend:
         has."""
         opener = partial(self._open_queues, queues)
         self.fds = _in_netns(self.netns, opener) if self.netns else opener()
+        self._stats = _in_netns(self.netns, LinkStats) if self.netns else LinkStats()
         cmd = ["ip"] + (["-n", self.netns] if self.netns else []) + ["link", "set", "dev", self.ifname, "up"]
         subprocess.run(cmd, check=True, capture_output=True)
         self._napi = bool(self.gro_flush_us)
@@ -108,6 +111,10 @@ class TapBackend:
             raise ConfigError(f"{self.describe()} is not open: give the timeout to the constructor")
         if us == self.gro_flush_us:
             return                           # in force already (reset asks for it again)
+        if self.confined:
+            raise ConfigError(f"{self.describe()}: changing host GRO needs root, which vnic serve gave "
+                              "up after set-up; give the timeout at start (--tap-gro), or serve with "
+                              "--user root")
         if us and not self._napi:
             raise ConfigError(f"{self.describe()} was opened without host GRO (--tap-gro off); "
                              "serve it with --tap-gro on or MICROSECONDS to turn GRO on")
@@ -161,22 +168,31 @@ class TapBackend:
         queue (txqueuelen) was full: what happens while the guest posts no
         receive buffers for longer than the queue lasts.  0 if the interface
         is gone."""
-        cmd = ["ip", "-j", "-s"] + (["-n", self.netns] if self.netns else []) + \
-            ["link", "show", "dev", self.ifname]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            return 0                       # the interface is gone: nothing to count
-        return int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
+        dropped = self._stats.tx_dropped(self.ifname) if self._stats else None
+        return dropped or 0                # None: the interface is gone, nothing to count
+
+    def drop_privileges(self) -> None:
+        """vnic is giving up root: from now on host GRO stays as it is (a
+        change asks for root), and close() cannot put the old timeout
+        back (logged)."""
+        self.confined = True
 
     def close(self) -> None:
         """Give the TAP back the gro_flush_timeout it had before open() and
         close it. A second call does nothing."""
         if self._saved_gro_timeout is not None:     # a TAP that outlives us gets it back
-            self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
+            if self.confined:
+                log.info("%s: gro_flush_timeout stays %d us (restoring it needs root)",
+                         self.describe(), self.gro_flush_us)
+            else:
+                self._sysfs("gro_flush_timeout", self._saved_gro_timeout)
             self._saved_gro_timeout = None
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+        if self._stats:
+            self._stats.close()
+            self._stats = None
 
 
 def _in_netns(netns: str, fn: Callable[[], T]) -> T:

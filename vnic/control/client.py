@@ -123,6 +123,12 @@ class Client:
         result: dict[str, Any] = self.call("replug")
         return result
 
+    def sandbox(self) -> dict[str, Any]:
+        """Who the served device runs as, its capabilities, seccomp mode and
+        what probes of forbidden actions fail with (vnic.sandbox.report)."""
+        result: dict[str, Any] = self.call("sandbox")
+        return result
+
     def reset(self, replug: bool = False) -> dict[str, Any]:
         """Back to the start-up offer, modes and link up, counters and flows
         from zero (Device.reset()); with replug the guest also renegotiates

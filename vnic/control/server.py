@@ -8,6 +8,7 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "replug"}   (QEMU unplugs and replugs the NIC: the guest renegotiates)
           {"cmd": "flows", "top": 20, "sort": "bytes"|"packets"|"last_seen"}
           {"cmd": "reset", "replug": false}  (start-up offer, modes and link; counters from 0)
+          {"cmd": "sandbox"}  (who the process runs as, and what it may still do)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import sandbox
 from ..errors import ControlError, ReplugError
 
 if TYPE_CHECKING:                 # vnic.device imports this package
@@ -124,6 +126,7 @@ COMMANDS: dict[str, Callable[[Device, Request], object]] = {
     "announce": _announce,
     "replug": _replug,
     "reset": _reset,
+    "sandbox": lambda device, request: sandbox.report(),
 }
 
 
@@ -188,4 +191,4 @@ class ControlServer:
         """Stop serving and remove the socket."""
         self._server.shutdown()
         self._server.server_close()
-        self.path.unlink(missing_ok=True)
+        sandbox.remove_socket(self.path)

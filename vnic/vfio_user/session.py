@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from .._native import ffi, lib
 from ..errors import DeviceError, ProtocolError
 from ..pci.region import Region
+from ..sandbox import remove_socket
 from . import protocol as P
 from .dma import DmaTable
 from .protocol import Command, Header
@@ -338,7 +339,4 @@ class Server:
         session = self._session
         if session is not None:
             session.shutdown()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        remove_socket(self.path)
