@@ -4,7 +4,8 @@
 #                                  the sanitizer tier (scripts/sanitize.sh:
 #                                  integration and engine tests on an
 #                                  ASan+UBSan build), the fuzz tier
-#                                  (scripts/fuzz.sh, 15 s a target), then every test, e2e
+#                                  (scripts/fuzz.sh, 15 s a target), a short
+#                                  soak (benchmarks/soak.py), then every test, e2e
 #                                  (real QEMU, real guest kernel) included; a
 #                                  test the machine cannot run fails
 #                                  (VNIC_REQUIRE_ALL=1), never skips
@@ -37,5 +38,7 @@ echo "test: sanitizer tier"
 bash scripts/sanitize.sh
 echo "test: fuzz tier (every target, bounded: seeds and regressions, then 15 s each)"
 bash scripts/fuzz.sh --seconds 15
+echo "test: soak, short (3 QEMU kills, 3 resets from the guest, 20 DMA remaps)"
+"$PY" benchmarks/soak.py --kills 3 --resets 3 --remaps 20 --check
 echo "test: full suite"
 VNIC_REQUIRE_ALL=1 exec "$PY" -m pytest -ra "$@"
