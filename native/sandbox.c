@@ -96,10 +96,14 @@ int vnic_sandbox_drop(unsigned uid, unsigned gid)
 {
     if (uid == 0 || gid == 0)
         return -EINVAL;               /* dropping to root keeps everything */
+    int deathsig = 0;                 /* a credential change clears it: keep it */
+    prctl(PR_GET_PDEATHSIG, &deathsig, 0, 0, 0);
     for (int c = 0; c < CAP_PROBE_MAX && drop_bounding(c); c++)
         ;
     if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
         return -errno;                /* glibc applies these to every thread */
+    if (deathsig)
+        prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0);
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return -errno;

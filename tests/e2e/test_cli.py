@@ -74,6 +74,9 @@ def test_vm_json(qemu, image):
     assert out["output"].strip() == "1500"
     assert "version_1" in out["guest_features"]
     assert {"tx_gbps", "rx_gbps", "counters", "guest_features"} <= set(out)
+    # the device is a child `vnic serve`, confined as users run it
+    assert out["sandbox"]["user"] == "nobody" and out["sandbox"]["seccomp"] == "filter"
+    assert out["sandbox"]["probes"]["execve"] == "EPERM"
 
 
 def test_vm_bad_feature_name_is_a_clear_error():

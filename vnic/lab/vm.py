@@ -3,12 +3,13 @@
 Everything it creates is private and torn down on the way out, also when
 interrupted: a network namespace holding the TAP (host side 10.213.0.1),
 an iperf3 server inside it, the vfio-user server, and QEMU (with a QMP
-socket, so the device can be replugged).  With control=PATH the device is
-scriptable while the guest runs (`vnic ctl --control PATH ...`).
+socket, so the device can be replugged).  The device is a child `vnic
+serve` (vnic.lab.served), confined as users run it: it gives up root once
+set up.  With control=PATH the device is scriptable while the guest runs
+(`vnic ctl --control PATH ...`).
 """
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import threading
 import time
@@ -18,13 +19,12 @@ from pathlib import Path
 from vnic.lab.image import ensure_guest_image
 
 from ..backends.tap import TapBackend
-from ..control import ControlServer
-from ..device import Device
 from ..virtio import features as feat
 from . import iperf
 from .guest import GuestProcess
 from .netns import GUEST_IP, NetNS
 from .qemu import ensure_qemu
+from .served import ServedChild
 
 TAP_NAME = "vnic0"
 
@@ -59,12 +59,12 @@ def guest_feature_names(ready: dict) -> list[str]:
     return feat.names(sum(1 << i for i, c in enumerate(bits) if c == "1"))
 
 
-def _tap_offloads_off_once_negotiated(dev: Device, ns: NetNS) -> None:
+def _tap_offloads_off_once_negotiated(dev: ServedChild, ns: NetNS) -> None:
     """Negotiation turns the TAP's offloads on for the guest; turn the host
     side's segmentation off right after, from a watcher thread."""
     def watch() -> None:
         deadline = time.monotonic() + 120
-        while not dev.net.negotiated and time.monotonic() < deadline:
+        while not dev.client.info()["negotiated_features"] and time.monotonic() < deadline:
             time.sleep(0.05)
         ns.run(["ethtool", "-K", TAP_NAME, "tso", "off", "gso", "off"])
     threading.Thread(target=watch, name="tap-offloads-off", daemon=True).start()
@@ -86,28 +86,26 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     if iperf_seconds is None and cmd is None:
         cmd = "ip -s link show eth0"
     queues = smp if queues is None else queues
+    feat.apply_changes(feat.default_offer(queues), features)   # a bad name fails here, clearly
     qemu = ensure_qemu(log=log)
     image = ensure_guest_image(log=log)
+    serve_args = ["--mtu", str(mtu), "--tx-mode", tx_mode, "--rx-coalesce", "on" if rx_coalesce else "off",
+                  "--tap-gro", str(tap_gro_us), "--queues", str(queues)]
+    serve_args += (["--features", features] if features else []) + \
+        (["--flow-table-max", str(flow_table_max)] if flow_table_max is not None else [])
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
         ns.add_tap(TAP_NAME, multi_queue=queues > 1)
-        socket_path = Path(tmp) / "vnic.sock"
-        with Device(TapBackend(TAP_NAME, ns.name, gro_flush_us=tap_gro_us), mtu=mtu, features=features,
-                    tx_mode=tx_mode, rx_coalesce=rx_coalesce, flow_table_max=flow_table_max,
-                    queues=queues) as dev:
+        qmp_path = Path(tmp) / "qmp.sock"
+        with ServedChild(f"tap:{TAP_NAME}@{ns.name}", tmp, serve_args, control, qmp_path) as dev:
             if not tap_offloads:
                 _tap_offloads_off_once_negotiated(dev, ns)
-            dev.serve(socket_path)
-            qmp_path = Path(tmp) / "qmp.sock"
-            dev.attach_qmp(qmp_path)
+            if control:
+                log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
             monitor = ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
-            nic = dev.qemu_args()
-            with contextlib.ExitStack() as stack:
-                if control:
-                    server = ControlServer(control, dev)
-                    server.start()
-                    stack.callback(server.close)
-                    log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
-                return _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
+            sandbox = dev.client.sandbox()          # what the device may still do, for --json
+            result = _run(qemu, image, dev.nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
+            result.extra["sandbox"] = sandbox
+            return result
 
 
 def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp) -> VmResult:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from vnic.backends.tap import TapBackend
-from vnic.device import Device, qemu_device_args
 from vnic.lab.image import ensure_guest_image
 from vnic.lab.iperf import run_iperf_pair
 from vnic.lab.netns import NetNS
 from vnic.lab.qemu import ensure_qemu
+from vnic.lab.served import ServedChild
 
 BUILTIN_MAC = "52:54:00:12:34:56"
 
@@ -55,13 +54,12 @@ def vnic(qemu, image, seconds: int, tx_mode: str = "segment",
          tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US, features: str = "",
          shape: Shape = Shape()) -> dict:
     """features: a --features edit of what the device offers, e.g. "-tso4"."""
+    serve_args = ["--tx-mode", tx_mode, "--tap-gro", str(tap_gro_us), "--queues", str(shape.queues)]
+    serve_args += ["--features", features] if features else []
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-bench-") as tmp:
         ns.add_tap("tap0", multi_queue=shape.queues > 1)
-        with Device(TapBackend("tap0", ns.name, gro_flush_us=tap_gro_us), tx_mode=tx_mode,
-                    features=features, queues=shape.queues) as dev:
-            dev.serve(Path(tmp) / "vnic.sock")
-            assert dev.socket_path is not None          # serving
-            res = run_iperf_pair(qemu, image, qemu_device_args(dev.socket_path), ns, seconds=seconds,
+        with ServedChild(f"tap:tap0@{ns.name}", tmp, serve_args) as dev:   # confined, as users run it
+            res = run_iperf_pair(qemu, image, dev.nic, ns, seconds=seconds,
                                  extra=shape.iperf_args(), smp=shape.smp)
             res["counters"] = dev.stats()
             return res
