@@ -90,12 +90,13 @@ campaign() {
     runner "$t" "${limit[@]}" -max_len="${MAX_LEN[$t]}" -timeout=10 -rss_limit_mb=4096 \
         -print_final_stats=1 -artifact_prefix="$WORK/crashes/$t/" \
         "$WORK/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1 || rc=$?
-    local runs cov msgs
+    local runs cov msgs edges
     runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
     msgs=$(grep -o 'vnic-fuzz: messages: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+    edges=$(sed -n 's/.*(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -1)
     echo "fuzz: $t: $runs inputs${msgs:+ ($msgs vfio-user messages)} in $((SECONDS - start)) s," \
-         "coverage $cov edges, $(find "$WORK/crashes/$t" -type f | wc -l) crash files, rc $rc"
+         "coverage $cov edges${edges:+ of $edges instrumented}, $(find "$WORK/crashes/$t" -type f | wc -l) crash files, rc $rc"
     if [ "$rc" != 0 ]; then
         grep -E 'ERROR|SUMMARY|runtime error|Test unit written' "$log" | head -20
         return 1
