@@ -28,6 +28,10 @@ struct backend_ops {
      * pair; -1 where the backend needs none): check them before anything
      * changes.  0 or -errno.  NULL: anything goes. */
     int (*open)(struct vnic_dev *dev, const int *fds, int nfds);
+    /* The device lets go of this backend (another replaces it, or the
+     * device closes), its fds still open: undo what would outlive them.
+     * NULL: nothing lasts. */
+    void (*release)(struct vnic_dev *dev);
     /* Per queue pair, after open: set up qp->backend_priv.  0 or -errno.
      * detach undoes it (also after a failed attach).  NULL: nothing. */
     int (*attach)(struct qpair *qp);

@@ -206,6 +206,8 @@ int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, const i
     int err = ops->open ? ops->open(dev, fds, nfds) : 0;
     if (err)
         return err;
+    if (dev->backend->release)
+        dev->backend->release(dev);
     detach_pairs(dev, dev->nqp);
     dev->backend = ops;
     keep_fds(dev, fds, nfds);

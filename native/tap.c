@@ -218,10 +218,22 @@ static int tap_write(struct qpair *qp, const struct iovec *iov, int n)
     return w < 0 ? -1 : 0;
 }
 
+/* A persistent TAP keeps its steering program after our fds close: the
+ * next user of the TAP would find its frames steered over our count of
+ * pairs.  Take it off while the fd is still ours. */
+static void tap_release(struct vnic_dev *dev)
+{
+    int none = -1;
+    if (dev->steering == VNIC_STEER_PROGRAM)
+        ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &none);   /* best effort: the fd may be gone */
+    dev->steering = VNIC_STEER_NONE;
+}
+
 const struct backend_ops tap_backend = {
     .name = "tap",
     .caps = BACKEND_CAP_GSO_PASSTHROUGH | BACKEND_CAP_RX_OFFLOADS,
     .open = tap_open,
+    .release = tap_release,
     .steer = tap_steer,
     .poll_fd = tap_poll_fd,
     .read = tap_read,

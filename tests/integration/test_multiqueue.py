@@ -4,6 +4,7 @@ uses.  Pairs beyond that count are neither read nor written; what was
 posted on a pair given up is still handled before the command's answer."""
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -12,7 +13,8 @@ import pytest
 from tests.support import driver as D
 from tests.support.frames import udp_frame
 from tests.support.harness import ServedDevice
-from tests.support.tapns import TapNamespace
+from tests.support.tapns import TapNamespace, in_netns
+from vnic._native import ffi, lib
 from vnic.telemetry import counters
 from vnic.virtio.features import F
 
@@ -186,3 +188,50 @@ def test_with_one_pair_in_use_everything_arrives_on_pair_0(mq_tap):
     assert rows[1]["rx_drops_inactive"] == 0
     assert sd.device.steering() == "ebpf"                   # queue 1 stays attached, unused
     assert d.set_pairs(2) == OK and sd.device.steering() == "kernel"
+
+
+def frames_per_queue(fds: list[int]) -> list[int]:
+    counts = []
+    for fd in fds:
+        n = 0
+        while True:
+            try:
+                os.read(fd, 70000)
+            except BlockingIOError:
+                break
+            n += 1
+        counts.append(n)
+    return counts
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_a_persistent_tap_is_left_without_our_steering_program():
+    """While one of two pairs is in use, a steering program keeps frames
+    off the TAP's second queue.  A persistent TAP outlives the device: once
+    it closes, the next user of the TAP must find the kernel's own flow
+    spreading, not our program (which would put every frame on queue 0)."""
+    with TapNamespace() as tn:
+        tn.ns.run(["ip", "tuntap", "add", "dev", tn.ifname, "mode", "tap", "vnet_hdr", "multi_queue"])
+        with ServedDevice(backend=tn.backend, queue_pairs=2) as sd:
+            d = D.VirtioNetDriver(sd.connect()).start()
+            assert d.set_pairs(1) == OK and sd.device.steering() == "ebpf"
+            d.close()
+        tn.ns.run(["ip", "link", "set", tn.ifname, "up"])
+        name = ffi.new("char[]", 16)
+        fds = in_netns(tn.ns.name, lambda: [lib.vnic_tap_open(tn.ifname.encode(), name, 16, 0, 1)
+                                            for _ in range(2)])
+        try:
+            assert min(fds) >= 0
+            for fd in fds:
+                os.set_blocking(fd, False)
+            for i in range(32):
+                tn.send(udp_frame(200, i, to_guest=True))
+            time.sleep(0.2)
+            per_queue_frames = frames_per_queue(fds)
+            assert sum(per_queue_frames) == 32
+            assert min(per_queue_frames) > 0, per_queue_frames   # both queues get flows again
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)

@@ -374,7 +374,9 @@ class VirtioNet:
         check(rc, "clearing flows")
 
     def close(self) -> None:
-        """Stop the data plane and close the backend."""
+        """Stop the data plane, let the device release the backend (what would
+        outlive its fds, a TAP's steering program, goes) and close it."""
         with self._lock:
             lib.vnic_dev_stop(self.native)
+            lib.vnic_dev_set_backend(self.native, lib.VNIC_BACKEND_NULL, ffi.new("int[]", [-1]), 1)
         self.backend.close()
