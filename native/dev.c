@@ -120,6 +120,8 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
     dev->backend = &null_backend;
     dev->backend_fds[0] = -1;
     dev->nbackend_fds = 1;
+    for (int n = 0; n <= VNIC_MAX_QUEUE_PAIRS; n++)
+        dev->steer_prog[n] = -1;
     atomic_store(&dev->active_pairs, 1);
     dev->ctrlw.stop_fd = dev->ctrlw.park_fd = dev->ctrlw.epoll_fd = -1;
     atomic_store(&dev->rx_coalesce, true);

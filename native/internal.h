@@ -493,6 +493,9 @@ struct vnic_dev {
     atomic_int active_pairs;
     int steered_pairs;           /* what the backend steers received frames over */
     int steering;                /* enum vnic_steering, as the backend last set it */
+    /* tap.c: steering programs loaded, by pair count (-1: none yet), kept so
+     * that a guest repeating MQ_VQ_PAIRS_SET costs no BPF verifier runs */
+    int steer_prog[VNIC_MAX_QUEUE_PAIRS + 1];
     struct ctrl_worker ctrlw;
     pthread_mutex_t irq_lock;
     struct irq_vector vec[VNIC_MAX_VECTORS];

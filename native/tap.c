@@ -128,20 +128,37 @@ static int steering_program(int n)
     return fd < 0 ? -errno : fd;
 }
 
+/* The program over n queues, loaded once per device: its fd or -errno. */
+static int cached_program(struct vnic_dev *dev, int n)
+{
+    if (dev->steer_prog[n] < 0)
+        dev->steer_prog[n] = steering_program(n);
+    int prog = dev->steer_prog[n];
+    if (prog < 0)
+        dev->steer_prog[n] = -1;  /* refused (EPERM after the drop): ask again next time */
+    return prog;
+}
+
+static void forget_programs(struct vnic_dev *dev)
+{
+    for (int n = 0; n <= VNIC_MAX_QUEUE_PAIRS; n++) {
+        if (dev->steer_prog[n] >= 0)
+            close(dev->steer_prog[n]);
+        dev->steer_prog[n] = -1;
+    }
+}
+
 /* Steer with a program over n queues, or (n == all) by the kernel's own
  * flow steering.  0 or -errno. */
 static int steer_by_program(struct vnic_dev *dev, int n)
 {
     int prog = -1;                /* -1: no program, the kernel's own steering */
     if (n < dev->nbackend_fds) {
-        prog = steering_program(n);
+        prog = cached_program(dev, n);
         if (prog < 0)
             return prog;          /* -EPERM is -1 too: never mistake it for "none" */
     }
-    int err = ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &prog) < 0 ? -errno : 0;
-    if (prog >= 0)
-        close(prog);              /* the TAP holds its own reference */
-    return err;
+    return ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &prog) < 0 ? -errno : 0;
 }
 
 static int set_queue(int fd, bool attached)
@@ -227,6 +244,7 @@ static void tap_release(struct vnic_dev *dev)
     if (dev->steering == VNIC_STEER_PROGRAM)
         ioctl(dev->backend_fds[0], TUNSETSTEERINGEBPF, &none);   /* best effort: the fd may be gone */
     dev->steering = VNIC_STEER_NONE;
+    forget_programs(dev);
 }
 
 const struct backend_ops tap_backend = {

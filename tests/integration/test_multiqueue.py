@@ -235,3 +235,32 @@ def test_a_persistent_tap_is_left_without_our_steering_program():
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
+
+
+def bpf_programs_held() -> int:
+    fds = os.listdir("/proc/self/fd")
+    links = []
+    for fd in fds:
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return sum(link == "anon_inode:bpf-prog" for link in links)
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_a_guest_toggling_pairs_loads_one_program_and_it_goes_at_close():
+    """MQ_VQ_PAIRS_SET 1 and 2 a hundred times: the steering program over one
+    pair is loaded once and reused (no BPF verifier run per command), and
+    the device lets it go when it closes."""
+    with TapNamespace() as tn:
+        before = bpf_programs_held()
+        with ServedDevice(backend=tn.backend, queue_pairs=2) as sd:
+            d = D.VirtioNetDriver(sd.connect()).start()
+            for _ in range(50):
+                assert d.set_pairs(1) == OK and sd.device.steering() == "ebpf"
+                assert d.set_pairs(2) == OK and sd.device.steering() == "kernel"
+            assert bpf_programs_held() == before + 1
+            d.close()
+        assert bpf_programs_held() == before
