@@ -32,6 +32,9 @@ struct backend_ops {
      * device closes), its fds still open: undo what would outlive them.
      * NULL: nothing lasts. */
     void (*release)(struct vnic_dev *dev);
+    /* While the process may still do anything (before vnic gives up
+     * root): set up what steer() will need.  0 or -errno.  NULL: nothing. */
+    int (*prepare)(struct vnic_dev *dev);
     /* Per queue pair, after open: set up qp->backend_priv.  0 or -errno.
      * detach undoes it (also after a failed attach).  NULL: nothing. */
     int (*attach)(struct qpair *qp);

@@ -222,6 +222,11 @@ int dev_use_backend(struct vnic_dev *dev, const struct backend_ops *ops, const i
     return err;
 }
 
+int vnic_dev_prepare_steering(struct vnic_dev *dev)
+{
+    return dev->backend->prepare ? dev->backend->prepare(dev) : 0;
+}
+
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfds)
 {
     if (dev->running || kind < 0 || (size_t)kind >= sizeof(backends) / sizeof(backends[0]) ||

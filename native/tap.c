@@ -235,6 +235,18 @@ static int tap_write(struct qpair *qp, const struct iovec *iov, int n)
     return w < 0 ? -1 : 0;
 }
 
+/* The programs for every count of pairs short of all, loaded while bpf()
+ * is still allowed.  0 or the first load's -errno. */
+static int tap_prepare(struct vnic_dev *dev)
+{
+    for (int n = 1; n < dev->nbackend_fds; n++) {
+        int prog = cached_program(dev, n);
+        if (prog < 0)
+            return prog;
+    }
+    return 0;
+}
+
 /* A persistent TAP keeps its steering program after our fds close: the
  * next user of the TAP would find its frames steered over our count of
  * pairs.  Take it off while the fd is still ours. */
@@ -252,6 +264,7 @@ const struct backend_ops tap_backend = {
     .caps = BACKEND_CAP_GSO_PASSTHROUGH | BACKEND_CAP_RX_OFFLOADS,
     .open = tap_open,
     .release = tap_release,
+    .prepare = tap_prepare,
     .steer = tap_steer,
     .poll_fd = tap_poll_fd,
     .read = tap_read,

@@ -298,6 +298,12 @@ int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
  * (nfds = queue pairs; pair i reads and writes fds[i]).  0; -EINVAL while
  * running, for an unknown kind or another nfds; -EBADF for a TAP fd < 0. */
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfds);
+/* While the process still has privilege: set up what the backend's
+ * steering will need (a TAP's BPF programs for each count of pairs in use
+ * short of all), which could not be loaded once vnic gave up root.  0, or
+ * the -errno of the first load that failed (steering then detaches queues
+ * instead, as it does on a kernel that refuses programs). */
+int vnic_dev_prepare_steering(struct vnic_dev *dev);
 /* Queue pairs in use: 1 after reset, then what the driver set with
  * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (1 to vnic_dev_queue_pairs()). */
 int vnic_dev_active_pairs(struct vnic_dev *dev);

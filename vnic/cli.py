@@ -117,7 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .telemetry.metrics import serve_metrics
             serve_metrics(dev.per_queue_stats, args.metrics_port)
             print(f"vnic: Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
-        # set-up is over: everything that needed root is open
+        # set-up is over: everything that needed root is open or loaded
+        dev.net.prepare_steering()
         sockets = [p for p in (dev.socket_path, control.path if control else None) if p]
         confine(user, sockets, dev.backend)
         if user:

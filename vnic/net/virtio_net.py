@@ -373,6 +373,15 @@ class VirtioNet:
             rc = lib.vnic_flows_clear(self.native)
         check(rc, "clearing flows")
 
+    def prepare_steering(self) -> None:
+        """Before the process gives up root: load what steering over fewer
+        pairs needs later (a TAP's BPF programs).  A refusal is logged:
+        steering then detaches the unused TAP queues instead."""
+        rc = lib.vnic_dev_prepare_steering(self.native)
+        if rc < 0:
+            log.warning("steering programs not loaded (%s): pairs given up will have their TAP "
+                        "queues detached", os.strerror(-rc))
+
     def close(self) -> None:
         """Stop the data plane, let the device release the backend (what would
         outlive its fds, a TAP's steering program, goes) and close it."""
