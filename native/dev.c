@@ -111,11 +111,13 @@ struct vnic_dev *vnic_dev_new(int queue_pairs)
     if (queue_pairs < 1 || queue_pairs > VNIC_MAX_QUEUE_PAIRS)
         return NULL;
     guard_install();             /* before any worker can touch guest memory */
-    /* aligned: each pair's state on cache lines of its own */
-    struct vnic_dev *dev = aligned_alloc(VNIC_CACHE_LINE, sizeof(*dev));
+    /* aligned: each pair's state on cache lines of its own (aligned_alloc
+     * wants the size a multiple of the alignment) */
+    size_t size = (sizeof(struct vnic_dev) + VNIC_CACHE_LINE - 1) & ~(size_t)(VNIC_CACHE_LINE - 1);
+    struct vnic_dev *dev = aligned_alloc(VNIC_CACHE_LINE, size);
     if (!dev)
         return NULL;
-    memset(dev, 0, sizeof(*dev));
+    memset(dev, 0, size);
     dev->nqp = queue_pairs;
     dev->backend = &null_backend;
     dev->backend_fds[0] = -1;

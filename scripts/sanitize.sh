@@ -20,9 +20,18 @@ SO=$(ls "$OUT"/vnic/_native.*.so)
 # Python is not built with ASan: its runtime must be loaded first.  Python's
 # own allocations never freed at exit are not ours: no leak checking.
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allow_user_segv_handler=1"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# Reports go to files too: pytest's capture loses what a process prints as
+# it aborts.
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allow_user_segv_handler=1:log_path=$OUT/report"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$OUT/report"
 export VNIC_NATIVE_DIR="$OUT"
 "$PY" -c 'import vnic._native as n, sys; sys.exit(0 if n.__file__.startswith(sys.argv[1]) else f"sanitize: loaded {n.__file__}")' "$OUT"
 echo "sanitize: integration and engine tests against the sanitized build"
-"$PY" -m pytest -q -ra -p no:cacheprovider tests/integration tests/engine "$@"
+rc=0
+"$PY" -m pytest -q -ra -p no:cacheprovider tests/integration tests/engine "$@" || rc=$?
+if compgen -G "$OUT/report.*" > /dev/null; then
+    echo "sanitize: sanitizer reports:"
+    cat "$OUT"/report.*
+    exit 1
+fi
+exit $rc
