@@ -92,14 +92,20 @@ static bool no_capabilities(void)
              d[1].effective | d[1].permitted | d[1].inheritable);
 }
 
+int vnic_sandbox_drop_bounding(void)
+{
+    for (int c = 0; c < CAP_PROBE_MAX && drop_bounding(c); c++)
+        ;
+    return prctl(PR_CAPBSET_READ, 0, 0, 0, 0) == 0 ? 0 : -EPERM;
+}
+
 int vnic_sandbox_drop(unsigned uid, unsigned gid)
 {
     if (uid == 0 || gid == 0)
         return -EINVAL;               /* dropping to root keeps everything */
     int deathsig = 0;                 /* a credential change clears it: keep it */
     prctl(PR_GET_PDEATHSIG, &deathsig, 0, 0, 0);
-    for (int c = 0; c < CAP_PROBE_MAX && drop_bounding(c); c++)
-        ;
+    vnic_sandbox_drop_bounding();     /* this thread's; others inherited it if they came later */
     if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
         return -errno;                /* glibc applies these to every thread */
     if (deathsig)

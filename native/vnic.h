@@ -465,6 +465,12 @@ void vnic_chan_shutdown(struct vnic_chan *ch);
 uint64_t vnic_chan_fast_kicks(struct vnic_chan *ch);
 
 /* --- sandbox (sandbox.c) ------------------------------------------------- */
+/* Empty the calling thread's capability bounding set, which threads it
+ * creates later inherit: call once the last program that needs root has
+ * run (a program executed after this gets no capabilities) and before the
+ * serving threads start.  0, or -EPERM if a capability stayed (no
+ * CAP_SETPCAP). */
+int vnic_sandbox_drop_bounding(void);
 /* Give up root for uid/gid (both non-zero): no supplementary groups, every
  * capability and the bounding set dropped, no_new_privs set; checked
  * afterwards (setuid(0) must fail).  0, -EINVAL for uid or gid 0, the

@@ -98,13 +98,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     socket, QMP replug and the metrics exporter when asked. Errors
     (BackendError, ConfigError, FeatureError, OSError) go to main()."""
     from .device import Device, qemu_memory_args
-    from .sandbox import confine, target_user
+    from .sandbox import confine, drop_bounding, target_user
     user = target_user(args.user)          # an unknown --user fails before anything opens
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
                  flow_table_max=args.flow_table_max, queues=args.queues)
     try:
+        drop_bounding(user)                # the TAP is up: no more programs that need root
         dev.serve(args.socket)
         if args.qmp:
             dev.attach_qmp(args.qmp, args.qemu_id)

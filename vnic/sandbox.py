@@ -42,6 +42,15 @@ def target_user(name: str | None) -> pwd.struct_passwd | None:
     return None if entry.pw_uid == 0 else entry
 
 
+def drop_bounding(user: pwd.struct_passwd | None) -> None:
+    """Before any serving thread starts, once no program needs root any
+    more: empty the capability bounding set, so that every thread the
+    device starts has none either.  Nothing when staying as we are.
+    Raises DeviceError if a capability stays."""
+    if user is not None:
+        check(lib.vnic_sandbox_drop_bounding(), "dropping the capability bounding set", DeviceError)
+
+
 def remove_socket(path: str | Path) -> None:
     """Remove a socket we created at exit.  After the drop its directory may
     not be ours to change (a root-only directory): the socket then stays,
