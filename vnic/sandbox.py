@@ -93,6 +93,21 @@ def _status() -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
+def _threads_confined() -> bool:
+    """Every thread: no capabilities at all (bounding set included) and the
+    seccomp filter on."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/status") as f:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except FileNotFoundError:
+            continue                       # a thread that just ended
+        if int(status.get("CapBnd", "1"), 16) or int(status.get("CapEff", "1"), 16) \
+                or status.get("Seccomp") != "2":
+            return False
+    return True
+
+
 def _probe(action: object) -> str:
     """The errno name an attempt fails with, or "allowed"."""
     try:
@@ -121,6 +136,7 @@ def report() -> dict[str, object]:
         "uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name,
         "capabilities": status.get("CapEff", "?"), "no_new_privs": status.get("NoNewPrivs") == "1",
         "seccomp": {"0": "off", "1": "strict", "2": "filter"}.get(status.get("Seccomp", ""), "?"),
+        "all_threads_confined": _threads_confined(),
         "probes": {"open /etc/shadow": _probe(_open_shadow),
                    "execve": _probe(lambda: os.execv(PROBE_EXEC, [PROBE_EXEC])),
                    "setuid 0": _probe(lambda: os.setuid(0)),

@@ -47,6 +47,7 @@ def test_serve_drops_root_and_still_carries_iperf_both_ways(qemu, image, sock_di
             assert box["user"] == "nobody" and box["uid"] != 0
             assert int(box["capabilities"], 16) == 0
             assert box["no_new_privs"] and box["seccomp"] == "filter"
+            assert box["all_threads_confined"]          # the bounding set too, on every thread
             assert box["probes"] == {"open /etc/shadow": "EACCES", "execve": "EPERM",
                                      "setuid 0": "EPERM", "raw socket": "EPERM"}
             res = run_iperf_pair(qemu, image, nic, ns, seconds=2)
@@ -67,7 +68,7 @@ def test_serve_as_root_on_request_keeps_root_and_warns(sock_dir):
         proc, _nic = serve(ns, sock_dir, "--user", "root")
         try:
             box = control.Client(sock_dir / "vnic.ctl").sandbox()
-            assert box["uid"] == 0 and box["seccomp"] == "off"
+            assert box["uid"] == 0 and box["seccomp"] == "off" and not box["all_threads_confined"]
             assert box["probes"]["execve"] == "ENOENT"    # it ran: only the file was missing
         finally:
             err = stop(proc)
