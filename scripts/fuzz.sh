@@ -7,6 +7,7 @@
 #   bash scripts/fuzz.sh tx --seconds 3600    one target, a long campaign
 #   bash scripts/fuzz.sh --runs 10000000      every target, 10 M inputs each
 #   bash scripts/fuzz.sh --regress            only replay seeds and regressions
+#   bash scripts/fuzz.sh --coverage [TARGET]  line coverage the corpus reaches (llvm-cov)
 # Targets: virtq tx rx ctrl headers chan session.  Each run first replays
 # its seed corpus (tests/fuzz/corpus/TARGET) and saved crashes
 # (tests/fuzz/regressions/TARGET): a crash there fails at once.  New
@@ -24,8 +25,10 @@ ALL=(virtq tx rx ctrl headers chan session)
 targets=()
 limit=(-max_total_time=30)
 regress=0
+coverage=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --coverage) coverage=1; shift ;;
         --seconds) limit=(-max_total_time="$2"); shift 2 ;;
         --runs) limit=(-runs="$2"); shift 2 ;;
         --regress) regress=1; shift ;;
@@ -42,6 +45,10 @@ mkdir -p "$WORK/bin"
 # the largest input each target reads: frames and commands up to 64 KiB
 declare -A MAX_LEN=([virtq]=8192 [tx]=70000 [rx]=70000 [ctrl]=16384 [headers]=2048
                     [chan]=65536 [session]=8192)
+# the files each target exists to reach, for --coverage
+declare -A COVER_FILES=([virtq]="virtq.c mem.c" [tx]="tx.c gso.c csum.c headers.c"
+                        [rx]="rx.c gro.c rss.c headers.c csum.c" [ctrl]="ctrl.c rss.c mq.c"
+                        [headers]="headers.c flow_key.c rss.c" [chan]="chan.c")
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1)
 
 build() {      # the data plane once, then each C target linked to it
@@ -103,7 +110,29 @@ campaign() {
     fi
 }
 
+# Line coverage of a C target's corpus (seeds and what campaigns found):
+# built apart with source-based coverage, each input replayed once.
+cover() {
+    local t="$1" bin="$WORK/cov/fuzz_$1" srcs=() prof="$WORK/cov/$1.profdata"
+    [ "$t" = session ] && { echo "fuzz: session: coverage is the Python target's own (cov: in its log)"; return 0; }
+    mkdir -p "$WORK/cov"
+    "$CC" -std=gnu11 -Inative -O1 -g -fprofile-instr-generate -fcoverage-mapping -fsanitize=fuzzer \
+        "tests/fuzz/fuzz_$t.c" tests/fuzz/harness.c native/*.c -lpthread -lseccomp -o "$bin"
+    rm -f "$WORK/cov/$t".*.profraw
+    LLVM_PROFILE_FILE="$WORK/cov/$t.%p.profraw" "$bin" -runs=0 "$WORK/corpus/$t" "tests/fuzz/corpus/$t" \
+        > "$WORK/log/$t.cov" 2>&1 || true
+    llvm-profdata-14 merge -sparse "$WORK/cov/$t".*.profraw -o "$prof"
+    read -ra srcs <<< "${COVER_FILES[$t]}"
+    echo "fuzz: $t: lines of its files that its corpus runs:"
+    llvm-cov-14 report "$bin" -instr-profile="$prof" "${srcs[@]/#/native/}" \
+        | awk '$1 ~ /\.c$/ || $1 == "TOTAL" {printf "    %-10s %5s lines, %s run\n", $1, $8, $10}'
+}
+
 mkdir -p "$WORK/log"
+if [ "$coverage" = 1 ]; then
+    for t in "${targets[@]}"; do cover "$t"; done
+    exit 0
+fi
 build
 failed=0
 for t in "${targets[@]}"; do
