@@ -63,6 +63,11 @@ class ServedChild:
         """What the child printed (stdout and stderr)."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def log_records(self) -> list[str]:
+        """The lines the child logged (warnings and worse unless verbose),
+        not its start-up banner."""
+        return [line for line in self.output().splitlines() if line[:2].isdigit()]
+
     def _wait_attach_args(self) -> list[str]:
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT

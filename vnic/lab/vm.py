@@ -103,7 +103,11 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                 log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
             monitor = ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
             sandbox = dev.client.sandbox()          # what the device may still do, for --json
-            result = _run(qemu, image, dev.nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
+            try:
+                result = _run(qemu, image, dev.nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
+            finally:
+                for line in dev.log_records():      # what the device warned about
+                    log(f"vnic serve: {line}")
             result.extra["sandbox"] = sandbox
             return result
 
