@@ -389,6 +389,7 @@ void vnic_dev_reset(struct vnic_dev *dev)
         qp->rx_frame_len = 0;
         qp->backend_paused = false;
         atomic_store(&qp->parked, false);
+        atomic_store(&qp->in_use, false);
         gro_reset(qp->gro);
     }
     atomic_store(&dev->active_pairs, 1);     /* until the driver asks for more */

@@ -452,6 +452,10 @@ struct qpair {
      * stopped using it (index >= active_pairs): its TX ring drained, what
      * it held for the guest delivered */
     atomic_bool parked;
+    /* the driver has had the pair in use since it last parked (set when
+     * MQ_VQ_PAIRS_SET takes it in): only then does parking finish its
+     * queues; a pair never in use is not read at all */
+    atomic_bool in_use;
     /* a gap of a whole line before the next pair: its worker writes its
      * queues' indices there, this one reads the fields above per frame */
     char gap[VNIC_CACHE_LINE];

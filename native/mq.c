@@ -80,6 +80,8 @@ int dev_set_active_pairs(struct vnic_dev *dev, int n)
      * a flag left from an earlier shrink must not answer for this one */
     for (int i = n; i < old; i++)
         atomic_store(&dev->qp[i].parked, false);
+    for (int i = old; i < n; i++)
+        atomic_store(&dev->qp[i].in_use, true);     /* parking will finish what it posts */
     atomic_store_explicit(&dev->active_pairs, n, memory_order_release);
     if (n > old) {
         wake_pairs(dev, old, n);

@@ -164,9 +164,17 @@ static void finish_pair(struct qpair *qp, struct vnic_queue_stats *st)
     qp->backend_paused = false;       /* parked, the backend is drained, not paused */
 }
 
+/* Leave the pair idle.  One the driver had in use first finishes its
+ * queues; one it never used (beyond the pairs in use from the start) is
+ * not read: only what its backend queue holds is dropped, counted. */
 static void park(struct qpair *qp, struct vnic_queue_stats *st)
 {
-    finish_pair(qp, st);
+    if (atomic_exchange(&qp->in_use, false)) {
+        finish_pair(qp, st);
+    } else {
+        drop_backend_frames(qp, st);
+        qp->backend_paused = false;
+    }
     atomic_store(&qp->parked, true);
     eventfd_signal(qp->dev->ctrlw.park_fd);    /* the device's own eventfd */
 }

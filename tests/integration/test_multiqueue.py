@@ -47,6 +47,19 @@ def test_one_pair_offers_no_mq(served_device):
     assert served_device.driver.net_config()["max_virtqueue_pairs"] == 1
 
 
+def test_a_pair_never_in_use_is_not_read_even_when_posted_before_start(serve):
+    """Frames a driver posts on pair 2 before DRIVER_OK: pair 2's worker
+    starts, finds its pair not in use and parks without reading them (it
+    used to finish the pair's queues as if the driver had given it up)."""
+    sd = serve(queue_pairs=PAIRS)
+    d = D.VirtioNetDriver(sd.connect())
+    d.start(before_driver_ok=lambda drv: drv.transmit(udp_frame(100, 1), pair=2, kick=False))
+    time.sleep(0.3)
+    assert d.queues[2 * 2 + D.TX].pop_used() == []
+    assert per_queue(sd)[2]["tx_packets"] == 0
+    d.close()
+
+
 def test_pairs_beyond_the_count_in_use_are_not_read(mq_device):
     sd, d = mq_device
     d.transmit(udp_frame(100, 1), pair=2)

@@ -15,6 +15,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .client import GuestMemory, VfioUserClient
@@ -444,8 +445,10 @@ class VirtioNetDriver:
         self.queues[index] = q
         return q
 
-    def start(self, accept: int | None = None, drop: int = 0, queue_size: int | None = None) -> VirtioNetDriver:
-        """The whole bring-up: reset, negotiate, MSI-X, queues, DRIVER_OK."""
+    def start(self, accept: int | None = None, drop: int = 0, queue_size: int | None = None,
+              before_driver_ok: Callable[[VirtioNetDriver], object] | None = None) -> VirtioNetDriver:
+        """The whole bring-up: reset, negotiate, MSI-X, queues, DRIVER_OK
+        (before_driver_ok runs right before it, the queues set up)."""
         self.client.config_write(PCI_COMMAND, struct.pack("<H", PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER))
         self.reset()
         self.negotiate(accept, drop)
@@ -457,6 +460,8 @@ class VirtioNetDriver:
         data_queues = tuple(range(2 * self.pairs))
         for index in data_queues + ((self.ctrl_index,) if self.has(F_CTRL_VQ) else ()):
             self.setup_queue(index, queue_size)
+        if before_driver_ok:
+            before_driver_ok(self)
         self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
         if self.status & (DEVICE_NEEDS_RESET | FAILED):
             raise DriverError(f"device status {self.status:#x} after DRIVER_OK")
