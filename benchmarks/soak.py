@@ -42,6 +42,7 @@ from vnic.lab.guest import GuestProcess  # noqa: E402
 from vnic.lab.image import ensure_guest_image  # noqa: E402
 from vnic.lab.netns import NetNS  # noqa: E402
 from vnic.lab.qemu import ensure_qemu  # noqa: E402
+from vnic.sandbox import proc_status  # noqa: E402
 
 SERVER = "10.213.0.1"
 KILL_PORT, RESET_PORT = 5201, 5300
@@ -49,13 +50,12 @@ RSS_SLACK_KIB = 16 * 1024        # allocator and cache noise; a leak per round s
 
 
 def process_figures(pid: int) -> dict[str, int]:
-    with open(f"/proc/{pid}/status") as f:
-        status = dict(line.split(":", 1) for line in f if ":" in line)
+    status = proc_status(f"/proc/{pid}/status")
     return {"rss_kib": int(status["VmRSS"].split()[0]), "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "threads": len(os.listdir(f"/proc/{pid}/task"))}
 
 
-def settle(pid: int, ctl: Path, seconds: float = 1.0) -> dict[str, int]:
+def settle(pid: int, seconds: float = 1.0) -> dict[str, int]:
     """Figures once no client is attached and the device has stopped."""
     time.sleep(seconds)
     return process_figures(pid)
@@ -185,11 +185,11 @@ def main() -> int:
         ns.add_tap("vnic0")
         proc, ctl, nic = start_server(ns, sock_dir)
         try:
-            start = settle(proc.pid, ctl)
+            start = settle(proc.pid)
             failures = {"kill_failures": kill_rounds(qemu, image, nic, ns, ctl, args.kills, log)}
             failures["reset_failures"] = reset_rounds(qemu, image, nic, ns, args.resets, log)
             failures["remap_failures"] = remap_rounds(sock_dir / "vnic.sock", args.remaps, log)
-            end = settle(proc.pid, ctl, 2.0)
+            end = settle(proc.pid, 2.0)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)

@@ -88,8 +88,9 @@ def confine(user: pwd.struct_passwd | None, owned: Iterable[str | Path], backend
 PROBE_EXEC = "/nonexistent/vnic-exec-probe"   # never a program: the probe cannot succeed
 
 
-def _status() -> dict[str, str]:
-    with open("/proc/self/status") as f:
+def proc_status(path: str = "/proc/self/status") -> dict[str, str]:
+    """A /proc status file (a process's or a thread's) as field: value."""
+    with open(path) as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
@@ -98,8 +99,7 @@ def _threads_confined() -> bool:
     seccomp filter on."""
     for task in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/self/task/{task}/status") as f:
-                status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            status = proc_status(f"/proc/self/task/{task}/status")
         except FileNotFoundError:
             continue                       # a thread that just ended
         if int(status.get("CapBnd", "1"), 16) or int(status.get("CapEff", "1"), 16) \
@@ -131,7 +131,7 @@ def report() -> dict[str, object]:
     and probes of what a compromised device would try first, each the
     errno it fails with: ENOENT for the exec probe means execve still
     runs (it looked for the file), EPERM that the filter refused it."""
-    status = _status()
+    status = proc_status()
     return {
         "uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name,
         "capabilities": status.get("CapEff", "?"), "no_new_privs": status.get("NoNewPrivs") == "1",

@@ -50,13 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vq *vq = fuzz_queue(dev, 2 * pairs, CTRL_QSIZE);
     if (!vq)
         return 0;
-    uint64_t at = FUZZ_BUFS;
-    uint16_t desc = 0, cmds = 0, n;
-    while ((n = post_command(&in, desc, &at)) > 0) {
-        fuzz_avail(cmds++, desc, CTRL_QSIZE);
-        desc = (uint16_t)(desc + n);
-    }
-    fuzz_avail_idx(cmds);
+    fuzz_post_chains(&in, CTRL_QSIZE, post_command);
     for (int i = 0; i < 4 && !vnic_dev_error(dev) && ctrl_process(dev, &chain, &dev->stats[0]) > 0; i++)
         ;
     return 0;

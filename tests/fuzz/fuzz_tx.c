@@ -46,13 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vq *vq = fuzz_queue(dev, 1, TX_QSIZE);
     if (!vq)
         return 0;
-    uint64_t at = FUZZ_BUFS;
-    uint16_t desc = 0, frames = 0, n;
-    while ((n = post_frame(&in, desc, &at)) > 0) {
-        fuzz_avail(frames++, desc, TX_QSIZE);
-        desc = (uint16_t)(desc + n);
-    }
-    fuzz_avail_idx(frames);
+    fuzz_post_chains(&in, TX_QSIZE, post_frame);
     struct qpair *qp = &dev->qp[0];
     for (int i = 0; i < 8 && tx_process(qp) > 0; i++)
         flows_batch_begin(&qp->flows);

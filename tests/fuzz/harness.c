@@ -70,18 +70,12 @@ static int fuzz_poll_fd(const struct qpair *qp)
     return -1;
 }
 
-static int fuzz_set_offload(struct vnic_dev *dev, uint64_t features)
-{
-    return 0;
-}
-
 static const struct backend_ops fuzz_backend = {
     .name = "fuzz",
     .caps = BACKEND_CAP_GSO_PASSTHROUGH | BACKEND_CAP_RX_OFFLOADS,
     .poll_fd = fuzz_poll_fd,
     .read = fuzz_read,
     .write = fuzz_write,
-    .set_offload = fuzz_set_offload,
 };
 
 /* ---- device and rings -------------------------------------------------------- */
@@ -136,4 +130,17 @@ void fuzz_avail(uint16_t slot, uint16_t head, uint16_t size)
 void fuzz_avail_idx(uint16_t idx)
 {
     memcpy(guest + FUZZ_AVAIL + 2, &idx, 2);
+}
+
+uint16_t fuzz_post_chains(struct fuzz_in *in, uint16_t size,
+                          uint16_t (*post)(struct fuzz_in *in, uint16_t desc, uint64_t *at))
+{
+    uint64_t at = FUZZ_BUFS;
+    uint16_t desc = 0, chains = 0, n;
+    while ((n = post(in, desc, &at)) > 0) {
+        fuzz_avail(chains++, desc, size);
+        desc = (uint16_t)(desc + n);
+    }
+    fuzz_avail_idx(chains);
+    return chains;
 }

@@ -43,5 +43,10 @@ struct vq *fuzz_queue(struct vnic_dev *dev, int q, uint16_t size);
 void fuzz_desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next);
 void fuzz_avail(uint16_t slot, uint16_t head, uint16_t size);
 void fuzz_avail_idx(uint16_t idx);
+/* Post chains made by post() (descriptors at desc, data at *at; it returns
+ * how many descriptors it took, 0 when the input or room ran out), each
+ * head on the avail ring of a `size` queue, then publish them; how many. */
+uint16_t fuzz_post_chains(struct fuzz_in *in, uint16_t size,
+                          uint16_t (*post)(struct fuzz_in *in, uint16_t desc, uint64_t *at));
 
 #endif

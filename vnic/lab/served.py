@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vnic import control
+from vnic.sandbox import proc_status
 
 START_TIMEOUT = 60.0
 
@@ -97,8 +98,7 @@ class ServedChild:
     def child_ids(self) -> tuple[int, int]:
         """The uid and gid the child runs as now."""
         assert self.proc is not None
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        fields = proc_status(f"/proc/{self.proc.pid}/status")
         return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
     def stats(self) -> dict[str, int]:
