@@ -30,15 +30,22 @@ static double now_ns(void)
 }
 
 /* One device, one queue of BENCH_QSIZE single-descriptor buffers of
- * buf_size bytes, all posted, the avail ring under our control. */
+ * buf_size bytes, all posted, the ring under our control: split (an avail
+ * ring of heads) or packed (descriptors rewritten and flagged available). */
 struct bench {
     struct vnic_dev *dev;
     bool owns_dev;                /* the scaling runs share one device among pairs */
+    bool packed;
     struct qpair *qp;
     struct vq *vq;
     uint8_t *mem;
+    uint64_t bufs_iova;           /* buffer i at bufs_iova + buf_size * i */
+    size_t buf_size;
+    uint32_t desc_len;            /* what each descriptor offers */
+    uint16_t desc_flags;          /* VRING_DESC_F_WRITE for RX */
     uint16_t *avail;
-    uint16_t posted;
+    uint16_t posted;              /* chains made available, free running */
+    uint16_t first_flags;         /* packed: the batch's first flags, held back */
 };
 
 /* One worker loop iteration: housekeeping between batches, then a batch. */
@@ -131,11 +138,14 @@ static int bench_attach(struct bench *b, struct vnic_dev *dev, int queue, size_t
     b->vq = queue % 2 ? &b->qp->tx : &b->qp->rx;
     b->vq->enabled = true;
     vq_map(b->vq);
+    b->packed = b->vq->packed;
+    b->bufs_iova = base + RINGS_BYTES;
+    b->buf_size = buf_size;
+    b->desc_len = (uint32_t)buf_size;
+    b->desc_flags = queue % 2 ? 0 : VRING_DESC_F_WRITE;
     struct vring_desc *d = (struct vring_desc *)b->mem;
-    uint16_t flags = queue % 2 ? 0 : VRING_DESC_F_WRITE;
-    for (int i = 0; i < BENCH_QSIZE; i++)
-        d[i] = (struct vring_desc){ base + RINGS_BYTES + buf_size * (size_t)i,
-                                    (uint32_t)buf_size, flags, 0 };
+    for (int i = 0; !b->packed && i < BENCH_QSIZE; i++)
+        d[i] = (struct vring_desc){ b->bufs_iova + buf_size * (size_t)i, b->desc_len, b->desc_flags, 0 };
     b->avail = (uint16_t *)(b->mem + (avail - base));
     return 0;
 }
@@ -158,12 +168,53 @@ static uint8_t *bench_buffer(struct bench *b, size_t buf_size, int i)
     return b->mem + RINGS_BYTES + buf_size * (size_t)i;
 }
 
+/* packed: descriptor `slot` offered again, its flags returned, not stored */
+static uint16_t packed_offer(struct bench *b, uint16_t n)
+{
+    struct vring_packed_desc *d = (struct vring_packed_desc *)b->mem + n % BENCH_QSIZE;
+    bool wrap = (n / BENCH_QSIZE) % 2 == 0;    /* the ring's first lap: wrap counter 1 */
+    d->addr = b->bufs_iova + b->buf_size * (n % BENCH_QSIZE);
+    d->len = b->desc_len;
+    d->id = n % BENCH_QSIZE;
+    return (uint16_t)(b->desc_flags | (wrap ? VRING_PACKED_DESC_F_AVAIL : VRING_PACKED_DESC_F_USED));
+}
+
+/* Write n more chains as the driver would, all but what makes them
+ * visible (split: the avail index; packed: the first one's flags). */
+static void bench_prepare(struct bench *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint16_t k = (uint16_t)(b->posted + i);
+        if (!b->packed) {
+            b->avail[2 + k % BENCH_QSIZE] = k % BENCH_QSIZE;
+            continue;
+        }
+        uint16_t flags = packed_offer(b, k);
+        struct vring_packed_desc *d = (struct vring_packed_desc *)b->mem + k % BENCH_QSIZE;
+        if (i == 0)
+            b->first_flags = flags;
+        else
+            __atomic_store_n(&d->flags, flags, __ATOMIC_RELEASE);
+    }
+}
+
+/* Make the n prepared chains visible to the device. */
+static void bench_publish(struct bench *b, int n)
+{
+    uint16_t first = b->posted;
+    b->posted = (uint16_t)(b->posted + n);
+    if (!b->packed)
+        __atomic_store_n(&b->avail[1], b->posted, __ATOMIC_RELEASE);
+    else if (n)
+        __atomic_store_n(&((struct vring_packed_desc *)b->mem + first % BENCH_QSIZE)->flags,
+                         b->first_flags, __ATOMIC_RELEASE);
+}
+
 /* Post n descriptors, in ring order, as the driver would. */
 static void bench_post(struct bench *b, int n)
 {
-    for (int i = 0; i < n; i++, b->posted++)
-        b->avail[2 + b->posted % BENCH_QSIZE] = (uint16_t)(b->posted % BENCH_QSIZE);
-    __atomic_store_n(&b->avail[1], b->posted, __ATOMIC_RELEASE);
+    bench_prepare(b, n);
+    bench_publish(b, n);
 }
 
 /* Run process() until idle, timed; then give back what it consumed. */
@@ -203,9 +254,11 @@ static void tx_frames(struct bench *b, int frame_size)
 {
     size_t slot = tx_slot(frame_size);
     struct vring_desc *d = (struct vring_desc *)b->mem;
+    b->desc_len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
     for (int i = 0; i < BENCH_QSIZE; i++) {
         bench_frame(bench_buffer(b, slot, i) + VNIC_NET_HDR_SIZE, frame_size, i % BENCH_FLOWS);
-        d[i].len = (uint32_t)(VNIC_NET_HDR_SIZE + frame_size);
+        if (!b->packed)
+            d[i].len = b->desc_len;
     }
 }
 
@@ -215,12 +268,10 @@ static double tx_rounds(struct bench *b, int batch, int rounds)
 {
     double total = 0;
     for (int r = 0; r < rounds; r++) {
-        uint16_t before = b->vq->last_avail;
         /* the driver posts a batch; the consumed ones are not re-posted */
-        for (int i = 0; i < batch; i++)
-            b->avail[2 + (uint16_t)(before + i) % BENCH_QSIZE] = (uint16_t)((before + i) % BENCH_QSIZE);
+        bench_prepare(b, batch);
         double t0 = now_ns();
-        __atomic_store_n(&b->avail[1], (uint16_t)(before + batch), __ATOMIC_RELEASE);
+        bench_publish(b, batch);
         while (bench_batch(b->qp, tx_process) > 0)
             ;
         total += now_ns() - t0;
@@ -228,12 +279,17 @@ static double tx_rounds(struct bench *b, int batch, int rounds)
     return total;
 }
 
-double vnic_bench_tx_path(int frame_size, int batch, int rounds)
+static uint64_t layout(int packed)
+{
+    return packed ? 1ull << VNIC_F_RING_PACKED : 0;
+}
+
+double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
     struct bench b;
-    if (bench_init(&b, 1, 0, tx_slot(frame_size)) < 0)
+    if (bench_init(&b, 1, layout(packed), tx_slot(frame_size)) < 0)
         return -ENOMEM;
     tx_frames(&b, frame_size);
     double total = tx_rounds(&b, batch, rounds);
@@ -254,7 +310,7 @@ static int bench_rss_config(struct vnic_dev *dev)
     return rss_set_config(dev, cmd, sizeof(cmd), true);
 }
 
-static double rx_path(int frame_size, int batch, int rounds, bool rss)
+static double rx_path(int frame_size, int batch, int rounds, bool rss, int packed)
 {
     const size_t buf = 1536;                /* Linux's usual mergeable buffer */
     size_t per_frame = (VNIC_NET_HDR_HASH_SIZE + (size_t)frame_size + buf - 1) / buf;
@@ -264,7 +320,7 @@ static double rx_path(int frame_size, int batch, int rounds, bool rss)
     uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)frame_size;
     uint8_t *frames = calloc(BENCH_FLOWS, frame_len);    /* zero headers + frames */
     uint64_t features = 1ull << VNIC_F_MRG_RXBUF |
-                        (rss ? 1ull << VNIC_F_RSS | 1ull << VNIC_F_HASH_REPORT : 0);
+                        (rss ? 1ull << VNIC_F_RSS | 1ull << VNIC_F_HASH_REPORT : 0) | layout(packed);
     struct bench b;
     if (!frames || bench_init(&b, 0, features, buf) < 0) {
         free(frames);
@@ -282,14 +338,14 @@ static double rx_path(int frame_size, int batch, int rounds, bool rss)
     return total >= 0 && all ? total / (double)want : -EIO;
 }
 
-double vnic_bench_rx_path(int frame_size, int batch, int rounds)
+double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed)
 {
-    return rx_path(frame_size, batch, rounds, false);
+    return rx_path(frame_size, batch, rounds, false, packed);
 }
 
 double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds)
 {
-    return rx_path(frame_size, batch, rounds, true);
+    return rx_path(frame_size, batch, rounds, true, 0);
 }
 
 #define TCP_FRAME_HDRS (sizeof(struct eth_hdr) + sizeof(struct ipv4_hdr) + sizeof(struct tcp_hdr))

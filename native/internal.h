@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <string.h>
 #include <sys/uio.h>
 #include "vnic.h"
 
@@ -74,56 +75,120 @@ void chan_dma_cancel(struct vnic_chan *ch, uint64_t grace_ns);
 /* The workers are stopped: requests may be made again. */
 void chan_dma_resume(struct vnic_chan *ch);
 
-/* ---- split virtqueue ------------------------------------------------------ */
+/* ---- virtqueues (virtq.c: the interface; split.c, packed.c: the layouts) -- */
+#define VQ_DESC_SIZE 16
+/* split ring descriptor (virtio 1.2, 2.7.5) */
 struct vring_desc {
     uint64_t addr;
     uint32_t len;
     uint16_t flags;
     uint16_t next;
 };
+/* packed ring descriptor (2.8.13): same flags, plus AVAIL and USED */
+struct vring_packed_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;                  /* buffer ID, in the chain's last descriptor */
+    uint16_t flags;
+};
+#define VRING_PACKED_DESC_F_AVAIL  (1 << 7)
+#define VRING_PACKED_DESC_F_USED   (1 << 15)
+#define VRING_PACKED_EVENT_FLAG_ENABLE  0
+#define VRING_PACKED_EVENT_FLAG_DISABLE 1
+#define VRING_PACKED_EVENT_FLAG_DESC    2   /* only with EVENT_IDX */
+
+/* packed: a chain popped and not yet published */
+struct vq_flight {
+    uint16_t id;                  /* its buffer ID */
+    uint16_t ndesc;               /* ring descriptors it occupies */
+    uint32_t len;                 /* bytes written, once pushed */
+};
 
 struct vq {
     struct vnic_dev *dev;
     int index;
     uint16_t size;
+    bool packed;                  /* the layout, from the features at vq_map */
+    /* split: descriptor table, avail ring, used ring; packed: descriptor
+     * ring, driver and device event suppression */
     uint64_t desc_addr, avail_addr, used_addr;
     /* Direct pointers when the rings sit in mapped memory, else NULL and
      * every ring access goes through mem_copy_*. */
-    struct vring_desc *desc;
-    uint16_t *avail;       /* flags, idx, ring[size], used_event */
-    uint16_t *used;        /* flags, idx, then ring of {u32 id, u32 len}, avail_event */
+    void *desc;
+    uint16_t *avail;
+    uint16_t *used;
     bool configured;
     bool enabled;
-    uint16_t last_avail;   /* next avail entry the device will read */
-    uint16_t avail_seen;   /* avail->idx at the last look (vq_has_avail) */
-    uint16_t used_idx;     /* shadow of used->idx */
-    uint16_t signalled_used;
+    uint16_t last_avail;   /* chains popped, free running */
+    uint16_t used_idx;     /* chains published used, free running */
+    uint16_t avail_seen;   /* split: avail->idx at the last look */
+    uint16_t signalled_used;   /* split: used_idx, packed: next_used, at the last interrupt check */
     bool signalled_valid;
+    /* packed: ring counters (packed.c) and the chains held */
+    uint32_t next_avail, next_used, seen_empty;
+    struct vq_flight *flight;  /* flight_size entries, from flight_head */
+    uint16_t flight_head, flight_size;
     uint16_t vector;
     int kick_fd;           /* eventfd the driver's doorbell writes */
 };
 
 /* A descriptor chain popped from the avail ring. */
 struct chain {
-    uint16_t head;
+    uint16_t head;                  /* split: head index; packed: buffer ID */
     int nout, nin;                  /* readable pieces first, then writable */
     uint64_t out_len, in_len;
     struct seg seg[VNIC_MAX_SEGS];
 };
 
+/* Check the ring addresses of the negotiated layout, take direct pointers.
+ * 0, -EINVAL (misaligned), -EFAULT (not guest memory), -ENOMEM. */
 int vq_map(struct vq *vq);
-bool vq_has_avail(struct vq *vq, uint16_t *count);
 /* Pop the next chain; 1 popped, 0 ring empty, <0 -enum vnic_error. */
 int vq_pop(struct vq *vq, struct chain *c);
-/* Peek/consume for RX: pop without committing, then commit n chains. */
+/* Give the last n popped chains back: they are popped again later. */
+void vq_rewind(struct vq *vq, uint16_t n);
+/* Record the offset-th chain popped since the last publish as used, len
+ * bytes written; the driver sees nothing until vq_publish_used. */
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset);
+/* Hand the first count recorded chains to the driver. */
 void vq_publish_used(struct vq *vq, uint16_t count);
-/* After draining: ask for the next kick (EVENT_IDX avail_event or flags),
- * then re-check for buffers added since the last look at the ring. */
+/* After draining: ask for the next kick (EVENT_IDX or flags), then
+ * re-check for buffers added since the last look: true if there are. */
 bool vq_enable_notify(struct vq *vq);
 void vq_disable_notify(struct vq *vq);
+/* Does the driver want an interrupt for what was published? */
 bool vq_should_interrupt(struct vq *vq);
-void vq_rewind(struct vq *vq, uint16_t n);
+
+/* shared by the layouts (virtq.c) */
+void vq_ring_dma_failed(struct vq *vq);
+/* Ring memory at base (mapped) or addr (through messages), off into it;
+ * a failed message fails the device (VNIC_ERR_RING_DMA). */
+static inline uint16_t vq_load16(struct vq *vq, void *base, uint64_t addr, size_t off, bool acquire);
+static inline void vq_store16(struct vq *vq, void *base, uint64_t addr, size_t off, uint16_t v, bool release);
+static inline void vq_store(struct vq *vq, void *base, uint64_t addr, size_t off, const void *src, size_t n);
+/* Copy descriptor i of a table (direct, or through messages at table_addr). */
+int vq_desc_copy(struct vq *vq, const void *table, uint64_t table_addr, uint32_t i, void *out);
+void vq_chain_start(struct chain *c, uint16_t head);
+/* Append a buffer, split where it crosses mapped regions; -enum vnic_error. */
+int vq_chain_add(struct vq *vq, struct chain *c, uint64_t addr, uint32_t len, bool write);
+/* An indirect table's checks (negotiated, size); *table NULL if unmapped. */
+int vq_indirect_table(struct vq *vq, uint64_t addr, uint32_t len, const void **table, uint32_t *entries);
+/* the layouts, as virtq.c dispatches to them */
+int split_map(struct vq *vq);
+int split_pop(struct vq *vq, struct chain *c);
+void split_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset);
+void split_publish_used(struct vq *vq, uint16_t count);
+bool split_enable_notify(struct vq *vq);
+void split_disable_notify(struct vq *vq);
+bool split_should_interrupt(struct vq *vq);
+int packed_map(struct vq *vq);
+int packed_pop(struct vq *vq, struct chain *c);
+void packed_rewind(struct vq *vq, uint16_t n);
+void packed_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset);
+void packed_publish_used(struct vq *vq, uint16_t count);
+bool packed_enable_notify(struct vq *vq);
+void packed_disable_notify(struct vq *vq);
+bool packed_should_interrupt(struct vq *vq);
 
 /* ---- checksums (csum.c) ------------------------------------------------------ */
 uint64_t csum_partial(const void *buf, size_t len, uint64_t sum);
@@ -570,5 +635,32 @@ void guard_install(void);
 /* From now on a SIGBUS on this thread jumps to env (set with sigsetjmp(env, 1)). */
 void guard_enter(sigjmp_buf *env);
 void guard_leave(void);
+
+/* ---- ring access, inline on the per-packet path (declared with struct vq) */
+static inline uint16_t vq_load16(struct vq *vq, void *base, uint64_t addr, size_t off, bool acquire)
+{
+    uint16_t v = 0;
+    if (base)
+        v = __atomic_load_n((uint16_t *)((uint8_t *)base + off), acquire ? __ATOMIC_ACQUIRE : __ATOMIC_RELAXED);
+    else if (mem_copy_from(&vq->dev->mem, addr + off, &v, 2) < 0)
+        vq_ring_dma_failed(vq);
+    return v;
+}
+
+static inline void vq_store16(struct vq *vq, void *base, uint64_t addr, size_t off, uint16_t v, bool release)
+{
+    if (base)
+        __atomic_store_n((uint16_t *)((uint8_t *)base + off), v, release ? __ATOMIC_RELEASE : __ATOMIC_RELAXED);
+    else if (mem_copy_to(&vq->dev->mem, addr + off, &v, 2) < 0)
+        vq_ring_dma_failed(vq);
+}
+
+static inline void vq_store(struct vq *vq, void *base, uint64_t addr, size_t off, const void *src, size_t n)
+{
+    if (base)
+        memcpy((uint8_t *)base + off, src, n);
+    else if (mem_copy_to(&vq->dev->mem, addr + off, src, n) < 0)
+        vq_ring_dma_failed(vq);
+}
 
 #endif

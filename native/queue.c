@@ -4,6 +4,7 @@
  * negotiated MQ, else 2 (virtio 1.2, 5.1.2: without MQ the driver sees one
  * pair).  The ring engine itself is virtq.c. */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "internal.h"
@@ -28,8 +29,10 @@ int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size, uint64_t desc, 
     struct vq *vq = queue(dev, q);
     if (!vq || dev->running)
         return -EINVAL;
-    if (size == 0 || size > VNIC_MAX_RING_SIZE || (size & (size - 1)))
-        return -EINVAL;        /* split rings: a power of two, or indices break at wrap */
+    if (size == 0 || size > VNIC_MAX_RING_SIZE)
+        return -EINVAL;
+    if (!(dev->features >> VNIC_F_RING_PACKED & 1) && (size & (size - 1)))
+        return -EINVAL;        /* split rings: a power of two, or indices break at wrap (2.7) */
     vq->size = size;
     vq->desc_addr = desc;
     vq->avail_addr = avail;
@@ -81,8 +84,12 @@ void vq_clear(struct vq *vq)
     vq->desc = NULL;
     vq->avail = vq->used = NULL;
     vq->configured = vq->enabled = false;
+    vq->packed = false;
     vq->last_avail = vq->avail_seen = vq->used_idx = vq->signalled_used = 0;
     vq->signalled_valid = false;
+    /* both wrap counters back to 1 (2.8.1); the flight array is kept */
+    vq->next_avail = vq->next_used = vq->seen_empty = 0;
+    vq->flight_head = 0;
     vq->vector = VNIC_NO_VECTOR;
 }
 
@@ -97,6 +104,9 @@ int vq_init(struct vq *vq, struct vnic_dev *dev, int index)
 
 void vq_destroy(struct vq *vq)
 {
+    free(vq->flight);
+    vq->flight = NULL;
+    vq->flight_size = 0;
     if (vq->kick_fd >= 0)
         close(vq->kick_fd);
     vq->kick_fd = -1;

@@ -46,7 +46,7 @@ enum vnic_feature_bit {
     VNIC_F_RING_EVENT_IDX = 29,
     VNIC_F_VERSION_1 = 32,
     VNIC_F_ACCESS_PLATFORM = 33,
-    VNIC_F_RING_PACKED = 34,       /* not implemented yet */
+    VNIC_F_RING_PACKED = 34,       /* packed virtqueues (virtio 1.2, 2.8) */
     VNIC_F_GUEST_USO4 = 54,
     VNIC_F_GUEST_USO6 = 55,
     VNIC_F_HOST_USO = 56,
@@ -190,7 +190,7 @@ enum vnic_limit {
     VNIC_MAX_QUEUE_PAIRS = 16,     /* vnic_dev_new() accepts 1 to this many */
     VNIC_MAX_DMA_REGIONS = 256,    /* guest memory regions vnic_mem_add() keeps */
     VNIC_MAX_QUEUE_SIZE = 256,     /* queue size the device offers the driver */
-    VNIC_MAX_RING_SIZE = 32768,    /* largest split ring vnic_queue_setup() accepts */
+    VNIC_MAX_RING_SIZE = 32768,    /* largest ring vnic_queue_setup() accepts */
     VNIC_NO_VECTOR = 0xffff        /* VIRTIO_MSI_NO_VECTOR: no interrupt */
 };
 
@@ -397,8 +397,9 @@ int vnic_mem_write(struct vnic_dev *dev, uint64_t iova, const void *src, uint64_
 
 /* --- virtqueues (index 2*i is RX of pair i, 2*i+1 is TX, 2*pairs control) - */
 /* Each returns 0, or -EINVAL for a queue index out of range; setup and
- * enable also while running, setup for a size that is not a power of two
- * up to VNIC_MAX_RING_SIZE, enable for a queue never set up. */
+ * enable also while running, setup for a size of 0 or beyond
+ * VNIC_MAX_RING_SIZE or (split rings: without VIRTIO_F_RING_PACKED in the
+ * features set) not a power of two, enable for a queue never set up. */
 int vnic_queue_setup(struct vnic_dev *dev, int q, uint16_t size,
                      uint64_t desc, uint64_t avail, uint64_t used);
 int vnic_queue_set_vector(struct vnic_dev *dev, int q, uint16_t vector);

@@ -41,11 +41,12 @@ uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len)
  * when not every frame came through (a data-plane bug). */
 
 /* The TX queue path (descriptors in, null backend out): ns per frame of
- * frame_size (14..9000) bytes, posted batch (1..256) at a time. */
-double vnic_bench_tx_path(int frame_size, int batch, int rounds);
+ * frame_size (14..9000) bytes, posted batch (1..256) at a time, on a split
+ * ring or (packed != 0) a packed one. */
+double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed);
 /* The RX path the same way: frames from the benchmark source into posted
  * 1536-byte mergeable buffers, ns per frame. */
-double vnic_bench_rx_path(int frame_size, int batch, int rounds);
+double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed);
 /* The same with RSS and HASH_REPORT on (every hash type, a one-entry
  * table): what hashing, the table look-up and the hash header add. */
 double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds);

@@ -23,6 +23,7 @@ from tests.support import driver as D
 from tests.support.client import GUEST_IOVA, VfioUserClient
 from tests.support.driver import NET_HDR_LEN, RX, TX, VirtioNetDriver
 from tests.support.frames import udp_frame
+from tests.support.rings import PACKED_DESC
 from vnic.vfio_user import protocol as P
 from vnic.vfio_user.protocol import Command, Header
 
@@ -369,10 +370,29 @@ def frame_buffer(d: VirtioNetDriver, size: int = 60) -> tuple[int, int]:
 
 
 def publish(q, descs, head: int = 0, table: int | None = None) -> None:
+    """Write (addr, len, flags, next) descriptors as they are: split, at
+    table index 0 on and head made available; packed, at the ring's next
+    free slots with buffer ID head (next has no meaning there), the first
+    descriptor last.  With table: into that indirect table."""
+    if isinstance(q, D.PackedQueue):
+        publish_packed(q, descs, head, table)
+        return
     for i, (addr, length, flags, nxt) in enumerate(descs):
         q.write_desc(i, addr, length, flags, nxt, table)
     if table is None:
         q.put_avail(head)
+
+
+def publish_packed(q, descs, head: int, table: int | None) -> None:
+    if table is not None:
+        for i, (addr, length, flags, _) in enumerate(descs):
+            q.mem.write(table + 16 * i, PACKED_DESC.pack(addr, length, 0, flags))
+        return
+    start = q.next_avail
+    for i, (addr, length, flags, _) in reversed(list(enumerate(descs))):
+        ctr = q.advance(start, i)
+        q.write_desc(ctr, addr, length, head, flags | q.avail_bits(ctr))
+    q.next_avail = q.advance(start, len(descs))
 
 
 NEXT, WRITE, INDIRECT = D.VRING_DESC_F_NEXT, D.VRING_DESC_F_WRITE, D.VRING_DESC_F_INDIRECT
@@ -495,18 +515,30 @@ def case_indirect_entry_outside(d, q):
     indirect(d, q, [(0x2000, 72, 0, 0)])
 
 
-TX_CASES = {
+def case_chain_around_the_ring(d, q):
+    """packed: every descriptor of the ring available and chained: the walk
+    must stop at the ring's size, not go round for ever."""
+    buf, _ = frame_buffer(d)
+    publish(q, [(buf, 1, NEXT, 0)] * q.size)
+
+
+def case_buffer_id_out_of_range(d, q):
+    buf, n = frame_buffer(d)
+    publish(q, [(buf, n, 0, 0)], head=q.size)
+
+
+def case_buffer_id_ffff(d, q):
+    buf, n = frame_buffer(d)
+    publish(q, [(buf, n, 0, 0)], head=0xFFFF)
+
+
+# what both layouts share
+COMMON_CASES = {
     "descriptor outside guest memory": (case_outside, "dma_errors"),
     "descriptor straddling the end of memory": (case_straddles_end, "dma_errors"),
     "descriptor near 2**64": (case_near_2_64, "dma_errors"),
     "descriptor length 0xffffffff": (case_huge_length, "dma_errors"),
-    "loop via next": (case_loop, "chain_errors"),
-    "descriptor pointing to itself": (case_self_loop, "chain_errors"),
     "zero-length descriptor": (case_zero_length, "chain_errors"),
-    "next index out of range": (case_next_out_of_range, "chain_errors"),
-    "head index out of range": (case_head_out_of_range, "chain_errors"),
-    "head index 0xffff": (case_head_ffff, "chain_errors"),
-    "avail idx jumps past the ring": (case_avail_jump, "chain_errors"),
     "write-only descriptor in TX": (case_write_only, "chain_errors"),
     "writable after readable in TX": (case_writable_after_readable, "chain_errors"),
     "nested indirect": (case_nested_indirect, "chain_errors"),
@@ -515,9 +547,22 @@ TX_CASES = {
     "indirect length 0": (case_indirect_zero_length, "chain_errors"),
     "indirect table of 1025 entries": (case_indirect_too_long, "chain_errors"),
     "indirect table outside memory": (case_indirect_outside, "dma_errors"),
+    "indirect entry outside memory": (case_indirect_entry_outside, "dma_errors"),
+}
+PACKED_CASES = {
+    "chain around the whole ring": (case_chain_around_the_ring, "chain_errors"),
+    "buffer id out of range": (case_buffer_id_out_of_range, "chain_errors"),
+    "buffer id 0xffff": (case_buffer_id_ffff, "chain_errors"),
+}
+SPLIT_CASES = {
+    "loop via next": (case_loop, "chain_errors"),
+    "descriptor pointing to itself": (case_self_loop, "chain_errors"),
+    "next index out of range": (case_next_out_of_range, "chain_errors"),
+    "head index out of range": (case_head_out_of_range, "chain_errors"),
+    "head index 0xffff": (case_head_ffff, "chain_errors"),
+    "avail idx jumps past the ring": (case_avail_jump, "chain_errors"),
     "loop inside an indirect table": (case_indirect_loop, "chain_errors"),
     "next beyond the indirect table": (case_indirect_next_beyond_table, "chain_errors"),
-    "indirect entry outside memory": (case_indirect_entry_outside, "dma_errors"),
 }
 
 
@@ -551,9 +596,7 @@ def assert_failed_then_recovers(dev, counter: str, before: dict) -> None:
     assert sd.stats()["tx_packets"] == after["tx_packets"] + 2
 
 
-@pytest.mark.parametrize("case", TX_CASES)
-def test_hostile_tx_chain_needs_reset(dev, case):
-    build, counter = TX_CASES[case]
+def hostile_tx(dev, build, counter) -> None:
     d = dev.driver
     d.take_irq(d.CONFIG_VECTOR)
     d.read_isr()
@@ -561,6 +604,23 @@ def test_hostile_tx_chain_needs_reset(dev, case):
     build(d, d.queues[TX])
     d.kick(TX, force=True)
     assert_failed_then_recovers(dev, counter, before)
+
+
+@pytest.mark.parametrize("case", COMMON_CASES)
+def test_hostile_tx_chain_needs_reset(dev, case):
+    hostile_tx(dev, *COMMON_CASES[case])
+
+
+@pytest.mark.ring("split")
+@pytest.mark.parametrize("case", SPLIT_CASES)
+def test_hostile_split_tx_chain_needs_reset(dev, case):
+    hostile_tx(dev, *SPLIT_CASES[case])
+
+
+@pytest.mark.ring("packed")
+@pytest.mark.parametrize("case", PACKED_CASES)
+def test_hostile_packed_tx_chain_needs_reset(dev, case):
+    hostile_tx(dev, *PACKED_CASES[case])
 
 
 def test_indirect_without_negotiating_it(dev):
@@ -574,13 +634,12 @@ def test_indirect_without_negotiating_it(dev):
 
 def test_failed_device_leaves_later_frames_alone(dev):
     d, sd = dev.driver, dev.harness
-    case_loop(d, d.queues[TX])
+    case_writable_after_readable(d, d.queues[TX])
     d.kick(TX, force=True)
     wait_needs_reset(d)
     q = d.queues[TX]
     buf, n = frame_buffer(d)
-    q.write_desc(5, buf, n)
-    q.put_avail(5)
+    publish(q, [(buf, n, 0, 0)], head=5)
     d.kick(TX, force=True)
     time.sleep(0.1)
     assert q.used_idx == 0 and sd.stats()["tx_packets"] == 0
@@ -602,6 +661,7 @@ def test_indirect_table_of_1024_entries_is_fine(tap_device):
     assert tap.capture(1) == [frame]
 
 
+@pytest.mark.ring("split")
 @FUZZ
 @given(descs=st.lists(st.tuples(st.sampled_from(["buf", "buf+7", "ring", "zero", "low", "end", "top"]),
                                 st.sampled_from([0, 1, 12, 26, 72, 4096, 0xFFFFFFFF]),
@@ -635,6 +695,48 @@ def test_random_descriptor_tables_never_crash(dev, descs, head, jump):
     assert sd.alive
 
 
+PACKED_FLAGS = st.sets(st.sampled_from([NEXT, WRITE, INDIRECT, D.VRING_PACKED_DESC_F_AVAIL,
+                                         D.VRING_PACKED_DESC_F_USED])).map(sum)
+
+
+@pytest.mark.ring("packed")
+@FUZZ
+@given(descs=st.lists(st.tuples(st.sampled_from(["buf", "buf+7", "ring", "zero", "low", "end", "top"]),
+                                st.sampled_from([0, 1, 12, 26, 72, 4096, 0xFFFFFFFF]),
+                                PACKED_FLAGS, st.integers(0, 258)),
+                      min_size=1, max_size=6))
+def test_random_packed_rings_never_crash(dev, descs):
+    """Any flags, IDs, lengths and addresses in the ring: if the first
+    descriptor is available the device uses chains or fails, else it
+    waits; never a crash, never more than one error counted."""
+    d, sd = dev.driver, dev.harness
+    d.forget_queues()
+    d.start()
+    q = d.queues[TX]
+    before = sd.stats()
+    buf, _ = frame_buffer(d, 4096)
+    where = {"buf": buf, "buf+7": buf + 7, "ring": q.desc, "zero": 0, "low": 0xFFFF_F000,
+             "end": d.mem.iova + d.mem.size - 8, "top": 2**64 - 16}
+    for i, (addr, length, flags, ident) in reversed(list(enumerate(descs))):
+        q.write_desc(i, where[addr], length, ident, flags)
+    d.kick(TX, force=True)
+    first = descs[0][2]
+    available = bool(first & D.VRING_PACKED_DESC_F_AVAIL) and not first & D.VRING_PACKED_DESC_F_USED
+    deadline = time.monotonic() + (2 if available else 0.05)
+    while True:
+        failed = bool(d.status & D.DEVICE_NEEDS_RESET)
+        now = sd.stats()
+        handled = sum(now[k] - before[k] for k in now if k == "tx_packets" or k.startswith("tx_drops"))
+        if failed or handled or time.monotonic() > deadline:
+            break
+    assert failed or handled or not available, "an available chain neither used nor refused"
+    if not available:
+        assert not failed and not handled
+    if failed:
+        assert now["chain_errors"] + now["dma_errors"] == before["chain_errors"] + before["dma_errors"] + 1
+    assert sd.alive
+
+
 # ==== hostile RX chains (need frames: TAP) ============================================
 
 def rx_failure(dev, build, counter: str) -> None:
@@ -662,8 +764,7 @@ def rx_failure(dev, build, counter: str) -> None:
 def test_readable_descriptor_in_rx(tap_device):
     def build(d, q):
         buf = d.mem.alloc(2048)
-        publish(q, [(buf, 1024, 0, 1), (buf + 1024, 1024, WRITE, 0)])
-        q.write_desc(0, buf, 1024, NEXT, 1)
+        publish(q, [(buf, 1024, NEXT, 1), (buf + 1024, 1024, WRITE, 0)])
     rx_failure(tap_device, build, "chain_errors")
 
 
@@ -680,6 +781,10 @@ def test_rx_buffer_straddling_the_end_of_memory(tap_device):
 def test_rx_first_buffer_smaller_than_the_header(tap_device):
     def build(d, q):
         small, big = d.mem.alloc(8), d.mem.alloc(2048)
+        if isinstance(q, D.PackedQueue):
+            publish(q, [(small, 8, WRITE, 0)], head=0)
+            publish(q, [(big, 2048, WRITE, 0)], head=1)
+            return
         publish(q, [(small, 8, WRITE, 0)], head=0)
         q.write_desc(1, big, 2048, WRITE)
         q.put_avail(1)

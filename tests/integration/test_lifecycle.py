@@ -28,8 +28,7 @@ def sneak_tx(d: VirtioNetDriver, q) -> None:
     confused guest would after a reset."""
     buf = d.mem.alloc(NET_HDR_LEN + 60)
     d.mem.write(buf, bytes(NET_HDR_LEN) + udp_frame(60))
-    q.write_desc(0, buf, NET_HDR_LEN + 60)
-    q.put_avail(0)
+    q.add([(buf, NET_HDR_LEN + 60, False)])
     d.client.region_write(d.caps.notify.bar, d.caps.notify.offset + q.notify_off * d.caps.notify_multiplier,
                           b"\x01\x00", posted=True)
 

@@ -65,10 +65,10 @@ def test_event_idx_device_publishes_avail_event(served_device):
         d.transmit(udp_frame(60))
         d.complete_tx()
         deadline = time.monotonic() + 2
-        while q.avail_event != q.avail_idx:                # "kick me at the next buffer"
-            assert time.monotonic() < deadline, (q.avail_event, q.avail_idx)
+        while q.kick_event != q.avail_position:            # "kick me at the next buffer"
+            assert time.monotonic() < deadline, (q.kick_event, q.avail_position)
             time.sleep(0.0005)
-        assert q.avail_idx == n
+        assert q.avail_position == n
 
 
 def test_event_idx_used_event_suppresses_interrupts(served_device):
@@ -77,7 +77,7 @@ def test_event_idx_used_event_suppresses_interrupts(served_device):
     d.transmit(udp_frame(60, 0))
     wait_used_idx(q, 1)
     assert d.wait_irq(vector) >= 1
-    q.set_used_event(3)                # interrupt once used idx moves past 3
+    q.interrupt_at(3)                  # interrupt once used idx moves past 3
     for n in (2, 3):
         d.transmit(udp_frame(60, n))
         wait_used_idx(q, n)
@@ -93,14 +93,14 @@ def test_no_interrupt_flag_without_event_idx(served_device):
     d, sd = served_device.driver, served_device.harness
     d.start(drop=EVENT_IDX)
     q, vector = d.queues[TX], d.queue_vector(TX)
-    q.set_avail_flags(D.VRING_AVAIL_F_NO_INTERRUPT)
+    q.suppress_interrupts(True)
     before = sd.stats()["tx_interrupts"]
     d.transmit(udp_frame(60))
     d.complete_tx()
     time.sleep(0.05)
     assert d.take_irq(vector) == 0
     assert sd.stats()["tx_interrupts"] == before
-    q.set_avail_flags(0)
+    q.suppress_interrupts(False)
     d.transmit(udp_frame(60))
     d.complete_tx()
     assert d.wait_irq(vector) >= 1

@@ -145,7 +145,7 @@ def test_mergeable_frame_waits_for_enough_buffers(tap_device, event_idx):
     q = d.queues[RX]
     assert q.used_idx == 0
     if event_idx:
-        assert q.avail_event == 3          # kick me when buffers beyond these three come
+        assert q.kick_event == 3           # kick me when buffers beyond these three come
     d.post_rx(3, size=256)                 # kicks only if the device asked for it
     [packet] = d.receive(1)
     assert packet.frame == frame and packet.num_buffers == 6

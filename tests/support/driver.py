@@ -16,9 +16,24 @@ import select
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .client import GuestMemory, VfioUserClient
+from .client import VfioUserClient
+from .rings import (  # noqa: F401  (the ring constants, for tests that write rings)
+    VRING_AVAIL_F_NO_INTERRUPT,
+    VRING_DESC_F_INDIRECT,
+    VRING_DESC_F_NEXT,
+    VRING_DESC_F_WRITE,
+    VRING_PACKED_DESC_F_AVAIL,
+    VRING_PACKED_DESC_F_USED,
+    VRING_USED_F_NO_NOTIFY,
+    Chain,
+    DriverError,
+    PackedQueue,
+    SplitQueue,
+    Used,
+    vring_need_event,
+)
 
 # ---- virtio 1.2 constants ------------------------------------------------------
 PCI_STATUS, PCI_COMMAND, PCI_CAP_PTR = 0x06, 0x04, 0x34
@@ -51,10 +66,8 @@ F_MRG_RXBUF = 15
 F_INDIRECT_DESC = 28
 F_EVENT_IDX = 29
 F_VERSION_1 = 32
+F_RING_PACKED = 34
 
-VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
-VRING_AVAIL_F_NO_INTERRUPT = 1
-VRING_USED_F_NO_NOTIFY = 1
 
 NET_HDR = struct.Struct("<BBHHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
 NET_HDR_LEN = NET_HDR.size            # 12: virtio_net_hdr_mrg_rxbuf, always with VERSION_1
@@ -65,15 +78,6 @@ F_HASH_REPORT = 57
 F_RSS = 60
 CTRL_MQ, MQ_VQ_PAIRS_SET, MQ_RSS_CONFIG, MQ_HASH_CONFIG = 4, 0, 1, 2
 HASH_FIELDS = struct.Struct("<IHH")   # virtio_net_hdr_v1_hash after the header: value, report, padding
-
-
-class DriverError(Exception):
-    pass
-
-
-def vring_need_event(event: int, new: int, old: int) -> bool:
-    """virtio 1.2, 2.7.10: should the other side be notified?"""
-    return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF
 
 
 # ---- PCI discovery ---------------------------------------------------------------
@@ -145,158 +149,6 @@ def parse_capabilities(config: bytes) -> tuple[VirtioCaps, MsixCap]:
     return VirtioCaps(windows[1], windows[2], multiplier, windows[3], windows[4], pci_cfg), msix
 
 
-# ---- split virtqueue -------------------------------------------------------------
-
-@dataclass
-class Chain:
-    """A descriptor chain the driver made available."""
-    head: int
-    buffers: list[tuple[int, int, bool]]    # (iova, length, device-writable)
-    descs: list[int]                        # ring descriptors it occupies
-    owned: list[int] = field(default_factory=list)   # allocations freed with the chain
-    table: int | None = None                # indirect table
-
-    def written(self, mem: GuestMemory, length: int) -> bytes:
-        """The first `length` bytes the device wrote into the writable buffers."""
-        out = bytearray()
-        for iova, size, writable in self.buffers:
-            if writable and len(out) < length:
-                out += mem.read(iova, min(size, length - len(out)))
-        return bytes(out)
-
-
-@dataclass
-class Used:
-    chain: Chain
-    length: int
-
-
-class SplitQueue:
-    """Descriptor table, avail ring and used ring in guest memory
-    (virtio 1.2, 2.7), driven from the driver's side."""
-
-    def __init__(self, mem: GuestMemory, index: int, size: int, event_idx: bool):
-        self.mem, self.index, self.size, self.event_idx = mem, index, size, event_idx
-        self.desc = mem.alloc(16 * size, 16)
-        self.avail = mem.alloc(6 + 2 * size, 2)
-        self.used = mem.alloc(6 + 8 * size, 4)
-        self.free_descs = list(range(size))
-        self.avail_idx = 0                 # shadow of avail->idx
-        self.last_used = 0                 # next used entry to read
-        self.kicked_idx = 0                # avail idx at the last notification decision
-        self.chains: dict[int, Chain] = {}
-        self.notify_off = 0
-
-    # -- raw access, also for hostile tests --
-    def write_desc(self, i: int, addr: int, length: int, flags: int = 0, nxt: int = 0,
-                   table: int | None = None) -> None:
-        base = self.desc if table is None else table
-        self.mem.write(base + 16 * i, struct.pack("<QIHH", addr, length, flags, nxt))
-
-    def put_avail(self, head: int) -> None:
-        """Put head in the next avail slot and publish it (ring entry before idx)."""
-        self.mem.set_u16(self.avail + 4 + 2 * (self.avail_idx % self.size), head)
-        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-        self.mem.set_u16(self.avail + 2, self.avail_idx)
-
-    def set_avail_idx(self, value: int) -> None:
-        self.avail_idx = value & 0xFFFF
-        self.mem.set_u16(self.avail + 2, self.avail_idx)
-
-    @property
-    def used_idx(self) -> int:
-        return self.mem.u16(self.used + 2)
-
-    @property
-    def used_flags(self) -> int:
-        return self.mem.u16(self.used)
-
-    @property
-    def avail_event(self) -> int:
-        """Written by the device (EVENT_IDX): kick when avail idx passes it."""
-        return self.mem.u16(self.used + 4 + 8 * self.size)
-
-    def set_used_event(self, value: int) -> None:
-        self.mem.set_u16(self.avail + 4 + 2 * self.size, value)
-
-    def set_avail_flags(self, flags: int) -> None:
-        self.mem.set_u16(self.avail, flags)
-
-    # -- chains --
-    def add(self, buffers: list[tuple[int, int, bool]], indirect: bool = False,
-            owned: list[int] | None = None, publish: bool = True) -> Chain:
-        """Make a chain of (iova, length, writable) buffers available."""
-        if not buffers:
-            raise ValueError("empty chain")
-        if indirect:
-            table = self.mem.alloc(16 * len(buffers), 16)
-            for i, (iova, length, writable) in enumerate(buffers):
-                last = i == len(buffers) - 1
-                self.write_desc(i, iova, length, (0 if last else VRING_DESC_F_NEXT) |
-                                (VRING_DESC_F_WRITE if writable else 0), 0 if last else i + 1, table)
-            head = self._take(1)[0]
-            self.write_desc(head, table, 16 * len(buffers), VRING_DESC_F_INDIRECT)
-            chain = Chain(head, buffers, [head], list(owned or []), table)
-        else:
-            descs = self._take(len(buffers))
-            for i, (iova, length, writable) in enumerate(buffers):
-                last = i == len(buffers) - 1
-                self.write_desc(descs[i], iova, length, (0 if last else VRING_DESC_F_NEXT) |
-                                (VRING_DESC_F_WRITE if writable else 0), 0 if last else descs[i + 1])
-            chain = Chain(descs[0], buffers, descs, list(owned or []))
-        self.chains[chain.head] = chain
-        if publish:
-            self.put_avail(chain.head)
-        return chain
-
-    def _take(self, n: int) -> list[int]:
-        if len(self.free_descs) < n:
-            raise DriverError(f"queue {self.index}: {n} descriptors wanted, {len(self.free_descs)} free")
-        taken, self.free_descs = self.free_descs[:n], self.free_descs[n:]
-        return taken
-
-    def pop_used(self) -> list[Used]:
-        """Everything the device has returned since the last call."""
-        out = []
-        end = self.used_idx
-        while self.last_used != end:
-            slot = self.used + 4 + 8 * (self.last_used % self.size)
-            head, length = struct.unpack_from("<II", self.mem.read(slot, 8))
-            chain = self.chains.pop(head, None)
-            if chain is None:
-                raise DriverError(f"queue {self.index}: device returned unknown head {head}")
-            self.free_descs.extend(chain.descs)
-            if chain.table is not None:
-                self.mem.free(chain.table)
-            out.append(Used(chain, length))
-            self.last_used = (self.last_used + 1) & 0xFFFF
-        if self.event_idx:
-            self.set_used_event(self.last_used)      # interrupt me on the next one
-        return out
-
-    def release_chain(self, chain: Chain) -> None:
-        for iova in chain.owned:
-            self.mem.free(iova)
-        chain.owned.clear()
-
-    def should_kick(self) -> bool:
-        """Notification suppression from the driver's side (2.7.10)."""
-        old, new = self.kicked_idx, self.avail_idx
-        self.kicked_idx = new
-        if self.event_idx:
-            return vring_need_event(self.avail_event, new, old)
-        return not self.used_flags & VRING_USED_F_NO_NOTIFY
-
-    def free(self) -> None:
-        for chain in self.chains.values():
-            self.release_chain(chain)
-            if chain.table is not None:
-                self.mem.free(chain.table)
-        self.chains.clear()
-        for iova in (self.desc, self.avail, self.used):
-            self.mem.free(iova)
-
-
 # ---- the driver -----------------------------------------------------------------
 
 @dataclass
@@ -312,17 +164,24 @@ class RxPacket:
         return NET_HDR.unpack(self.header)[6]
 
 
+# The ring layout a driver asks for when its caller does not say: "split",
+# "packed", or None (whatever `accept` says).  The tests' `ring` fixture
+# sets it, so that every test runs on both layouts.
+DEFAULT_RING: str | None = None
+
+
 class VirtioNetDriver:
     CONFIG_VECTOR = 0
 
-    def __init__(self, client: VfioUserClient, queue_size: int = 256):
+    def __init__(self, client: VfioUserClient, queue_size: int = 256, ring: str | None = None):
         self.client = client
+        self.ring = ring or DEFAULT_RING
         self.mem = client.memory
         self.queue_size = queue_size
         config = client.config_read(0, 256)
         self.caps, self.msix = parse_capabilities(config)
         self.features = 0
-        self.queues: dict[int, SplitQueue] = {}
+        self.queues: dict[int, SplitQueue | PackedQueue] = {}
         self.irq_fds: list[int] = []
         self.kicks_sent = 0
         self.kicks_suppressed = 0
@@ -402,6 +261,12 @@ class VirtioNetDriver:
         self.set_status(ACKNOWLEDGE | DRIVER)
         offered = self.device_features()
         wanted = (offered if accept is None else accept) & ~drop
+        if self.ring == "packed":
+            if not offered >> F_RING_PACKED & 1:
+                raise DriverError("packed rings wanted, the device does not offer them")
+            wanted |= 1 << F_RING_PACKED
+        elif self.ring == "split":
+            wanted &= ~(1 << F_RING_PACKED)
         self.write_driver_features(wanted)
         self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK)
         if not self.status & FEATURES_OK:
@@ -426,17 +291,18 @@ class VirtioNetDriver:
             self.irq_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.msix.vectors)]
         self.client.set_irqs(0, self.irq_fds)
 
-    def setup_queue(self, index: int, size: int | None = None) -> SplitQueue:
+    def setup_queue(self, index: int, size: int | None = None) -> SplitQueue | PackedQueue:
         self.common_write("queue_select", index)
         max_size = self.common_read("queue_size")
         if max_size == 0:
             raise DriverError(f"queue {index} does not exist")
         size = min(size or self.queue_size, max_size)
-        q = SplitQueue(self.mem, index, size, self.has(F_EVENT_IDX))
+        layout = PackedQueue if self.has(F_RING_PACKED) else SplitQueue
+        q = layout(self.mem, index, size, self.has(F_EVENT_IDX))
         self.common_write("queue_size", size)
         self.common_write("queue_desc", q.desc)
-        self.common_write("queue_driver", q.avail)
-        self.common_write("queue_device", q.used)
+        self.common_write("queue_driver", q.driver_area)
+        self.common_write("queue_device", q.device_area)
         self.common_write("queue_msix_vector", index + 1)
         if self.common_read("queue_msix_vector") != index + 1:
             raise DriverError(f"queue {index}: MSI-X vector refused")
@@ -616,7 +482,7 @@ class VirtioNetDriver:
             time.sleep(0.0005)
         return packets
 
-    def _take_packet(self, q: SplitQueue) -> RxPacket | None:
+    def _take_packet(self, q: SplitQueue | PackedQueue) -> RxPacket | None:
         pending = self._rx_pending.get(q.index, [])
         if not pending:
             return None

@@ -286,12 +286,16 @@ class VirtioPciTransport:
         if self.status & DRIVER_OK:
             return                     # ring layout is fixed while the device runs
         if name == "queue_size":
-            if 0 < value <= MAX_QUEUE_SIZE and not value & (value - 1):
-                q.size = value             # split rings must be a power of two
+            if 0 < value <= MAX_QUEUE_SIZE and (self._packed or not value & (value - 1)):
+                q.size = value             # split rings must be a power of two (2.7)
         elif name == "queue_enable":
             q.enabled = value == 1
         elif name in ("queue_desc", "queue_driver", "queue_device"):
             setattr(q, name.removeprefix("queue_"), value)
+
+    @property
+    def _packed(self) -> bool:
+        return bool(self.driver_features >> F.RING_PACKED & 1)
 
     def _valid_vector(self, vector: int) -> int:
         return vector if vector < self.msix.vectors else NO_VECTOR
