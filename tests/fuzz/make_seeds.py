@@ -138,7 +138,29 @@ def virtq_seeds() -> dict[str, bytes]:
         bufs = bytearray(0x2000)
         for j in range(3):
             desc.pack_into(bufs, 0x1000 + desc.size * j, 0x5000 + 0x40 * j, 32, 1 if j < 2 else 0, j + 1)
-        out[name] = bytes([cfg]) + bytes(table) + avail[:6 + 2 * qsize] + bytes(bufs)
+        out[name] = bytes([cfg, 0]) + bytes(table) + avail[:6 + 2 * qsize] + bytes(bufs)
+    out.update(packed_virtq_seeds())
+    return out
+
+
+def packed_virtq_seeds() -> dict[str, bytes]:
+    """A packed ring of 12 (not a power of two): five chains of two, then an
+    indirect table of 3 at 0x4000, then a slot not yet available."""
+    out = {}
+    qsize, avail = 12, 1 << 7                        # first lap: AVAIL set, USED clear
+    desc = struct.Struct("<QIHH")                    # addr, len, id, flags
+    for cfg, rewinds, name in ((0x80 | 0x10, 0x05, "packed"), (0x80 | 0x10 | 0x20 | 0x40, 0x36, "packed-rx-event-idx")):
+        write = 2 if cfg & 0x40 else 0
+        ring = bytearray(desc.size * qsize)
+        for i in range(5):
+            desc.pack_into(ring, desc.size * 2 * i, 0x3000 + 0x100 * i, 64, i, 1 | write | avail)
+            desc.pack_into(ring, desc.size * (2 * i + 1), 0x3080 + 0x100 * i, 64, i, write | avail)
+        desc.pack_into(ring, desc.size * 10, 0x4000, 3 * desc.size, 10, 4 | avail)
+        driver_event = struct.pack("<HH", 0x8000 | 3, 2)  # interrupt at slot 3 (EVENT_IDX)
+        bufs = bytearray(0x2000)
+        for j in range(3):
+            desc.pack_into(bufs, 0x1000 + desc.size * j, 0x5000 + 0x40 * j, 32, 0, write)
+        out[name] = bytes([cfg, rewinds, qsize - 1]) + bytes(ring) + driver_event + bytes(bufs)
     return out
 
 
