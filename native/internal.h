@@ -167,7 +167,7 @@ static inline uint16_t vq_load16(struct vq *vq, void *base, uint64_t addr, size_
 static inline void vq_store16(struct vq *vq, void *base, uint64_t addr, size_t off, uint16_t v, bool release);
 static inline void vq_store(struct vq *vq, void *base, uint64_t addr, size_t off, const void *src, size_t n);
 /* Copy descriptor i of a table (direct, or through messages at table_addr). */
-int vq_desc_copy(struct vq *vq, const void *table, uint64_t table_addr, uint32_t i, void *out);
+static inline int vq_desc_copy(struct vq *vq, const void *table, uint64_t table_addr, uint32_t i, void *out);
 void vq_chain_start(struct chain *c, uint16_t head);
 /* Append a buffer, split where it crosses mapped regions; -enum vnic_error. */
 int vq_chain_add(struct vq *vq, struct chain *c, uint64_t addr, uint32_t len, bool write);
@@ -661,6 +661,18 @@ static inline void vq_store(struct vq *vq, void *base, uint64_t addr, size_t off
         memcpy((uint8_t *)base + off, src, n);
     else if (mem_copy_to(&vq->dev->mem, addr + off, src, n) < 0)
         vq_ring_dma_failed(vq);
+}
+
+static inline int vq_desc_copy(struct vq *vq, const void *table, uint64_t table_addr, uint32_t i, void *out)
+{
+    if (table) {
+        /* one copy: the guest may rewrite the descriptor under us */
+        memcpy(out, (const uint8_t *)table + (size_t)VQ_DESC_SIZE * i, VQ_DESC_SIZE);
+        return 0;
+    }
+    if (mem_copy_from(&vq->dev->mem, table_addr + (uint64_t)VQ_DESC_SIZE * i, out, VQ_DESC_SIZE) < 0)
+        return -VNIC_ERR_DMA;
+    return 0;
 }
 
 #endif

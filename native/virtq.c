@@ -27,18 +27,6 @@ void vq_ring_dma_failed(struct vq *vq)
     dev_fail(dev, VNIC_ERR_RING_DMA, &dev->stats[pair]);
 }
 
-int vq_desc_copy(struct vq *vq, const void *table, uint64_t table_addr, uint32_t i, void *out)
-{
-    if (table) {
-        /* one copy: the guest may rewrite the descriptor under us */
-        memcpy(out, (const uint8_t *)table + (size_t)VQ_DESC_SIZE * i, VQ_DESC_SIZE);
-        return 0;
-    }
-    if (mem_copy_from(&vq->dev->mem, table_addr + (uint64_t)VQ_DESC_SIZE * i, out, VQ_DESC_SIZE) < 0)
-        return -VNIC_ERR_DMA;
-    return 0;
-}
-
 /* ---- chains -------------------------------------------------------------- */
 
 void vq_chain_start(struct chain *c, uint16_t head)
