@@ -24,7 +24,7 @@ def test_guest_without_shared_memory_works_through_messages(qemu, image, tmp_pat
             with GuestProcess(qemu, image, dev.qemu_args(), "ping -c 3 -W 5 10.213.0.1",
                               timeout=150, shared_memory=False) as g:
                 res = g.wait()
-            warned = dev.net.memory.warned_no_fd      # set by a large fd-less DMA_MAP
+            warned = dev.net.memory.warned_no_fd      # set when rings lie in fd-less memory
             counters = dev.stats()
     assert res.rc == 0, f"{res.error}\n{res.output}"
     assert "3 packets received" in res.output

@@ -4,6 +4,7 @@ brings a working device back."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 
@@ -194,3 +195,20 @@ def test_memory_without_fd_goes_through_dma_messages(tap_device):
     [packet] = d.receive(1)
     assert packet.frame == frame and packet.num_buffers == 4
     assert client.dma_requests_served > 0
+    assert sd.device.memory.warned_no_fd, "rings reached by messages and no warning"
+
+
+def test_fd_less_memory_beside_shared_ram_is_not_called_slow(serve, caplog):
+    """QEMU maps its VGA framebuffer (16 MiB at 0xfd000000) without an fd
+    even when guest RAM is shared; a NIC never touches it: no warning."""
+    sd = serve()
+    client = sd.connect(attach=False)
+    client.version()
+    client.dma_map()                                        # guest RAM, memfd
+    client.dma_map(iova=0xFD00_0000, size=16 << 20, fd=None)
+    with caplog.at_level(logging.WARNING, logger="vnic.vfio_user.dma"):
+        d = VirtioNetDriver(client).start()
+        d.transmit(udp_frame(60))
+        d.complete_tx()
+    assert not sd.device.memory.warned_no_fd
+    assert "DMA_READ/DMA_WRITE" not in caplog.text

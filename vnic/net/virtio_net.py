@@ -195,6 +195,7 @@ class VirtioNet:
             if rc < 0:
                 log.warning("data plane did not start: %s", os.strerror(-rc))
                 return False
+            self.memory.warn_if_slow({i: q.desc for i, q in enumerate(queues) if q.enabled})
             log.info("driver ready: features %s", ",".join(feat.names(features)))
             return True
 

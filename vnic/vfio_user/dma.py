@@ -23,7 +23,6 @@ from .._native import ffi, lib
 from ..errors import ProtocolError, check
 
 log = logging.getLogger(__name__)
-NO_FD_WARN_SIZE = 16 << 20
 MAX_OFFSET = (1 << 63) - 1          # off_t
 
 
@@ -64,13 +63,6 @@ class DmaTable:
             sealed = check_mappable(fd, offset, size)
             region = self._mmap(fd, offset, size, writable, iova)
             pointer = ffi.from_buffer(region)
-        elif size >= NO_FD_WARN_SIZE and not self.warned_no_fd:
-            # QEMU maps small device-owned areas (ROMs) without fds anyway;
-            # only RAM without an fd means the slow path carries traffic.
-            self.warned_no_fd = True
-            log.warning("DMA_MAP without a file descriptor: guest memory will be reached "
-                        "through DMA_READ/DMA_WRITE messages, which is slow. Give QEMU "
-                        "shared RAM (-object memory-backend-memfd,share=on).")
         log.debug("DMA_MAP %#x+%#x %s%s", iova, size, "fd" if fd is not None else "no fd",
                   " rw" if writable else " ro")
         with self._quiesced():
@@ -79,6 +71,24 @@ class DmaTable:
             self._release(region, pointer)
             check(rc, f"DMA_MAP {iova:#x}+{size:#x}", ProtocolError)
         self.mappings[(iova, size)] = Mapping(iova, size, writable, region, pointer, sealed)
+
+    def by_messages(self, iova: int) -> bool:
+        """Is iova in a region mapped without a file descriptor?"""
+        return any(m.map is None and m.iova <= iova < m.iova + m.size for m in self.mappings.values())
+
+    def warn_if_slow(self, rings: dict[int, int]) -> None:
+        """Warn once if a queue's ring (queue index: address) lies in memory
+        reached by messages: then guest RAM itself came without an fd, and
+        every packet goes through DMA_READ/DMA_WRITE.  QEMU maps areas a NIC
+        never touches (its VGA framebuffer, ROMs) without fds anyway."""
+        slow = sorted(q for q, addr in rings.items() if self.by_messages(addr))
+        if not slow or self.warned_no_fd:
+            return
+        self.warned_no_fd = True
+        log.warning("guest RAM was shared without a file descriptor (the rings of queue %s are there): "
+                    "every packet is reached through DMA_READ/DMA_WRITE messages, which is slow. "
+                    "Give QEMU shared RAM: -object memory-backend-memfd,id=mem,size=...,share=on "
+                    "-machine memory-backend=mem", ",".join(map(str, slow)))
 
     @staticmethod
     def _mmap(fd: int, offset: int, size: int, writable: bool, iova: int) -> mmap.mmap:
