@@ -42,7 +42,9 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sy
 fi
 echo "setup: installing vnic into $VENV (compiles native/)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e '.[test,dev]'
+# compat: a plain .pth to the checkout; the default editable mode warns of
+# same-named folders on every fresh install
+"$VENV/bin/pip" install -q -e '.[test,dev]' --config-settings editable_mode=compat
 
 if [ "$python_only" = 1 ]; then
     echo "setup: venv ready (--python: QEMU and the guest image not checked)"

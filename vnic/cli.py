@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -146,27 +147,34 @@ def cmd_vm(args: argparse.Namespace) -> int:
     """`vnic vm`: boot the test guest with a vnic NIC, run the command or
     iperf3 and print the result. Exit status 1 if the command failed or the
     guest reported an error."""
-    from .lab.vm import vm
-    log = (lambda *_: None) if args.json else print
+    from rich.console import Console
+
+    from .lab.vm import summary, vm
+    log = (lambda *_: None) if args.json else _progress
+    console = (lambda chunk: print(chunk, end="", file=sys.stderr, flush=True)) if args.console else None
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
              tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
-             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues, log=log)
+             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues, log=log,
+             console=console)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
-        if res.output:
+        # the command's output is what --cmd asked for; iperf3's raw JSON only with -v
+        if res.output and (args.iperf is None or args.verbose):
             print(res.output, end="" if res.output.endswith("\n") else "\n")
+        Console().print(summary(res))
         if res.tx_gbps is not None:
             print(f"iperf3: guest->host {res.tx_gbps:.2f} Gbit/s, host->guest {res.rx_gbps:.2f} Gbit/s")
-        print("guest negotiated: " + ",".join(res.guest_features))
-        c = res.counters
-        print(f"device: tx {c['tx_packets']} packets {c['tx_bytes']} bytes, "
-              f"rx {c['rx_packets']} packets {c['rx_bytes']} bytes")
         if res.error:
             print(f"vnic: guest error: {res.error}", file=sys.stderr)
     return 0 if res.rc == 0 and not res.error else 1
+
+
+def _progress(line: str) -> None:
+    """A step of `vnic vm` as it happens, stamped with the time."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -346,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iperf", type=_positive_int, metavar="SECONDS", help="run iperf3 both ways for SECONDS")
     s.add_argument("--cmd", help="shell command to run in the guest")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("-v", "--verbose", action="store_true", help="also print iperf3's raw JSON reports")
+    s.add_argument("--console", action="store_true", help="the guest's serial console on stderr, as it comes")
     s.add_argument("--features", help=_features_help())
     s.add_argument("--mtu", type=int, default=1500)
     s.add_argument("--timeout", type=float, help="seconds before the guest is killed")

@@ -1,10 +1,12 @@
 """The command line as a user drives it: `vnic serve` attached to a
-hand-started QEMU (twice: QEMU restarts), `vnic vm --json`, and `vnic vm`
-interrupted midway leaving nothing behind."""
+hand-started QEMU (twice: QEMU restarts), `vnic vm --json`, what `vnic vm
+--iperf` prints for people, and `vnic vm` interrupted midway leaving
+nothing behind."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import stat
@@ -77,6 +79,22 @@ def test_vm_json(qemu, image):
     # the device is a child `vnic serve`, confined as users run it
     assert out["sandbox"]["user"] == "nobody" and out["sandbox"]["seccomp"] == "filter"
     assert out["sandbox"]["probes"]["execve"] == "EPERM"
+
+
+def test_vm_iperf_reads_as_progress_and_a_table(qemu, image):
+    """The main job's output: a line per step as it happens, each direction
+    as it completes, a summary table; iperf3's raw JSON only with -v."""
+    r = subprocess.run(VNIC + ["vm", "--iperf", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    steps = [line for line in out.splitlines() if " vnic: " in line]
+    order = ["booting the guest", "guest booted", "guest->host: ", "host->guest: "]
+    at = [next(i for i, line in enumerate(steps) if word in line) for word in order]
+    assert at == sorted(at), steps
+    assert "sum_received" not in out and len(out.splitlines()) < 60      # no raw JSON
+    for row in ("iperf3 guest->host", "negotiated", "TSO super-frames -> segments", "drops, errors"):
+        assert row in out, out
+    assert re.search(r"^iperf3: guest->host [\d.]+ Gbit/s, host->guest [\d.]+ Gbit/s$", out, re.M)
 
 
 def test_vm_bad_feature_name_is_a_clear_error():

@@ -6,7 +6,7 @@ import pytest
 
 from vnic.lab.guest import parse_console
 from vnic.lab.image import write_cpio
-from vnic.lab.iperf import guest_script, parse_output
+from vnic.lab.iperf import Progress, guest_script, parse_output
 
 
 def test_parse_console_output_is_byte_exact():
@@ -29,16 +29,37 @@ def _report(bps):
                     "sum_received": {"bits_per_second": bps}}}
 
 
+def _iperf_console(tx_bps: float, rx_bps: float) -> str:
+    """What guest_script prints: each direction's report as it completes."""
+    script = guest_script()
+    assert script.index("@@TXEND@@") < script.index("-R")       # tx shown before rx runs
+    return (f"@@TX@@\n{json.dumps(_report(tx_bps))}\n@@TXEND@@\n"
+            f"@@RX@@\n{json.dumps(_report(rx_bps))}\n@@DONE@@\n")
+
+
+def test_progress_reports_boot_and_each_direction_as_it_completes():
+    lines: list[str] = []
+    progress = Progress(lines.append, seconds=3)
+    console = "@@VNIC-READY nic=1@@\r\n" + _iperf_console(1.5e9, 2.5e9)
+    cut = console.index("@@RX@@")
+    for i in range(0, cut, 7):                       # the console arrives in pieces
+        progress.feed(console[i:min(i + 7, cut)])
+    assert len(lines) == 2 and "guest booted" in lines[0]
+    assert "guest->host: 1.50 Gbit/s, 2 retransmits" in lines[1]
+    progress.feed(console[cut:])
+    assert len(lines) == 3 and "host->guest: 2.50 Gbit/s" in lines[2]
+    progress.feed("more console")
+    assert len(lines) == 3                           # each said once
+
+
 def test_parse_iperf_output():
-    out = (f"@@TX@@\n{json.dumps(_report(1.5e9))}\n@@RX@@\n{json.dumps(_report(2.5e9))}\n"
-           "@@DONE@@\n")
-    r = parse_output(out)
+    r = parse_output(_iperf_console(1.5e9, 2.5e9))
     assert r["tx_gbps"] == pytest.approx(1.5) and r["rx_gbps"] == pytest.approx(2.5)
     assert r["tx_retransmits"] == 2
 
 
 def test_parse_iperf_error_is_reported():
-    out = '@@TX@@\n{"error": "unable to connect"}\n@@RX@@\n{}\n@@DONE@@\n'
+    out = '@@TX@@\n{"error": "unable to connect"}\n@@TXEND@@\n@@RX@@\n{}\n@@DONE@@\n'
     with pytest.raises(RuntimeError, match="unable to connect"):
         parse_output(out)
     assert "iperf3 -c 10.213.0.1" in guest_script()

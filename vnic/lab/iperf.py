@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
+from typing import Any
 
 from vnic.lab.guest import GuestProcess, GuestResult
 from vnic.lab.netns import GUEST_IP, HOST_IP, NetNS
@@ -17,13 +19,19 @@ SERVER = HOST_IP.split("/")[0]
 PORT = 5201
 
 
+DIRECTIONS = {"tx": "guest->host", "rx": "host->guest"}
+# Each direction's JSON report between markers, printed as soon as it is
+# done (so that a console watcher can show it: Progress).
+SECTIONS = (("tx", "@@TX@@", "@@TXEND@@"), ("rx", "@@RX@@", "@@DONE@@"))
+
+
 def guest_script(server: str = SERVER, seconds: int = 3, port: int = PORT,
                  extra: str = "") -> str:
     """Shell run in the guest: a ping, then iperf3 both ways, JSON between markers."""
     base = f"iperf3 -c {server} -p {port} -t {seconds} -J {extra}".strip()
     return (f"ping -c 1 -W 5 {server} >/dev/null 2>&1 || echo ping-failed; "
-            f"{base} >/tmp/tx.json 2>&1; a=$?; {base} -R >/tmp/rx.json 2>&1; b=$?; "
-            "echo @@TX@@; cat /tmp/tx.json; echo @@RX@@; cat /tmp/rx.json; echo @@DONE@@; "
+            f"{base} >/tmp/tx.json 2>&1; a=$?; echo @@TX@@; cat /tmp/tx.json; echo @@TXEND@@; "
+            f"{base} -R >/tmp/rx.json 2>&1; b=$?; echo @@RX@@; cat /tmp/rx.json; echo @@DONE@@; "
             "exit $((a|b))")
 
 
@@ -52,19 +60,66 @@ def parse_output(output: str) -> dict:
 
     Raises RuntimeError with iperf3's own message if a direction failed.
     """
-    res = {}
-    for key, a, b in (("tx", "@@TX@@", "@@RX@@"), ("rx", "@@RX@@", "@@DONE@@")):
-        text = _section(output, a, b)
-        try:
-            report = json.loads(text)
-        except ValueError:
-            raise RuntimeError(f"iperf3 {key}: no JSON report: {text[-1000:]!r}") from None
-        if "error" in report:
-            raise RuntimeError(f"iperf3 {key}: {report['error']}")
+    res: dict[str, Any] = {}
+    for key, a, b in SECTIONS:
+        report = _report(key, _section(output, a, b))
         res[key] = report
         res[f"{key}_gbps"] = gbps(report)
-    res["tx_retransmits"] = res["tx"]["end"].get("sum_sent", {}).get("retransmits")
+    res["tx_retransmits"] = retransmits(res["tx"])
     return res
+
+
+def _report(key: str, text: str) -> dict:
+    try:
+        report = json.loads(text)
+    except ValueError:
+        raise RuntimeError(f"iperf3 {key}: no JSON report: {text[-1000:]!r}") from None
+    if "error" in report:
+        raise RuntimeError(f"iperf3 {key}: {report['error']}")
+    return report
+
+
+def retransmits(report: dict) -> int | None:
+    """The sender's TCP retransmits in one iperf3 -J report."""
+    return report.get("end", {}).get("sum_sent", {}).get("retransmits")
+
+
+class Progress:
+    """Watches the guest's console (GuestProcess echo=) and says, as they
+    happen, that the guest booted and what each iperf3 direction gave."""
+
+
+    def __init__(self, log, seconds: int):
+        self.log, self.seconds = log, seconds
+        self.console = ""
+        self.said: set[str] = set()
+        self.t0 = time.monotonic()
+
+    def feed(self, chunk: str) -> None:
+        self.console += chunk.replace("\r", "")
+        if "ready" not in self.said and "@@VNIC-READY" in self.console:
+            nxt = f"; iperf3 guest->host for {self.seconds} s" if self.seconds else ""
+            self._say("ready", f"guest booted ({self._elapsed()}){nxt}")
+        for key, start, end in SECTIONS:
+            if key not in self.said and end in self.console:
+                self._direction(key, _section(self.console, start, end))
+
+    def _direction(self, key: str, text: str) -> None:
+        try:
+            report = _report(key, text)
+        except RuntimeError as e:
+            self._say(key, str(e))
+            return
+        more = f", {retransmits(report)} retransmits" if key == "tx" else ""
+        nxt = f"; iperf3 host->guest for {self.seconds} s" if key == "tx" else ""
+        self._say(key, f"{DIRECTIONS[key]}: {gbps(report):.2f} Gbit/s{more} ({self._elapsed()}){nxt}")
+
+    def _say(self, key: str, text: str) -> None:
+        self.said.add(key)
+        self.log(f"vnic: {text}")
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self.t0:.1f} s"
 
 
 def run_iperf_pair(qemu, image, nic_args, ns: NetNS, seconds: int = 3,

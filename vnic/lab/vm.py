@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.table import Table
+
 from vnic.lab.image import ensure_guest_image
 
 from ..backends.tap import TapBackend
@@ -52,6 +54,42 @@ class VmResult:
         }
 
 
+# What the summary shows: the offloads a user checks first, then counters.
+SUMMARY_FEATURES = ("csum", "tso4", "tso6", "uso", "ufo", "guest_csum", "guest_tso4", "guest_tso6",
+                    "guest_uso4", "mrg_rxbuf", "packed", "event_idx", "mq", "rss")
+SUMMARY_COUNTERS = (             # label, counters, what joins them
+    ("packets guest->host", ("tx_packets",), ""),
+    ("TSO super-frames -> segments", ("tx_tso_packets", "tx_tso_segments"), " -> "),
+    ("checksums completed (tx)", ("tx_csum_offloaded",), ""),
+    ("packets host->guest", ("rx_packets",), ""),
+    ("coalesced super-frames <- segments", ("rx_coalesced_packets", "rx_coalesced_segments"), " <- "),
+    ("checksums valid / partial (rx)", ("rx_csum_valid", "rx_csum_completed"), " / "),
+    ("waits for guest buffers", ("rx_no_buffer",), ""),
+)
+
+
+def summary(res: VmResult) -> Table:
+    """A short table for people: both directions, the offloads negotiated and
+    the counters that matter, drops and errors summed."""
+    t = Table(title="vnic vm", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    if res.tx_gbps is not None:
+        retrans = res.extra.get("tx_retransmits")
+        t.add_row("iperf3 guest->host", f"{res.tx_gbps:.2f} Gbit/s ({retrans} retransmits)")
+        t.add_row("iperf3 host->guest", f"{res.rx_gbps:.2f} Gbit/s")
+    if res.boot_s is not None:
+        t.add_row("guest boot", f"{res.boot_s:.1f} s")
+    got = set(res.guest_features)
+    t.add_row("negotiated", " ".join(f if f in got else f"[dim]-{f}[/dim]" for f in SUMMARY_FEATURES))
+    c = res.counters
+    for label, names, sep in SUMMARY_COUNTERS:
+        t.add_row(label, sep.join(f"{c.get(n, 0):,}" for n in names))
+    drops = {k: v for k, v in c.items() if v and ("drops" in k or k.endswith("_errors") or k == "mem_faults")}
+    t.add_row("drops, errors", ", ".join(f"{k} {v:,}" for k, v in sorted(drops.items())) or "none")
+    return t
+
+
 def guest_feature_names(ready: dict) -> list[str]:
     """The READY line carries /sys/class/net/eth0/device/features: one
     character per feature bit, bit 0 first."""
@@ -74,7 +112,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
        flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
-       smp: int = 1, queues: int | None = None, log=print) -> VmResult:
+       smp: int = 1, queues: int | None = None, log=print, console=None) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     smp: the guest's vCPUs; queues: the NIC's queue pairs (default: smp,
@@ -82,13 +120,19 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
 
     tap_offloads=False turns segmentation offloads off on the host side of
     the TAP, so the host sends wire-size frames (as traffic from a real
-    network would arrive) and the device's receive coalescing has work."""
+    network would arrive) and the device's receive coalescing has work.
+
+    log gets a line per step as it happens (set-up with timings, the boot,
+    each iperf3 direction's result); console, if given, every piece of the
+    guest's serial console."""
     if iperf_seconds is None and cmd is None:
         cmd = "ip -s link show eth0"
     queues = smp if queues is None else queues
     feat.apply_changes(feat.default_offer(queues), features)   # a bad name fails here, clearly
+    t0 = time.monotonic()
     qemu = ensure_qemu(log=log)
     image = ensure_guest_image(log=log)
+    log(f"vnic: QEMU and the guest image ready ({time.monotonic() - t0:.1f} s)")
     serve_args = ["--mtu", str(mtu), "--tx-mode", tx_mode, "--rx-coalesce", "on" if rx_coalesce else "off",
                   "--tap-gro", str(tap_gro_us), "--queues", str(queues)]
     serve_args += (["--features", features] if features else []) + \
@@ -103,8 +147,12 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                 log(f"vnic: control socket {control} (vnic ctl --control {control} ...)")
             monitor = ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
             sandbox = dev.client.sandbox()          # what the device may still do, for --json
+            log(f"vnic: device serving on a TAP in namespace {ns.name} ({time.monotonic() - t0:.1f} s); "
+                f"booting the guest ({smp} vCPU{'s' if smp > 1 else ''}, {queues} queue "
+                f"pair{'s' if queues > 1 else ''})")
+            watch = _Console(log, iperf_seconds, console)
             try:
-                result = _run(qemu, image, dev.nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp)
+                result = _run(qemu, image, dev.nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp, watch)
             finally:
                 for line in dev.log_records():      # what the device warned about
                     log(f"vnic serve: {line}")
@@ -112,11 +160,25 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
             return result
 
 
-def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp) -> VmResult:
+class _Console:
+    """The guest's console as it comes: to iperf.Progress (the boot, each
+    direction's result) and to the caller's console function, if any."""
+
+    def __init__(self, log, iperf_seconds: int | None, console):
+        self.progress = iperf.Progress(log, iperf_seconds or 0)
+        self.console = console
+
+    def feed(self, chunk: str) -> None:
+        self.progress.feed(chunk)
+        if self.console:
+            self.console(chunk)
+
+
+def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp, watch) -> VmResult:
     """Boot the guest; iperf3 both ways or the command; the result with counters."""
     if iperf_seconds is not None:
         res = iperf.run_iperf_pair(qemu, image, nic, ns, seconds=iperf_seconds,
-                                   extra="", timeout=timeout, extra_args=monitor, smp=smp)
+                                   extra="", timeout=timeout, extra_args=monitor, smp=smp, echo=watch.feed)
         guest = res["guest"]
         return VmResult(guest.rc, guest.output, guest.error,
                         guest_feature_names(guest.ready), dev.stats(),
@@ -126,7 +188,7 @@ def _run(qemu, image, nic, monitor, ns, dev, iperf_seconds, cmd, timeout, smp) -
                                "iperf_tx_bytes": iperf.received_bytes(res["tx"]),
                                "iperf_rx_bytes": iperf.received_bytes(res["rx"])})
     with GuestProcess(qemu, image, nic, cmd, ip=GUEST_IP, timeout=timeout or 180,
-                      extra_args=monitor, smp=smp) as g:
+                      extra_args=monitor, smp=smp, echo=watch.feed) as g:
         guest = g.wait()
     return VmResult(guest.rc, guest.output, guest.error,
                     guest_feature_names(guest.ready), dev.stats(), boot_s=guest.boot_s)
