@@ -168,7 +168,8 @@ static uint8_t *bench_buffer(struct bench *b, size_t buf_size, int i)
     return b->mem + RINGS_BYTES + buf_size * (size_t)i;
 }
 
-/* packed: descriptor `slot` offered again, its flags returned, not stored */
+/* packed: the n-th chain's descriptor (slot n % size) written again for
+ * the driver's next lap; its flags are returned, not stored */
 static uint16_t packed_offer(struct bench *b, uint16_t n)
 {
     struct vring_packed_desc *d = (struct vring_packed_desc *)b->mem + n % BENCH_QSIZE;

@@ -93,15 +93,19 @@ class Progress:
         self.log, self.seconds = log, seconds
         self.console = ""
         self.said: set[str] = set()
+        # what is still to be said: the boot, and with iperf3 both directions
+        self.waiting = {"ready"} | ({key for key, _, _ in SECTIONS} if seconds else set())
         self.t0 = time.monotonic()
 
     def feed(self, chunk: str) -> None:
+        if not self.waiting - self.said:
+            return                       # everything said: stop keeping the console
         self.console += chunk.replace("\r", "")
         if "ready" not in self.said and "@@VNIC-READY" in self.console:
             nxt = f"; iperf3 guest->host for {self.seconds} s" if self.seconds else ""
             self._say("ready", f"guest booted ({self._elapsed()}){nxt}")
         for key, start, end in SECTIONS:
-            if key not in self.said and end in self.console:
+            if key in self.waiting - self.said and end in self.console:
                 self._direction(key, _section(self.console, start, end))
 
     def _direction(self, key: str, text: str) -> None:
