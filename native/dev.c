@@ -150,6 +150,7 @@ void vnic_dev_free(struct vnic_dev *dev)
     if (!dev)
         return;
     vnic_dev_stop(dev);
+    capture_destroy(dev);
     dev_use_backend(dev, &null_backend, (const int[]){ -1 }, 1);   /* detach: null needs nothing */
     vq_destroy(&dev->ctrl);
     ctrl_worker_destroy(&dev->ctrlw);

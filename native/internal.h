@@ -575,9 +575,93 @@ struct vnic_dev {
     atomic_uint frag_id;
     atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
+    atomic_uint capture_kinds;   /* enum cap_kind bits a capture takes (0: none is on) */
+    struct capture *capture;     /* the capture's rings, while capture_kinds may be set */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
+
+/* ---- packet capture (capture.c, pcapng.c) --------------------------------- */
+/* What a captured frame is: a direction on one side of the device. */
+enum cap_kind {
+    CAP_WIRE_RX = VNIC_CAPTURE_RX,
+    CAP_WIRE_TX = VNIC_CAPTURE_TX,
+    CAP_GUEST_RX = VNIC_CAPTURE_RX << 2,
+    CAP_GUEST_TX = VNIC_CAPTURE_TX << 2
+};
+
+/* One record in a pair's ring, its data behind it; size 0 mod 8.  kind 0
+ * pads the ring's end (the next record starts at the beginning). */
+struct cap_rec {
+    uint32_t size;               /* the whole record, header and data */
+    uint32_t caplen;             /* data bytes kept */
+    uint32_t origlen;            /* the frame's length */
+    uint8_t kind;                /* enum cap_kind, or 0: padding */
+    uint8_t has_hdr;             /* hdr (and the hash fields) describe the frame */
+    uint16_t report;             /* enum vnic_hash_report, with has_hdr */
+    uint64_t ts_ns;              /* CLOCK_REALTIME when it was copied */
+    uint32_t hash;
+    struct virtio_net_hdr hdr;
+};
+
+/* The writer's output buffer: a whole packet block of the largest snaplen fits. */
+#define CAPTURE_OUT_BYTES (1u << 20)
+
+/* A single-producer ring: the pair's worker writes, the writer reads. */
+struct cap_ring {
+    uint8_t *buf;
+    uint32_t mask;               /* size - 1, size a power of two */
+    _Atomic uint64_t head;       /* bytes ever written (the worker's) */
+    atomic_int busy;             /* the worker is inside capture_frame() */
+    char gap[VNIC_CACHE_LINE];
+    _Atomic uint64_t tail;       /* bytes ever read (the writer's) */
+};
+
+struct capture {
+    struct vnic_capture_config cfg;
+    struct cap_ring ring[VNIC_MAX_QUEUE_PAIRS];
+    int nring;
+    pthread_t writer;
+    atomic_bool stopping;        /* the writer drains what is left and ends */
+    struct vnic_capture_status status;   /* the writer's; read under no lock (racy counts) */
+    uint8_t *out;                /* the writer's output buffer */
+    uint32_t out_len;
+};
+
+/* What a hook knows of a frame beyond its bytes (NULL: nothing). */
+struct cap_meta {
+    const struct virtio_net_hdr *hdr;
+    uint16_t num_buffers;
+    uint16_t report;
+    uint32_t hash;
+};
+
+/* Does a capture take frames of this kind?  One relaxed load: the hooks'
+ * whole cost while no capture is on. */
+static inline bool capture_wants(const struct vnic_dev *dev, unsigned kind)
+{
+    return unlikely(atomic_load_explicit(&dev->capture_kinds, memory_order_relaxed) & kind);
+}
+
+/* Copy up to snaplen bytes of the frame in iov[0..n) (len bytes) into the
+ * pair's ring; counted as capture_packets or capture_drops.  Only the
+ * pair's worker calls it, never waiting. */
+void capture_frame(struct qpair *qp, unsigned kind, const struct iovec *iov, int n, uint32_t len,
+                   const struct cap_meta *m);
+static inline void capture_buf(struct qpair *qp, unsigned kind, const uint8_t *buf, uint32_t len,
+                               const struct cap_meta *m)
+{
+    struct iovec one = { (void *)buf, len };
+    capture_frame(qp, kind, &one, 1, len, m);
+}
+
+/* pcapng.c: the section and interface blocks at the file's start, then the
+ * writer thread (arg: struct capture *) that turns records into packet
+ * blocks.  capture_write_head: 0 or -errno. */
+int capture_write_head(struct capture *c);
+void *capture_writer(void *arg);
+/* Stop a capture left on (vnic_dev_free). */
+void capture_destroy(struct vnic_dev *dev);
 
 /* ---- device (dev.c), interrupts (irq.c), queues (queue.c), worker (worker.c) ---- */
 #define VNIC_ISR_QUEUE  0x1      /* ISR bit: a queue interrupt */

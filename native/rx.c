@@ -182,6 +182,27 @@ static int stream_write(struct vnic_dev *dev, const struct chain *c, const struc
     return n ? segs_write(dev, in, c->nin, off, s->frame + (from - s->hdr_len), n) : 0;
 }
 
+/* What the guest was given, for a capture: the frame behind its header. */
+static void capture_delivered(struct qpair *qp, const uint8_t *buf, uint32_t total,
+                              const struct rx_meta *meta, uint16_t bufs)
+{
+    bool hashed = qp->dev->hdr_len == VNIC_NET_HDR_HASH_SIZE && meta->report != VNIC_HASH_REPORT_NONE;
+    struct cap_meta m = { (const struct virtio_net_hdr *)buf, bufs,
+                          hashed ? meta->report : (uint16_t)VNIC_HASH_REPORT_NONE, hashed ? meta->hash : 0 };
+    capture_buf(qp, CAP_GUEST_RX, buf + VNIC_NET_HDR_SIZE, total - VNIC_NET_HDR_SIZE, &m);
+}
+
+/* What the backend gave, for a capture: its header only if it asks for
+ * something (a super-frame, a partial checksum). */
+static void capture_read(struct qpair *qp)
+{
+    static const struct virtio_net_hdr plain;
+    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
+    bool offloads = memcmp(h, &plain, offsetof(struct virtio_net_hdr, num_buffers)) != 0;
+    capture_buf(qp, CAP_WIRE_RX, qp->rx_frame + VNIC_NET_HDR_SIZE, qp->rx_frame_len - VNIC_NET_HDR_SIZE,
+                offloads ? &(struct cap_meta){ .hdr = h } : NULL);
+}
+
 int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struct rx_meta *meta,
                uint16_t *pending, struct vnic_queue_stats *st)
 {
@@ -243,6 +264,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struc
         st->rx_rss_hashed++;
     if (flows_on(&qp->flows))
         count_flow(qp, buf, total, meta->offloads);
+    if (capture_wants(dev, CAP_GUEST_RX))
+        capture_delivered(qp, buf, total, meta, bufs);
     return 1;
 }
 
@@ -308,6 +331,8 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
         return -1;
     if (!qp->rx_frame_len)
         return 0;                          /* a runt, dropped */
+    if (capture_wants(dev, CAP_WIRE_RX))
+        capture_read(qp);
     if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
                            qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
         !rx_fix_header(qp, st)) {

@@ -66,6 +66,8 @@ static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_
     iov[0].iov_len = sizeof(plain_hdr);
     if (qp->dev->backend->write(qp, iov, n + 1) < 0)
         return -1;
+    if (capture_wants(qp->dev, CAP_WIRE_TX))
+        capture_frame(qp, CAP_WIRE_TX, iov + 1, n, len, NULL);
     qp->txc->st->tx_packets++;
     qp->txc->st->tx_bytes += len;
     return 0;
@@ -104,6 +106,8 @@ static int passthrough(struct qpair *qp, const struct virtio_net_hdr *h, const s
     memcpy(ctx->iov + 1, f->iov, sizeof(f->iov[0]) * (size_t)f->n);
     if (qp->dev->backend->write(qp, ctx->iov, f->n + 1) < 0)
         return VNIC_TX_DROP_BACKEND;
+    if (capture_wants(qp->dev, CAP_WIRE_TX))
+        capture_frame(qp, CAP_WIRE_TX, f->iov, f->n, f->len, &(struct cap_meta){ .hdr = &out });
     ctx->st->tx_packets++;
     ctx->st->tx_bytes += f->len;
     ctx->st->tx_passthrough_packets++;
@@ -149,6 +153,8 @@ static void tx_one(struct qpair *qp, const struct chain *c, struct vnic_queue_st
         pieces[0].iov_len = len;
         n = 1;
     }
+    if (capture_wants(dev, CAP_GUEST_TX))
+        capture_frame(qp, CAP_GUEST_TX, pieces, n, len, &(struct cap_meta){ .hdr = &h });
     /* the flow is credited with what this frame became on the wire */
     uint64_t packets = st->tx_packets, bytes = st->tx_bytes;
     uint32_t offloads = 0;

@@ -251,6 +251,8 @@ struct vnic_queue_stats {
     uint64_t rx_rss_hashed;        /* frames whose hash was reported to the guest */
     uint64_t rx_rss_unhashable;    /* frames no enabled hash type covers: unclassified queue */
     uint64_t rx_rss_handoff_waits; /* times a frame for another pair waited: its ring was full */
+    uint64_t capture_packets;      /* frames copied into the capture ring (vnic_capture_start) */
+    uint64_t capture_drops;        /* frames the capture ring had no room for: the writer lagged */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -570,6 +572,62 @@ void vnic_flows_info(struct vnic_dev *dev, struct vnic_flow_table_info *out);
  * 0, -ETIMEDOUT or a wake's -errno, as vnic_dev_set_flow_table_max.  Not
  * concurrently with vnic_dev_start/stop. */
 int vnic_flows_clear(struct vnic_dev *dev);
+
+/* --- packet capture (capture.c: the workers' side, pcapng.c: the writer) -- */
+/* Where a capture looks.  WIRE: frames as they leave the device for the
+ * backend (after segmentation) and as they come from it (before
+ * coalescing and filtering).  GUEST: what the guest handed over and what it
+ * was given (super-frames), each with its virtio-net header in a comment. */
+enum vnic_capture_what {
+    VNIC_CAPTURE_WIRE = 0,
+    VNIC_CAPTURE_GUEST = 1
+};
+
+enum vnic_capture_direction {
+    VNIC_CAPTURE_RX = 1,           /* toward the guest: pcapng "inbound" */
+    VNIC_CAPTURE_TX = 2,           /* from the guest: pcapng "outbound" */
+    VNIC_CAPTURE_BOTH = 3
+};
+
+enum vnic_capture_limit {
+    VNIC_CAPTURE_SNAPLEN_MAX = 262144,     /* bytes kept of a frame, at most (tcpdump's) */
+    VNIC_CAPTURE_RING_MIN = 65536,         /* each pair's ring, bytes: at least */
+    VNIC_CAPTURE_RING_MAX = 268435456,     /* ... and at most */
+    VNIC_CAPTURE_RING_DEFAULT = 4194304,
+    VNIC_CAPTURE_NAME_MAX = 64             /* interface name and description, with the NUL */
+};
+
+struct vnic_capture_config {
+    int fd;                        /* where the pcapng file goes; the caller closes it after stop */
+    uint32_t snaplen;              /* 1..VNIC_CAPTURE_SNAPLEN_MAX */
+    uint32_t directions;           /* enum vnic_capture_direction bits, not 0 */
+    uint32_t what;                 /* enum vnic_capture_what */
+    uint32_t ring_bytes;           /* each pair's ring; rounded up to a power of two */
+    char ifname[VNIC_CAPTURE_NAME_MAX];   /* the interface block's name (may be empty) */
+};
+
+struct vnic_capture_status {
+    uint32_t running;              /* 1 while a capture is on */
+    int32_t write_errno;           /* the file's first write error (0: none); frames after it are lost */
+    uint64_t packets_written;      /* enhanced packet blocks in the file */
+    uint64_t bytes_written;        /* bytes of the file, blocks and all */
+    uint64_t write_drops;          /* frames taken from the rings but not written (write_errno) */
+};
+
+/* Start capturing into cfg->fd: the file's section and interface blocks
+ * are written before this returns, then a writer thread drains the
+ * pairs' rings.  The workers copy at most snaplen bytes of each frame into
+ * their pair's ring, never waiting: a full ring counts capture_drops.
+ * Safe while the workers run.  0, -EBUSY if a capture is on, -EINVAL for
+ * a value out of range, -ENOMEM, -errno of writing the first blocks or of
+ * starting the thread (nothing is left running on error). */
+int vnic_capture_start(struct vnic_dev *dev, const struct vnic_capture_config *cfg);
+/* Stop the capture: the workers stop copying, the writer writes what the
+ * rings hold and ends; out (if not NULL) gets the final status.  0, or
+ * -ENOENT if no capture was on. */
+int vnic_capture_stop(struct vnic_dev *dev, struct vnic_capture_status *out);
+/* The capture's status now (all zero when none is on). */
+void vnic_capture_status(struct vnic_dev *dev, struct vnic_capture_status *out);
 
 /* cdef-end */
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -15,8 +16,13 @@ from typing import TYPE_CHECKING
 from .backends import BackendError, parse, parse_tap_gro
 from .errors import FeatureError
 from .net.virtio_net import MAX_QUEUE_PAIRS, TX_MODES, check_queue_pairs
+from .telemetry.capture import DIRECTIONS as CAPTURE_DIRECTIONS
+from .telemetry.capture import WHAT as CAPTURE_WHAT
+from .telemetry.capture import CaptureSpec
 
 if TYPE_CHECKING:
+    from .control import Client
+    from .telemetry.capture import CaptureStatus
     from .telemetry.flows import FlowsResult
 
 
@@ -101,12 +107,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .device import Device, qemu_memory_args
     from .sandbox import confine, drop_bounding, target_user
     user = target_user(args.user)          # an unknown --user fails before anything opens
+    pcap = capture_spec(args)
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
                  flow_table_max=args.flow_table_max, queues=args.queues)
     try:
         drop_bounding(user)                # the TAP is up: no more programs that need root
+        if pcap:
+            dev.capture.start(pcap)
+            print(f"vnic: capturing {pcap.what} frames ({pcap.direction}) into {pcap.file}")
         dev.serve(args.socket)
         if args.qmp:
             dev.attach_qmp(args.qmp, args.qemu_id)
@@ -252,6 +262,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
                                      replug=args.replug)
         elif args.action == "flows":
             result = client.flows(top=args.top, sort=args.sort)
+        elif args.action == "capture":
+            result = _ctl_capture(client, args)
         elif args.action == "reset":
             result = client.reset(replug=args.replug)
         elif args.action == "mode":
@@ -265,6 +277,42 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _ctl_capture(client: Client, args: argparse.Namespace) -> CaptureStatus:
+    if args.capture_action == "start":
+        return client.capture(args.file, snaplen=args.snaplen, direction=args.direction,
+                              what=args.what, buffer_kib=args.buffer)
+    return client.capture_stop() if args.capture_action == "stop" else client.capture_status()
+
+
+def _capture_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The options of a capture: `vnic ctl capture start` and, prefixed
+    with pcap-, `--pcap` on serve and vm."""
+    p.add_argument(f"--{prefix}snaplen", type=int, default=None, metavar="N",
+                   help="bytes kept of each frame (default: all of it)")
+    p.add_argument(f"--{prefix}direction", choices=list(CAPTURE_DIRECTIONS), default="both")
+    p.add_argument(f"--{prefix}what", choices=list(CAPTURE_WHAT), default="wire",
+                   help="wire: frames to and from the backend (after segmentation, before coalescing); "
+                        "guest: what the guest handed over and was given, its virtio-net header "
+                        "in each packet's comment")
+    p.add_argument(f"--{prefix}buffer", type=int, default=None, metavar="KIB",
+                   help="each queue pair's capture ring in KiB (default 4096); a full ring counts "
+                        "capture_drops, never slows the NIC")
+
+
+def capture_spec(args: argparse.Namespace) -> CaptureSpec | None:
+    """The --pcap capture of serve and vm, or None.  ConfigError for a bad value."""
+    if not args.pcap:
+        return None
+    given = {"snaplen": args.pcap_snaplen, "buffer_kib": args.pcap_buffer}
+    return CaptureSpec(os.path.abspath(args.pcap), direction=args.pcap_direction, what=args.pcap_what,
+                       **{k: v for k, v in given.items() if v is not None}).check()
+
+
+def _pcap_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pcap", metavar="FILE", help="capture into this pcapng file from the start")
+    _capture_options(p, "pcap-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user", metavar="USER",
                    help="whom to run as once the TAP and sockets are open (default, as root: nobody; "
                         "root keeps root and no sandbox)")
+    _pcap_option(s)
     s.add_argument("--queues", type=_queue_pairs, default=1, metavar="N",
                    help=f"RX/TX queue pairs, 1 to {MAX_QUEUE_PAIRS} (default 1; more offers MQ, and a TAP "
                         "needs to be multiqueue: vnic creates it so, or `ip tuntap add ... multi_queue`)")
@@ -348,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_parser("sandbox", help="the user, capabilities and seccomp mode the device runs with")
     c = ctl.add_parser("reset", help="back to the start-up offer, modes and link up; counters from zero")
     c.add_argument("--replug", action="store_true", help="and replug so the guest renegotiates now")
+    c = ctl.add_parser("capture", help="pcapng capture of what the NIC sends and receives")
+    cap = c.add_subparsers(dest="capture_action", required=True)
+    c = cap.add_parser("start", help="start capturing into FILE (tshark/Wireshark/scapy read it)")
+    c.add_argument("file", metavar="FILE")
+    _capture_options(c)
+    cap.add_parser("stop", help="stop; prints what was written and dropped")
+    cap.add_parser("status", help="the capture now")
     s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")

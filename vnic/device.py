@@ -24,6 +24,7 @@ from .control import qmp
 from .errors import ConfigError, ReplugError
 from .net.virtio_net import VirtioNet, check_tx_mode, parse_mac
 from .telemetry import counters as stats
+from .telemetry.capture import Capture
 from .telemetry.flows import FlowsResult
 from .vfio_user.session import Server
 from .virtio import features as feat
@@ -123,6 +124,8 @@ class Device:
                                  tap_gro_us=self.backend.gro_flush_us if _tunable_gro(self.backend) else None)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
+        # pcapng capture of what the device sends and receives (start/status/stop)
+        self.capture = Capture(self.net.native, f"vnic:{self.backend.describe()}")
 
     # ---- serving -----------------------------------------------------------
     def serve(self, socket_path: str | Path) -> Device:
@@ -174,6 +177,7 @@ class Device:
             if self._thread:
                 self._thread.join(timeout=10)
             self.server = None
+        self.capture.close()
         self.net.close()
 
     def __enter__(self) -> Device:

@@ -8,6 +8,7 @@ use it; so can any Python script:
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..errors import ControlError
 
 if TYPE_CHECKING:                 # vnic.device imports this package
     from ..device import DeviceInfo, Modes
+    from ..telemetry.capture import CaptureStatus
     from ..telemetry.flows import FlowsResult
 
 
@@ -146,4 +148,28 @@ class Client:
         args = {k: v for k, v in (("tx", tx), ("rx_coalesce", rx_coalesce),
                                   ("tap_gro_us", tap_gro_us)) if v is not None}
         result: Modes = self.call("mode", **args)
+        return result
+
+    def capture(self, file: str | Path, snaplen: int | None = None, direction: str = "both",
+                what: str = "wire", buffer_kib: int | None = None) -> CaptureStatus:
+        """Start a pcapng capture into file (made absolute here: the server
+        may run elsewhere); direction rx, tx or both; what wire (frames to
+        and from the backend) or guest (as the guest sees them, headers in
+        comments).  Returns the capture's status.  Raises ControlError if
+        a capture is on, the file cannot be written or a value is refused."""
+        args: dict[str, Any] = {"action": "start", "file": os.path.abspath(file),
+                                "direction": direction, "what": what}
+        args.update({k: v for k, v in (("snaplen", snaplen), ("buffer_kib", buffer_kib)) if v is not None})
+        result: CaptureStatus = self.call("capture", **args)
+        return result
+
+    def capture_stop(self) -> CaptureStatus:
+        """Stop the capture; its final status (packets written, drops).
+        Raises ControlError if none is on."""
+        result: CaptureStatus = self.call("capture", action="stop")
+        return result
+
+    def capture_status(self) -> CaptureStatus:
+        """The capture now ({"running": false} when none is on)."""
+        result: CaptureStatus = self.call("capture", action="status")
         return result

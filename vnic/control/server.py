@@ -9,6 +9,9 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "flows", "top": 20, "sort": "bytes"|"packets"|"last_seen"}
           {"cmd": "reset", "replug": false}  (start-up offer, modes and link; counters from 0)
           {"cmd": "sandbox"}  (who the process runs as, and what it may still do)
+          {"cmd": "capture", "action": "start", "file": "/abs/x.pcapng", "snaplen": 65535,
+           "direction": "rx"|"tx"|"both", "what": "wire"|"guest", "buffer_kib": 4096}
+          {"cmd": "capture", "action": "stop"|"status"}   (stop: the final status)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import sandbox
 from ..errors import ControlError, ReplugError
+from ..telemetry.capture import CaptureSpec, CaptureStatus
 
 if TYPE_CHECKING:                 # vnic.device imports this package
     from ..device import Device, Modes
@@ -112,6 +116,22 @@ def _flows(device: Device, request: Request) -> FlowsResult:
     return device.flows(top=top, sort=sort)
 
 
+CAPTURE_FIELDS = ("file", "snaplen", "direction", "what", "buffer_kib")
+
+
+def _capture(device: Device, request: Request) -> CaptureStatus:
+    action = request.get("action", "status")
+    if action == "start":
+        if "file" not in request:
+            raise ControlError('capture start needs "file": an absolute path')
+        return device.capture.start(CaptureSpec(**{k: request[k] for k in CAPTURE_FIELDS if k in request}))
+    if action == "stop":
+        return device.capture.stop()
+    if action == "status":
+        return device.capture.status()
+    raise ControlError(f'capture "action" is start, stop or status, not {action!r}')
+
+
 def _stats(device: Device, request: Request) -> dict[str, int] | list[dict[str, int]]:
     return device.per_queue_stats() if request.get("per_queue") else device.stats()
 
@@ -127,6 +147,7 @@ COMMANDS: dict[str, Callable[[Device, Request], object]] = {
     "replug": _replug,
     "reset": _reset,
     "sandbox": lambda device, request: sandbox.report(),
+    "capture": _capture,
 }
 
 
