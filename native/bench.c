@@ -285,18 +285,45 @@ static uint64_t layout(int packed)
     return packed ? 1ull << VNIC_F_RING_PACKED : 0;
 }
 
-double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed)
+/* A wire capture of both directions into fd, for the rounds to come. */
+static int bench_capture(struct bench *b, int fd)
+{
+    struct vnic_capture_config cfg = { .fd = fd, .snaplen = VNIC_CAPTURE_SNAPLEN_MAX,
+                                       .directions = VNIC_CAPTURE_BOTH, .what = VNIC_CAPTURE_WIRE,
+                                       .ring_bytes = VNIC_CAPTURE_RING_DEFAULT };
+    return fd < 0 ? 0 : vnic_capture_start(b->dev, &cfg);
+}
+
+/* The TX path, with a capture into capture_fd unless it is -1. */
+static double tx_path(int frame_size, int batch, int rounds, int packed, int capture_fd)
 {
     if (frame_size < 14 || frame_size > 9000 || batch < 1 || batch > BENCH_QSIZE || rounds < 1)
         return -EINVAL;
     struct bench b;
     if (bench_init(&b, 1, layout(packed), tx_slot(frame_size)) < 0)
         return -ENOMEM;
+    int err = bench_capture(&b, capture_fd);
+    if (err) {
+        bench_free(&b);
+        return err;
+    }
     tx_frames(&b, frame_size);
     double total = tx_rounds(&b, batch, rounds);
     uint64_t sent = b.dev->stats[0].tx_packets;
+    if (capture_fd >= 0)
+        vnic_capture_stop(b.dev, NULL);
     bench_free(&b);
     return sent == (uint64_t)batch * (uint64_t)rounds ? total / (double)sent : -EIO;
+}
+
+double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed)
+{
+    return tx_path(frame_size, batch, rounds, packed, -1);
+}
+
+double vnic_bench_tx_capture_path(int frame_size, int batch, int rounds, int fd)
+{
+    return fd < 0 ? -EBADF : tx_path(frame_size, batch, rounds, 0, fd);
 }
 
 /* RSS over every hash type, one table entry: every frame is hashed,

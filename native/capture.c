@@ -106,7 +106,7 @@ void capture_frame(struct qpair *qp, unsigned kind, const struct iovec *iov, int
      * now that stop would wait for busy */
     if (atomic_load(&dev->capture_kinds) & kind)
         record(dev->capture, r, kind, iov, n, len, m, &dev->stats[qp->index]);
-    atomic_store(&r->busy, 0);
+    atomic_store_explicit(&r->busy, 0, memory_order_release);   /* stop's load sees the record */
 }
 
 /* ---- start and stop ------------------------------------------------------ */
@@ -119,9 +119,9 @@ static uint32_t round_pow2(uint32_t v)
     return p;
 }
 
-static int check_config(const struct vnic_capture_config *cfg)
+int vnic_capture_check(const struct vnic_capture_config *cfg)
 {
-    if (cfg->fd < 0 || cfg->snaplen == 0 || cfg->snaplen > VNIC_CAPTURE_SNAPLEN_MAX)
+    if (cfg->snaplen == 0 || cfg->snaplen > VNIC_CAPTURE_SNAPLEN_MAX)
         return -EINVAL;
     if (!cfg->directions || (cfg->directions & ~(uint32_t)VNIC_CAPTURE_BOTH))
         return -EINVAL;
@@ -174,7 +174,7 @@ int vnic_capture_start(struct vnic_dev *dev, const struct vnic_capture_config *c
 {
     if (dev->capture)
         return -EBUSY;
-    int err = check_config(cfg);
+    int err = cfg->fd < 0 ? -EBADF : vnic_capture_check(cfg);
     if (err)
         return err;
     struct capture *c = capture_alloc(dev, cfg);

@@ -10,7 +10,7 @@
  *
  * The writer thread merges the rings by timestamp as it drains them,
  * batches blocks in one buffer and writes when it is full or the rings are
- * empty, so the file is current within a fraction of a millisecond. */
+ * empty, every millisecond, so the file is current within a few. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -43,7 +43,7 @@ enum {
     EPB_INBOUND = 1,
     EPB_OUTBOUND = 2,
     COMMENT_MAX = 192,
-    WRITER_IDLE_NS = 200000,     /* the writer's nap when the rings are empty */
+    WRITER_NAP_NS = 1000000,     /* the writer's nap between drains: 1 ms of frames */
     WRITE_POLL_MS = 100,         /* a full pipe: how long one wait for its reader lasts */
     STOP_WAITS = 20              /* ... and how many of them a stopping capture allows */
 };
@@ -312,11 +312,12 @@ void *capture_writer(void *arg)
     struct capture *c = arg;
     for (;;) {
         bool last = atomic_load(&c->stopping);     /* the workers are out: this drain is the last */
-        if (drain(c))
-            continue;
+        drain(c);
         flush(c);
         if (last)
             return NULL;
-        nanosleep(&(struct timespec){ 0, WRITER_IDLE_NS }, NULL);
+        /* a nap after every drain, busy or not: the rings fill meanwhile and
+         * are read in bulk, not record by record under the workers' feet */
+        nanosleep(&(struct timespec){ 0, WRITER_NAP_NS }, NULL);
     }
 }

@@ -614,12 +614,16 @@ struct vnic_capture_status {
     uint64_t write_drops;          /* frames taken from the rings but not written (write_errno) */
 };
 
+/* Would vnic_capture_start() take cfg (its fd aside)?  0, or -EINVAL for
+ * a value out of range or a ring that cannot hold two frames of snaplen
+ * bytes. */
+int vnic_capture_check(const struct vnic_capture_config *cfg);
 /* Start capturing into cfg->fd: the file's section and interface blocks
  * are written before this returns, then a writer thread drains the
  * pairs' rings.  The workers copy at most snaplen bytes of each frame into
  * their pair's ring, never waiting: a full ring counts capture_drops.
- * Safe while the workers run.  0, -EBUSY if a capture is on, -EINVAL for
- * a value out of range, -ENOMEM, -errno of writing the first blocks or of
+ * Safe while the workers run.  0, -EBUSY if a capture is on, -EBADF for a
+ * negative fd, -EINVAL as vnic_capture_check(), -ENOMEM, -errno of writing the first blocks or of
  * starting the thread (nothing is left running on error). */
 int vnic_capture_start(struct vnic_dev *dev, const struct vnic_capture_config *cfg);
 /* Stop the capture: the workers stop copying, the writer writes what the

@@ -44,6 +44,10 @@ uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len)
  * frame_size (14..9000) bytes, posted batch (1..256) at a time, on a split
  * ring or (packed != 0) a packed one. */
 double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed);
+/* The TX path on a split ring with a wire capture of every frame into fd
+ * (whole frames; /dev/null measures the copy into the ring, the writer
+ * thread running beside it).  -EBADF for a negative fd. */
+double vnic_bench_tx_capture_path(int frame_size, int batch, int rounds, int fd);
 /* The RX path the same way: frames from the benchmark source into posted
  * 1536-byte mergeable buffers, ns per frame. */
 double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed);

@@ -23,15 +23,16 @@ if _os.environ.get("VNIC_NATIVE_DIR"):
 from .control import Client
 from .device import Device
 from .errors import (
-                     BackendError,
-                     ConfigError,
-                     ControlError,
-                     DeviceError,
-                     FeatureError,
-                     ProtocolError,
-                     ReplugError,
-                     VnicError,
+    BackendError,
+    ConfigError,
+    ControlError,
+    DeviceError,
+    FeatureError,
+    ProtocolError,
+    ReplugError,
+    VnicError,
 )
+from .telemetry.capture import CaptureSpec
 
-__all__ = ["BackendError", "Client", "ConfigError", "ControlError", "Device", "DeviceError",
+__all__ = ["BackendError", "CaptureSpec", "Client", "ConfigError", "ControlError", "Device", "DeviceError",
            "FeatureError", "ProtocolError", "ReplugError", "VnicError"]

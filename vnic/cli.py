@@ -166,8 +166,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
              tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
-             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues, log=log,
-             console=console)
+             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues,
+             pcap=capture_spec(args), log=log, console=console)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -423,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")
     s.add_argument("--tap-offloads", choices=["on", "off"], default="on",
                    help="off: the host side of the TAP sends wire-size frames (no TSO/GSO)")
+    _pcap_option(s)
     s.add_argument("--smp", type=_positive_int, default=1, metavar="N",
                    help="the guest's vCPUs (multi-threaded TCG under TCG; default 1)")
     s.add_argument("--queues", type=_queue_pairs, metavar="N",

@@ -138,3 +138,31 @@ def test_flows_command_and_its_bad_input(control):
         with pytest.raises(ControlError, match=message):
             client.call("flows", **bad)
     assert client.info()["backend"] == "null"          # still serving
+
+
+def test_capture_through_the_socket(control, tmp_path, monkeypatch):
+    _, client, _ = control
+    monkeypatch.chdir(tmp_path)
+    started = client.capture("c.pcapng", what="guest", direction="tx", snaplen=128)
+    assert started["running"] is True and started["file"] == str(tmp_path / "c.pcapng")
+    assert (started["what"], started["direction"], started["snaplen"]) == ("guest", "tx", 128)
+    assert client.capture_status()["running"] is True
+    done = client.capture_stop()
+    assert done["running"] is False and done["bytes_written"] == (tmp_path / "c.pcapng").stat().st_size > 0
+    assert client.capture_status() == {"running": False}
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"action": "start"}, 'needs "file"'),
+    ({"action": "start", "file": "rel.pcapng"}, "absolute path"),
+    ({"action": "start", "file": "/tmp/x.pcapng", "snaplen": "all"}, "snaplen"),
+    ({"action": "start", "file": "/tmp/x.pcapng", "what": {"a": 1}}, "what"),
+    ({"action": "start", "file": ["/tmp/x"]}, "absolute path"),
+    ({"action": "pause"}, '"action" is start, stop or status'),
+    ({"action": "stop"}, "no capture is on"),
+])
+def test_bad_capture_requests_get_clear_errors(control, request_, message):
+    _, client, _ = control
+    with pytest.raises(ControlError, match=message):
+        client.call("capture", **request_)
+    assert client.capture_status() == {"running": False}

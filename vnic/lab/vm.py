@@ -21,6 +21,8 @@ from rich.table import Table
 from vnic.lab.image import ensure_guest_image
 
 from ..backends.tap import TapBackend
+from ..errors import ControlError
+from ..telemetry.capture import CaptureSpec, CaptureStatus
 from ..virtio import features as feat
 from . import iperf
 from .guest import GuestProcess
@@ -112,7 +114,8 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
        flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
-       smp: int = 1, queues: int | None = None, log=print, console=None) -> VmResult:
+       smp: int = 1, queues: int | None = None, pcap: CaptureSpec | None = None, log=print,
+       console=None) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     smp: the guest's vCPUs; queues: the NIC's queue pairs (default: smp,
@@ -121,6 +124,9 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     tap_offloads=False turns segmentation offloads off on the host side of
     the TAP, so the host sends wire-size frames (as traffic from a real
     network would arrive) and the device's receive coalescing has work.
+
+    pcap: capture into a pcapng file from the device's start (the file is
+    complete once this returns; result.extra["capture"] says what it holds).
 
     log gets a line per step as it happens (set-up with timings, the boot,
     each iperf3 direction's result); console, if given, every piece of the
@@ -137,6 +143,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                   "--tap-gro", str(tap_gro_us), "--queues", str(queues)]
     serve_args += (["--features", features] if features else []) + \
         (["--flow-table-max", str(flow_table_max)] if flow_table_max is not None else [])
+    serve_args += pcap_args(pcap)
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
         ns.add_tap(TAP_NAME, multi_queue=queues > 1)
         qmp_path = Path(tmp) / "qmp.sock"
@@ -157,7 +164,30 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                 for line in dev.log_records():      # what the device warned about
                     log(f"vnic serve: {line}")
             result.extra["sandbox"] = sandbox
+            if pcap:
+                result.extra["capture"] = _capture_done(dev, log)
             return result
+
+
+def pcap_args(spec: CaptureSpec | None) -> list[str]:
+    """`vnic serve` options for the capture spec (none for None)."""
+    if not spec:
+        return []
+    return ["--pcap", spec.file, "--pcap-what", spec.what, "--pcap-direction", spec.direction,
+            "--pcap-snaplen", str(spec.snaplen), "--pcap-buffer", str(spec.buffer_kib)]
+
+
+def _capture_done(dev: ServedChild, log) -> CaptureStatus:
+    """Stop the capture while the device still serves, so the file is
+    whole; its final status."""
+    try:
+        status = dev.client.capture_stop()
+    except ControlError:                  # stopped already, through --control
+        log("vnic: the capture was stopped during the run")
+        return CaptureStatus(running=False)
+    log(f"vnic: captured {status['packets_written']} frames into {status['file']} "
+        f"({status['ring_drops']} dropped for a full ring)")
+    return status
 
 
 class _Console:

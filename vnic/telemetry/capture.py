@@ -58,9 +58,9 @@ class CaptureSpec:
             raise ConfigError(f"capture file must be an absolute path, not {self.file!r}")
         _in_range("snaplen", self.snaplen, 1, SNAPLEN_MAX)
         _in_range("buffer_kib", self.buffer_kib, *BUFFER_KIB_RANGE)
-        if self.direction not in DIRECTIONS:
+        if not isinstance(self.direction, str) or self.direction not in DIRECTIONS:
             raise ConfigError(f"capture direction is one of {', '.join(DIRECTIONS)}, not {self.direction!r}")
-        if self.what not in WHAT:
+        if not isinstance(self.what, str) or self.what not in WHAT:
             raise ConfigError(f"capture what is one of {', '.join(WHAT)}, not {self.what!r}")
         return self
 
@@ -96,15 +96,18 @@ class Capture:
         """Start capturing as spec says.  ConfigError for a bad spec, a file
         that cannot be written or a capture already on."""
         spec.check()
+        cfg = self._config(spec)
+        if lib.vnic_capture_check(cfg) < 0:
+            raise ConfigError(f"capture buffer_kib {spec.buffer_kib} cannot hold two frames of "
+                              f"snaplen {spec.snaplen} bytes: give a larger buffer or a smaller snaplen")
         with self._lock:
             if self._spec:
                 raise ConfigError(f"a capture is already on (into {self._spec.file}): stop it first")
-            fd = _open(spec.file)
-            rc = lib.vnic_capture_start(self._native, self._config(spec, fd))
+            fd = cfg.fd = _open(spec.file)
+            rc = lib.vnic_capture_start(self._native, cfg)
             if rc < 0:
                 os.close(fd)
-                hint = " (the buffer must hold two frames of snaplen bytes)" if rc == -errno.EINVAL else ""
-                raise ConfigError(f"capture start: {os.strerror(-rc)}{hint}")
+                raise ConfigError(f"capture start: {os.strerror(-rc)}")
             self._spec, self._fd, self._base = spec, fd, self._counts()
             return self._status_locked()
 
@@ -138,9 +141,9 @@ class Capture:
         lib.vnic_capture_status(self._native, out)
         return self._report(out)
 
-    def _config(self, spec: CaptureSpec, fd: int) -> Any:
+    def _config(self, spec: CaptureSpec) -> Any:
         cfg = ffi.new("struct vnic_capture_config *")
-        cfg.fd, cfg.snaplen, cfg.ring_bytes = fd, spec.snaplen, spec.buffer_kib * 1024
+        cfg.fd, cfg.snaplen, cfg.ring_bytes = -1, spec.snaplen, spec.buffer_kib * 1024
         cfg.directions, cfg.what = DIRECTIONS[spec.direction], WHAT[spec.what]
         cfg.ifname = self._name.encode()[:lib.VNIC_CAPTURE_NAME_MAX - 1]
         return cfg

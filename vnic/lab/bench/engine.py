@@ -21,6 +21,7 @@ baselines taken in the same run.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -102,6 +103,25 @@ def rss_ns_per_pkt(size: int = 64) -> float:
     return max(0.0, with_rss - plain)
 
 
+def capture_ns_per_pkt(size: int = 64) -> float:
+    """What a wire capture adds to the TX path per frame (the copy into the
+    ring, its writer thread writing pcapng to /dev/null beside it): the
+    path with it minus without, interleaved, best of five each. Raises
+    RuntimeError if a benchmark fails."""
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        best = [float("inf"), float("inf")]
+        for _ in range(5):
+            for i, ns in enumerate((lib.vnic_bench_tx_path(size, 64, 20000, 0),
+                                    lib.vnic_bench_tx_capture_path(size, 64, 20000, fd))):
+                if ns < 0:
+                    raise RuntimeError(f"capture benchmark failed ({ns})")
+                best[i] = min(best[i], ns)
+    finally:
+        os.close(fd)
+    return max(0.0, best[1] - best[0])
+
+
 def coalesce_gbps(segs: int = 44, rounds: int = 5000) -> float:
     """Receive coalescing of segs segments into one super-frame, in GB/s of
     payload. Raises RuntimeError if the benchmark fails."""
@@ -141,6 +161,7 @@ def run() -> dict:
         "scale_tx_2q_to_1q": round(min(scale_ratio(False, 64), scale_ratio(False, 1500)), 2),
         "scale_rx_2q_to_1q": round(min(scale_ratio(True, 64), scale_ratio(True, 1500)), 2),
         "rss_ns_per_pkt": round(rss_ns_per_pkt(), 1),
+        "capture_ns_per_pkt": round(capture_ns_per_pkt(), 1),
         "units": "GB/s (10^9 bytes), ns per frame, scaling as frames/s ratios (the smaller of 64 and 1500 bytes)",
     }
 
@@ -164,4 +185,5 @@ def main(as_json: bool = False) -> int:
     print(f"TX, 2 threads on 2 pairs / 1 on 1:       {res['scale_tx_2q_to_1q']:6.2f} x frames/s")
     print(f"RX, 2 threads on 2 pairs / 1 on 1:       {res['scale_rx_2q_to_1q']:6.2f} x frames/s")
     print(f"RSS hash + table + hash header, 64 B:    {res['rss_ns_per_pkt']:6.1f} ns/frame added")
+    print(f"wire capture (ring + pcapng writer), 64 B: {res['capture_ns_per_pkt']:6.1f} ns/frame added")
     return 0
