@@ -80,10 +80,13 @@ static int qpair_init(struct vnic_dev *dev, int i)
     qp->rx_frame = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
     qp->held = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
     qp->tx_bounce = malloc(VNIC_MAX_FRAME);
+    qp->fault_copy = malloc(VNIC_MAX_FRAME);
+    qp->fault_dup = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
     qp->chain = malloc(sizeof(struct chain));
     qp->txc = calloc(1, sizeof(struct tx_ctx));
     qp->gro = calloc(1, sizeof(struct gro));
-    if (!qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->chain || !qp->txc || !qp->gro)
+    if (!qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->fault_copy || !qp->fault_dup || !qp->chain ||
+        !qp->txc || !qp->gro)
         return -ENOMEM;
     qp->txc->frag_id = &dev->frag_id;
     qp->txc->st = &dev->stats[i];
@@ -100,6 +103,8 @@ static void qpair_destroy(struct qpair *qp)
     free(qp->rx_frame);
     free(qp->held);
     free(qp->tx_bounce);
+    free(qp->fault_copy);
+    free(qp->fault_dup);
     free(qp->chain);
     free(qp->txc);
     gro_free(qp->gro);
@@ -388,6 +393,7 @@ void vnic_dev_reset(struct vnic_dev *dev)
         vq_clear(&qp->rx);
         vq_clear(&qp->tx);
         qp->rx_frame_len = 0;
+        qp->fault_dup_len = 0;
         qp->backend_paused = false;
         atomic_store(&qp->parked, false);
         atomic_store(&qp->in_use, false);

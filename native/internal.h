@@ -484,6 +484,19 @@ struct irq_vector {
     bool pending;
 };
 
+/* One direction of one pair: the rates (written by the control plane at
+ * any time) and the generator (the worker's own, reseeded when seed_gen
+ * moves). */
+struct fault_dir {
+    _Atomic uint32_t drop, duplicate, corrupt, bad_csum;
+    _Atomic uint64_t seed;
+    atomic_uint seed_gen;
+    unsigned rng_gen;
+    uint64_t rng;
+};
+
+enum { FAULT_RX = 0, FAULT_TX = 1 };
+
 struct qpair {
     struct vnic_dev *dev;
     int index;
@@ -521,6 +534,10 @@ struct qpair {
      * MQ_VQ_PAIRS_SET takes it in): only then does parking finish its
      * queues; a pair never in use is not read at all */
     atomic_bool in_use;
+    struct fault_dir fault[2];   /* FAULT_RX, FAULT_TX */
+    uint8_t *fault_copy;         /* TX: the corrupted copy of a wire frame */
+    uint8_t *fault_dup;          /* RX: a duplicate waiting to be delivered */
+    uint32_t fault_dup_len;      /* 0: none waiting */
     /* a gap of a whole line before the next pair: its worker writes its
      * queues' indices there, this one reads the fields above per frame */
     char gap[VNIC_CACHE_LINE];
@@ -576,10 +593,26 @@ struct vnic_dev {
     atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     atomic_uint capture_kinds;   /* enum cap_kind bits a capture takes (0: none is on) */
+    atomic_bool faults;          /* some pair has a fault rate set (vnic_faults_set) */
     struct capture *capture;     /* the capture's rings, while capture_kinds may be set */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
+
+/* ---- fault injection (faults.c) ------------------------------------------ */
+
+/* TX: how many times to send the wire frame in iov[1..*n] (0 dropped, 1,
+ * or 2 duplicated), counted; a corrupted frame is copied first and iov /
+ * *n then point at the copy.  iov has room for two entries at least. */
+int fault_tx(struct qpair *qp, struct iovec *iov, int *n, uint32_t len);
+/* RX, on the frame in qp->rx_frame: false if it is dropped (counted);
+ * may change it, or keep a copy that fault_take_duplicate() hands out next. */
+bool fault_rx(struct qpair *qp);
+/* RX, after the header was fixed for the guest: maybe lie about the
+ * checksum (bad_csum). */
+void fault_rx_lie(struct qpair *qp);
+/* A duplicate waiting: copy it into qp->rx_frame.  false if none. */
+bool fault_take_duplicate(struct qpair *qp);
 
 /* ---- packet capture (capture.c, pcapng.c) --------------------------------- */
 /* What a captured frame is: a direction on one side of the device. */
@@ -662,6 +695,12 @@ int capture_write_head(struct capture *c);
 void *capture_writer(void *arg);
 /* Stop a capture left on (vnic_dev_free). */
 void capture_destroy(struct vnic_dev *dev);
+
+/* Is any fault rate set?  One relaxed load: the hooks' cost while none is. */
+static inline bool faults_on(const struct vnic_dev *dev)
+{
+    return unlikely(atomic_load_explicit(&dev->faults, memory_order_relaxed));
+}
 
 /* ---- device (dev.c), interrupts (irq.c), queues (queue.c), worker (worker.c) ---- */
 #define VNIC_ISR_QUEUE  0x1      /* ISR bit: a queue interrupt */

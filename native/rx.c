@@ -327,10 +327,15 @@ static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
 static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    if (dev->backend->read(qp, st) <= 0)
+    bool again = fault_take_duplicate(qp);          /* an injected duplicate goes first */
+    if (!again && dev->backend->read(qp, st) <= 0)
         return -1;
     if (!qp->rx_frame_len)
         return 0;                          /* a runt, dropped */
+    if (faults_on(dev) && !again && !fault_rx(qp)) {
+        qp->rx_frame_len = 0;              /* dropped on purpose (counted) */
+        return 0;
+    }
     if (capture_wants(dev, CAP_WIRE_RX))
         capture_read(qp);
     if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
@@ -339,6 +344,8 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
         qp->rx_frame_len = 0;
         return 0;
     }
+    if (faults_on(dev) && !again)
+        fault_rx_lie(qp);
     return rss_active(dev) ? rss_steer(qp, st) : 1;
 }
 

@@ -60,7 +60,7 @@ static int chain_iov(const struct chain *c, uint64_t skip, struct iovec *iov, in
 static const struct virtio_net_hdr plain_hdr;
 
 /* A frame in iov[1..n] to the backend behind a header asking for nothing. */
-static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
+static inline int write_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
 {
     iov[0].iov_base = (void *)&plain_hdr;
     iov[0].iov_len = sizeof(plain_hdr);
@@ -70,6 +70,17 @@ static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_
         capture_frame(qp, CAP_WIRE_TX, iov + 1, n, len, NULL);
     qp->txc->st->tx_packets++;
     qp->txc->st->tx_bytes += len;
+    return 0;
+}
+
+/* write_plain(), or what fault injection makes of it: nothing (a drop,
+ * counted), a corrupted copy, or the frame twice. */
+static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
+{
+    int copies = faults_on(qp->dev) ? fault_tx(qp, iov, &n, len) : 1;
+    for (int i = 0; i < copies; i++)
+        if (write_plain(qp, iov, n, len) < 0)
+            return -1;
     return 0;
 }
 

@@ -253,6 +253,13 @@ struct vnic_queue_stats {
     uint64_t rx_rss_handoff_waits; /* times a frame for another pair waited: its ring was full */
     uint64_t capture_packets;      /* frames copied into the capture ring (vnic_capture_start) */
     uint64_t capture_drops;        /* frames the capture ring had no room for: the writer lagged */
+    uint64_t fault_tx_drops;       /* frames to the backend dropped on purpose (vnic_faults_set) */
+    uint64_t fault_tx_duplicates;  /* ... sent twice */
+    uint64_t fault_tx_corruptions; /* ... sent with a payload byte changed after the checksums */
+    uint64_t fault_rx_drops;       /* frames from the backend dropped on purpose */
+    uint64_t fault_rx_duplicates;  /* ... delivered twice */
+    uint64_t fault_rx_corruptions; /* ... delivered with a payload byte changed (never DATA_VALID) */
+    uint64_t fault_rx_bad_csums;   /* ... delivered with a wrong checksum marked DATA_VALID */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -632,6 +639,39 @@ int vnic_capture_start(struct vnic_dev *dev, const struct vnic_capture_config *c
 int vnic_capture_stop(struct vnic_dev *dev, struct vnic_capture_status *out);
 /* The capture's status now (all zero when none is on). */
 void vnic_capture_status(struct vnic_dev *dev, struct vnic_capture_status *out);
+
+/* --- fault injection (faults.c) ---------------------------------------- */
+/* What goes wrong on one pair's one direction, between the device and the
+ * backend, in parts per million of frames.  Decisions come from a
+ * generator seeded per pair and direction, so the same seed, faults and
+ * traffic give the same decisions.  TX faults apply to each wire frame
+ * (the segments of a super-frame one by one) in segment mode; corruption
+ * changes one payload byte after the checksums were computed, so the peer
+ * must catch it.  RX faults apply to each frame read from the backend;
+ * corruption first completes a partial checksum and skips super-frames
+ * (whose checksum nobody would verify), and bad_csum (RX only) writes a
+ * wrong TCP/UDP checksum yet tells the guest DATA_VALID: a lying NIC. */
+enum vnic_fault_limit {
+    VNIC_FAULT_PPM_MAX = 1000000
+};
+
+struct vnic_faults {
+    uint32_t drop_ppm;
+    uint32_t duplicate_ppm;
+    uint32_t corrupt_ppm;
+    uint32_t bad_csum_ppm;         /* RX only */
+    uint64_t seed;
+};
+
+/* Put f in force on pair (-1: every pair) for the directions (enum
+ * vnic_capture_direction bits: RX, TX or both); all zero clears.  Safe
+ * while the workers run (each takes it at its next frame).  0, or -EINVAL
+ * for a pair out of range, no or unknown direction bits, a rate above
+ * VNIC_FAULT_PPM_MAX or bad_csum_ppm on TX. */
+int vnic_faults_set(struct vnic_dev *dev, int pair, uint32_t directions, const struct vnic_faults *f);
+/* The faults in force on pair for one direction (VNIC_CAPTURE_RX or _TX).
+ * 0, or -EINVAL for a pair or direction out of range. */
+int vnic_faults_get(struct vnic_dev *dev, int pair, uint32_t direction, struct vnic_faults *out);
 
 /* cdef-end */
 

@@ -158,8 +158,8 @@ static void finish_pair(struct qpair *qp, struct vnic_queue_stats *st)
     qp->backend_paused = false;
     for (int i = 0; i < PARK_ROUNDS && qp->rx.enabled && device_ok(qp->dev) && rx_process(qp); i++)
         ;
-    st->rx_drops_inactive += (uint64_t)gro_discard(qp->gro) + (qp->rx_frame_len != 0);
-    qp->rx_frame_len = 0;
+    st->rx_drops_inactive += (uint64_t)gro_discard(qp->gro) + (qp->rx_frame_len != 0) + (qp->fault_dup_len != 0);
+    qp->rx_frame_len = qp->fault_dup_len = 0;
     drop_backend_frames(qp, st);
     qp->backend_paused = false;       /* parked, the backend is drained, not paused */
 }

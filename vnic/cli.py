@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .backends import BackendError, parse, parse_tap_gro
 from .errors import FeatureError
+from .net.faults import FaultSpec
 from .net.virtio_net import MAX_QUEUE_PAIRS, TX_MODES, check_queue_pairs
 from .telemetry.capture import DIRECTIONS as CAPTURE_DIRECTIONS
 from .telemetry.capture import WHAT as CAPTURE_WHAT
@@ -108,12 +109,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .sandbox import confine, drop_bounding, target_user
     user = target_user(args.user)          # an unknown --user fails before anything opens
     pcap = capture_spec(args)
+    faults = FaultSpec.parse(args.faults) if args.faults else None
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
                  flow_table_max=args.flow_table_max, queues=args.queues)
     try:
         drop_bounding(user)                # the TAP is up: no more programs that need root
+        if faults:
+            dev.set_faults(faults)
+            print(f"vnic: injecting faults ({args.faults})")
         if pcap:
             dev.capture.start(pcap)
             print(f"vnic: capturing {pcap.what} frames ({pcap.direction}) into {pcap.file}")
@@ -162,12 +167,14 @@ def cmd_vm(args: argparse.Namespace) -> int:
     from .lab.vm import summary, vm
     log = (lambda *_: None) if args.json else _progress
     console = (lambda chunk: print(chunk, end="", file=sys.stderr, flush=True)) if args.console else None
+    if args.faults:
+        FaultSpec.parse(args.faults)        # a bad spec fails here, before anything boots
     res = vm(iperf_seconds=args.iperf, cmd=args.cmd, features=args.features or "",
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
              tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
              flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues,
-             pcap=capture_spec(args), log=log, console=console)
+             pcap=capture_spec(args), faults=args.faults, log=log, console=console)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     else:
@@ -264,6 +271,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             result = client.flows(top=args.top, sort=args.sort)
         elif args.action == "capture":
             result = _ctl_capture(client, args)
+        elif args.action == "faults":
+            result = _ctl_faults(client, args)
         elif args.action == "reset":
             result = client.reset(replug=args.replug)
         elif args.action == "mode":
@@ -284,6 +293,16 @@ def _ctl_capture(client: Client, args: argparse.Namespace) -> CaptureStatus:
         return client.capture(args.file, snaplen=args.snaplen, direction=args.direction,
                               what=args.what, buffer_kib=args.buffer)
     return client.capture_stop() if args.capture_action == "stop" else client.capture_status()
+
+
+def _ctl_faults(client: Client, args: argparse.Namespace) -> list[dict[str, object]]:
+    rates = {name: getattr(args, name) for name in ("drop", "duplicate", "corrupt", "bad_csum")}
+    if args.clear:
+        return client.clear_faults()
+    if all(v is None for v in rates.values()):
+        return client.faults_state()
+    return client.faults(**{k: v or 0 for k, v in rates.items()}, seed=args.seed, queue=args.queue,
+                         direction=args.direction)
 
 
 def _capture_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -313,6 +332,9 @@ def capture_spec(args: argparse.Namespace) -> CaptureSpec | None:
 def _pcap_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcap", metavar="FILE", help="capture into this pcapng file from the start")
     _capture_options(p, "pcap-")
+    p.add_argument("--faults", metavar="SPEC",
+                   help="inject faults from the start: drop=P,duplicate=P,corrupt=P,bad_csum=P,seed=S,"
+                        "queue=N,direction=rx|tx|both (P in percent; see vnic ctl faults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     _capture_options(c)
     cap.add_parser("stop", help="stop; prints what was written and dropped")
     cap.add_parser("status", help="the capture now")
+    c = ctl.add_parser("faults", help="inject drops, duplicates, corruption (percent of frames, seeded); "
+                                      "no rate given: show the faults in force")
+    c.add_argument("--queue", type=int, metavar="N", help="this queue pair only (default: all)")
+    c.add_argument("--direction", choices=["rx", "tx", "both"], default="both")
+    for name, what in (("drop", "frames dropped"), ("duplicate", "frames sent or delivered twice"),
+                       ("corrupt", "frames with a payload byte changed after the checksums"),
+                       ("bad-csum", "received frames given a wrong checksum yet marked DATA_VALID "
+                                    "(--direction rx)")):
+        c.add_argument(f"--{name}", type=float, metavar="P", help=f"percent of {what}")
+    c.add_argument("--seed", type=int, default=0, help="the generator's seed: the same seed replays the same decisions")
+    c.add_argument("--clear", action="store_true", help="no injected faults anywhere")
     s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")

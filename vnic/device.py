@@ -22,6 +22,8 @@ from . import backends
 from .backends import Backend, TapBackend
 from .control import qmp
 from .errors import ConfigError, ReplugError
+from .net import faults as fault_injection
+from .net.faults import FaultRates, FaultSpec
 from .net.virtio_net import VirtioNet, check_tx_mode, parse_mac
 from .telemetry import counters as stats
 from .telemetry.capture import Capture
@@ -212,7 +214,7 @@ class Device:
     def reset(self) -> DeviceInfo:
         """Back to the start-up configuration: the offer (the guest sees it at
         its next negotiation), TX mode, coalescing, host GRO, link up;
-        counters from zero, no flows.  The modes go first: they are the
+        counters from zero, no flows, no injected faults.  The modes go first: they are the
         step that can be refused, and then nothing has changed.
         The workers never stop: counters restart from a baseline, not by
         writing under them.  Returns info().  Raises ConfigError if the TAP
@@ -221,6 +223,7 @@ class Device:
                       tap_gro_us=self._initial["tap_gro_us"])
         self.net.features = self._initial["features"]
         self.set_link(True)
+        self.set_faults(FaultSpec())
         self.net.clear_flows()
         self._stats_base = self.net.stats()
         self._queue_base = self.net.counters.copy()
@@ -273,6 +276,17 @@ class Device:
         if _tunable_gro(self.backend):
             modes["tap_gro_us"] = self.backend.gro_flush_us
         return modes
+
+    def set_faults(self, spec: FaultSpec) -> list[dict[str, FaultRates]]:
+        """Inject the faults spec names (rates in percent; FaultSpec() clears
+        them) from the next frame on; returns faults().  ConfigError for a
+        bad rate, seed, queue or direction, and then nothing has changed."""
+        fault_injection.apply(self.net.native, self.net.queue_pairs, spec)
+        return self.faults()
+
+    def faults(self) -> list[dict[str, FaultRates]]:
+        """The faults in force: per queue pair, {"rx": rates, "tx": rates}."""
+        return fault_injection.state(self.net.native, self.net.queue_pairs)
 
     def flows(self, top: int | None = None, sort: str = "bytes") -> FlowsResult:
         """Per-flow statistics: {"table": entries/capacity/bound/evictions,

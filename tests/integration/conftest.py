@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import driver
+from vnic.telemetry.capture import Capture, CaptureSpec
 
 LAYOUTS = ("split", "packed")
 # the fixtures through which a test reaches a driven device
@@ -26,3 +27,21 @@ def ring(request, monkeypatch):
     layout = getattr(request, "param", None)
     monkeypatch.setattr(driver, "DEFAULT_RING", layout)
     return layout
+
+
+@pytest.fixture
+def capture_on(tmp_path):
+    """capture_on(dev, what=..., ...) -> (Capture, path): one capture at a
+    time on a harness's device, stopped at the end."""
+    made: list[Capture] = []
+
+    def start(dev, name: str = "c.pcapng", **kw):
+        cap = Capture(dev.device.native, "vnic:test")
+        made.append(cap)
+        path = tmp_path / name
+        cap.start(CaptureSpec(str(path), **kw))
+        return cap, path
+
+    yield start
+    for cap in made:
+        cap.close()

@@ -25,24 +25,6 @@ pytestmark = pytest.mark.ring("split")     # captures are of frames, not of ring
 GSO_NAMES = {0: "none", GSO_TCPV4: "tcpv4"}
 
 
-@pytest.fixture
-def capture_on(tmp_path):
-    """capture_on(dev, what=..., ...) -> (Capture, path): one capture at a
-    time on a harness's device, stopped at the end."""
-    made: list[Capture] = []
-
-    def start(dev, name: str = "c.pcapng", **kw):
-        cap = Capture(dev.device.native, "vnic:test")
-        made.append(cap)
-        path = tmp_path / name
-        cap.start(CaptureSpec(str(path), **kw))
-        return cap, path
-
-    yield start
-    for cap in made:
-        cap.close()
-
-
 def tso_request(payload: int = 10000) -> tuple[bytes, bytes]:
     """A guest TCP super-frame with its partial checksum, and its header."""
     return partial_csum(frame("tcp", payload=payload)), gso_header(GSO_TCPV4, 1448, 34, 54, False)

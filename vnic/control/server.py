@@ -12,6 +12,9 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "capture", "action": "start", "file": "/abs/x.pcapng", "snaplen": 65535,
            "direction": "rx"|"tx"|"both", "what": "wire"|"guest", "buffer_kib": 4096}
           {"cmd": "capture", "action": "stop"|"status"}   (stop: the final status)
+          {"cmd": "faults", "set": {"drop": 1, "duplicate": 0.5, "corrupt": 0, "bad_csum": 0,
+           "seed": 7, "queue": 0, "direction": "rx"|"tx"|"both"}}  (percentages; what is left out is 0)
+          {"cmd": "faults", "clear": true}   {"cmd": "faults"}   (the faults in force, per queue pair)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import sandbox
 from ..errors import ControlError, ReplugError
+from ..net.faults import FaultSpec
 from ..telemetry.capture import CaptureSpec, CaptureStatus
 
 if TYPE_CHECKING:                 # vnic.device imports this package
@@ -132,6 +136,20 @@ def _capture(device: Device, request: Request) -> CaptureStatus:
     raise ControlError(f'capture "action" is start, stop or status, not {action!r}')
 
 
+FAULT_FIELDS = ("drop", "duplicate", "corrupt", "bad_csum", "seed", "queue", "direction")
+
+
+def _faults(device: Device, request: Request) -> object:
+    if _flag(request, "clear"):
+        return device.set_faults(FaultSpec())
+    asked = request.get("set")
+    if asked is None:
+        return device.faults()
+    if not isinstance(asked, dict) or set(asked) - set(FAULT_FIELDS):
+        raise ControlError(f'faults "set" is an object of {", ".join(FAULT_FIELDS)}')
+    return device.set_faults(FaultSpec(**asked))
+
+
 def _stats(device: Device, request: Request) -> dict[str, int] | list[dict[str, int]]:
     return device.per_queue_stats() if request.get("per_queue") else device.stats()
 
@@ -148,6 +166,7 @@ COMMANDS: dict[str, Callable[[Device, Request], object]] = {
     "reset": _reset,
     "sandbox": lambda device, request: sandbox.report(),
     "capture": _capture,
+    "faults": _faults,
 }
 
 

@@ -114,8 +114,8 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
        mtu: int = 1500, timeout: float | None = None, tx_mode: str = "segment",
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
        flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
-       smp: int = 1, queues: int | None = None, pcap: CaptureSpec | None = None, log=print,
-       console=None) -> VmResult:
+       smp: int = 1, queues: int | None = None, pcap: CaptureSpec | None = None,
+       faults: str | None = None, log=print, console=None) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     smp: the guest's vCPUs; queues: the NIC's queue pairs (default: smp,
@@ -124,6 +124,8 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     tap_offloads=False turns segmentation offloads off on the host side of
     the TAP, so the host sends wire-size frames (as traffic from a real
     network would arrive) and the device's receive coalescing has work.
+
+    faults: `vnic serve --faults` SPEC, injected from the start.
 
     pcap: capture into a pcapng file from the device's start (the file is
     complete once this returns; result.extra["capture"] says what it holds).
@@ -143,7 +145,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
                   "--tap-gro", str(tap_gro_us), "--queues", str(queues)]
     serve_args += (["--features", features] if features else []) + \
         (["--flow-table-max", str(flow_table_max)] if flow_table_max is not None else [])
-    serve_args += pcap_args(pcap)
+    serve_args += pcap_args(pcap) + (["--faults", faults] if faults else [])
     with NetNS() as ns, tempfile.TemporaryDirectory(prefix="vnic-vm-") as tmp:
         ns.add_tap(TAP_NAME, multi_queue=queues > 1)
         qmp_path = Path(tmp) / "qmp.sock"

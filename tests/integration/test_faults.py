@@ -1,0 +1,162 @@
+"""Fault injection between the device and its backend: drops, duplicates
+and corruption both ways, a checksum the device lies about, every fault
+counted, the same seed giving the same decisions, clearing restoring
+every frame; scapy judges the frames and the checksums."""
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from tests.integration.test_flows import send
+from tests.support import pcapng
+from tests.support.driver import NET_HDR
+from tests.support.frames import udp_frame
+from vnic.errors import ConfigError
+from vnic.net.faults import FaultSpec, apply, state
+
+pytestmark = pytest.mark.ring("split")     # faults are of frames, not of ring layouts
+DATA_VALID = 2
+
+
+def inject(dev, **spec) -> None:
+    apply(dev.device.native, dev.device.queue_pairs, FaultSpec(**spec))
+
+
+def udp_checksum_ok(frame: bytes) -> bool:
+    pkt = Ether(frame)
+    fresh = pkt.copy()
+    del fresh[UDP].chksum
+    return Ether(bytes(fresh))[UDP].chksum == pkt[UDP].chksum
+
+
+def survivors(tap_device, frames: list[bytes]) -> list[int]:
+    """Send frames from the guest; the indices of those the TAP saw."""
+    send(tap_device.driver, frames)
+    seen = tap_device.tap.capture(len(frames), timeout=1.0)
+    return [frames.index(f) for f in seen]
+
+
+def test_tx_drops_are_counted_and_replayed_by_the_seed(tap_device):
+    sd = tap_device.harness
+    frames = [udp_frame(200, i) for i in range(200)]
+    inject(tap_device, drop=30, seed=42, direction="tx")
+    first = survivors(tap_device, frames)
+    stats = sd.stats()
+    assert 100 < len(first) < 180 and stats["fault_tx_drops"] == 200 - len(first)
+    assert stats["tx_packets"] == len(first)
+    inject(tap_device, drop=30, seed=42, direction="tx")      # the same seed again
+    assert survivors(tap_device, frames) == first
+    inject(tap_device, drop=30, seed=43, direction="tx")
+    assert survivors(tap_device, frames) != first
+    inject(tap_device)                                          # cleared
+    assert survivors(tap_device, frames) == list(range(200))
+
+
+def test_tx_duplicates_and_corruption(tap_device, capture_on):
+    sd = tap_device.harness
+    frames = [udp_frame(300, i) for i in range(5)]
+    cap, path = capture_on(tap_device, what="wire", direction="tx")
+    inject(tap_device, duplicate=100, direction="tx")
+    send(tap_device.driver, frames)
+    twice = tap_device.tap.capture(10)
+    assert twice == [f for f in frames for _ in range(2)]
+    cap.stop()
+    assert [p.data for p in pcapng.read(path)] == twice      # the capture sees what the wire saw
+    inject(tap_device, corrupt=100, direction="tx")
+    send(tap_device.driver, frames)
+    bent = tap_device.tap.capture(5)
+    assert len(bent) == 5 and not any(udp_checksum_ok(f) for f in bent)
+    for sent, got in zip(frames, bent, strict=True):
+        changed = [i for i in range(len(sent)) if sent[i] != got[i]]
+        assert len(changed) == 1 and changed[0] >= 42          # one byte, in the UDP payload
+    stats = sd.stats()
+    assert (stats["fault_tx_duplicates"], stats["fault_tx_corruptions"]) == (5, 5)
+    inject(tap_device)
+    send(tap_device.driver, frames)
+    assert tap_device.tap.capture(5) == frames                  # the guest's buffers were never touched
+
+
+def to_guest(n: int, size: int = 300) -> list[bytes]:
+    return [udp_frame(size, i, to_guest=True) for i in range(n)]
+
+
+def deliver(tap_device, frames: list[bytes], expect: int) -> list:
+    tap_device.driver.post_rx(64)
+    for f in frames:
+        tap_device.tap.send(f)
+    return tap_device.driver.receive(expect) if expect else []
+
+
+def test_rx_drops_and_duplicates(tap_device):
+    d, sd = tap_device.driver, tap_device.harness
+    frames = to_guest(4)
+    inject(tap_device, drop=100, direction="rx")
+    deliver(tap_device, frames, 0)
+    assert sd.wait_stat("fault_rx_drops", 4) == 4
+    with pytest.raises(TimeoutError):
+        d.receive(1, timeout=0.3)
+    inject(tap_device, duplicate=100, direction="rx")
+    got = deliver(tap_device, frames, 8)
+    assert [p.frame for p in got] == [f for f in frames for _ in range(2)]
+    assert sd.stats()["fault_rx_duplicates"] == 4
+
+
+def test_rx_corruption_is_never_marked_valid(tap_device):
+    sd = tap_device.harness
+    frames = to_guest(4)
+    inject(tap_device, corrupt=100, direction="rx")
+    got = deliver(tap_device, frames, 4)
+    for sent, p in zip(frames, got, strict=True):
+        assert NET_HDR.unpack(p.header)[0] & DATA_VALID == 0
+        assert sum(a != b for a, b in zip(sent, p.frame, strict=True)) == 1 and not udp_checksum_ok(p.frame)
+    assert sd.stats()["fault_rx_corruptions"] == 4
+    inject(tap_device)
+    got = deliver(tap_device, frames, 4)
+    assert all(NET_HDR.unpack(p.header)[0] & DATA_VALID for p in got)
+
+
+def test_bad_csum_lies_to_the_guest(tap_device):
+    sd = tap_device.harness
+    frames = to_guest(3)
+    inject(tap_device, bad_csum=100, direction="rx")
+    got = deliver(tap_device, frames, 3)
+    for sent, p in zip(frames, got, strict=True):
+        assert NET_HDR.unpack(p.header)[0] == DATA_VALID
+        assert not udp_checksum_ok(p.frame) and bytes(Ether(p.frame)[UDP].payload) == \
+            bytes(Ether(sent)[UDP].payload)
+        assert Ether(p.frame)[IP].src == Ether(sent)[IP].src
+    assert sd.stats()["fault_rx_bad_csums"] == 3
+
+
+@pytest.mark.parametrize("spec, message", [
+    (FaultSpec(drop=-1), "percentage"),
+    (FaultSpec(drop=100.5), "percentage"),
+    (FaultSpec(duplicate=True), "percentage"),
+    (FaultSpec(corrupt="5"), "percentage"),  # type: ignore[arg-type]
+    (FaultSpec(seed=-1), "seed"),
+    (FaultSpec(seed=2**64), "seed"),
+    (FaultSpec(queue=1), "queue pair from 0 to 0"),
+    (FaultSpec(direction="up"), "direction"),
+    (FaultSpec(bad_csum=1), "needs direction rx"),
+])
+def test_bad_fault_requests_change_nothing(served_device, spec, message):
+    dev = served_device
+    inject(dev, drop=5, seed=9)
+    with pytest.raises(ConfigError, match=message):
+        apply(dev.device.native, 1, spec)
+    assert state(dev.device.native, 1)[0]["tx"] == {"drop": 5.0, "duplicate": 0.0, "corrupt": 0.0,
+                                                    "bad_csum": 0.0, "seed": 9}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("drop", "name=value"), ("loss=1", "name=value"), ("drop=lots", "not a number"), ("seed=0x", "not a number"),
+])
+def test_bad_fault_specs_on_the_command_line(text, message):
+    with pytest.raises(ConfigError, match=message):
+        FaultSpec.parse(text)
+
+
+def test_fault_spec_from_the_command_line():
+    assert FaultSpec.parse("drop=1.5, duplicate=2,seed=0x10,queue=0,direction=rx,bad-csum=3") == \
+        FaultSpec(drop=1.5, duplicate=2, seed=16, queue=0, direction="rx", bad_csum=3)
