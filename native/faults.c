@@ -222,3 +222,20 @@ int vnic_faults_get(struct vnic_dev *dev, int pair, uint32_t direction, struct v
                                  atomic_load(&d->bad_csum), atomic_load(&d->seed) };
     return 0;
 }
+
+int vnic_faults_rx_starve(struct vnic_dev *dev, int on)
+{
+    bool was = atomic_exchange(&dev->rx_starve, on != 0);
+    if (on && !was)
+        dev->stats[0].fault_rx_starves++;
+    int err = 0;
+    for (int i = 0; !on && was && i < dev->nqp; i++)
+        if (dev->qp[i].thread_started && !err)
+            err = eventfd_signal(dev->qp[i].stop_fd);
+    return err;
+}
+
+void vnic_faults_count_flap(struct vnic_dev *dev)
+{
+    dev->stats[0].fault_link_flaps++;
+}

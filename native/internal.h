@@ -594,6 +594,7 @@ struct vnic_dev {
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
     atomic_uint capture_kinds;   /* enum cap_kind bits a capture takes (0: none is on) */
     atomic_bool faults;          /* some pair has a fault rate set (vnic_faults_set) */
+    atomic_bool rx_starve;       /* receive stopped on purpose (vnic_faults_rx_starve) */
     struct capture *capture;     /* the capture's rings, while capture_kinds may be set */
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
@@ -695,6 +696,13 @@ int capture_write_head(struct capture *c);
 void *capture_writer(void *arg);
 /* Stop a capture left on (vnic_dev_free). */
 void capture_destroy(struct vnic_dev *dev);
+
+/* Is receiving stopped on purpose?  The workers neither read the
+ * backend nor watch it meanwhile. */
+static inline bool rx_starving(const struct vnic_dev *dev)
+{
+    return unlikely(atomic_load_explicit(&dev->rx_starve, memory_order_relaxed));
+}
 
 /* Is any fault rate set?  One relaxed load: the hooks' cost while none is. */
 static inline bool faults_on(const struct vnic_dev *dev)

@@ -260,6 +260,8 @@ struct vnic_queue_stats {
     uint64_t fault_rx_duplicates;  /* ... delivered twice */
     uint64_t fault_rx_corruptions; /* ... delivered with a payload byte changed (never DATA_VALID) */
     uint64_t fault_rx_bad_csums;   /* ... delivered with a wrong checksum marked DATA_VALID */
+    uint64_t fault_rx_starves;     /* times receiving was stopped on purpose (pair 0 only) */
+    uint64_t fault_link_flaps;     /* times the link was taken down and up on purpose (pair 0 only) */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -669,6 +671,15 @@ struct vnic_faults {
  * for a pair out of range, no or unknown direction bits, a rate above
  * VNIC_FAULT_PPM_MAX or bad_csum_ppm on TX. */
 int vnic_faults_set(struct vnic_dev *dev, int pair, uint32_t directions, const struct vnic_faults *f);
+/* Stop (on != 0) or resume receiving: while stopped no worker reads the
+ * backend, so frames wait there (a TAP's own queue drops what overflows
+ * it, counted by the kernel as the TAP's TX drops).  Resuming wakes the
+ * workers.  Counted in pair 0's fault_rx_starves when it stops.  0, or
+ * the -errno of waking a worker. */
+int vnic_faults_rx_starve(struct vnic_dev *dev, int on);
+/* The control plane flapped the link on purpose: count it (pair 0's
+ * fault_link_flaps). */
+void vnic_faults_count_flap(struct vnic_dev *dev);
 /* The faults in force on pair for one direction (VNIC_CAPTURE_RX or _TX).
  * 0, or -EINVAL for a pair or direction out of range. */
 int vnic_faults_get(struct vnic_dev *dev, int pair, uint32_t direction, struct vnic_faults *out);

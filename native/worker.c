@@ -75,7 +75,7 @@ static int work(struct qpair *qp)
         return 0;
     if (qp->tx.enabled)
         more |= tx_process(qp);
-    if (qp->rx.enabled && !qp->backend_paused)
+    if (qp->rx.enabled && !qp->backend_paused && !rx_starving(qp->dev))
         more |= rx_process(qp);
     return more;
 }
@@ -90,7 +90,8 @@ static bool arm_notifications(struct qpair *qp)
  * failed change is retried before the next sleep. */
 static void watch_backend(struct qpair *qp, int backend_fd, volatile bool *watched)
 {
-    bool want = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && device_ok(qp->dev);
+    bool want = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && device_ok(qp->dev) &&
+                !rx_starving(qp->dev);
     if (backend_fd < 0 || want == *watched)
         return;
     if (!epoll_watch(qp->epoll_fd, EPOLL_CTL_MOD, backend_fd, want ? EPOLLIN : 0))
@@ -103,7 +104,7 @@ static bool announce_sleep(struct qpair *qp)
 {
     atomic_store(&qp->sleeping, true);
     bool room = handoff_holding(qp) && handoff_retry(qp);   /* made while we looked away */
-    if (room || (qp->rx.enabled && !qp->backend_paused && handoff_pending(qp))) {
+    if (room || (qp->rx.enabled && !qp->backend_paused && !rx_starving(qp->dev) && handoff_pending(qp))) {
         atomic_store(&qp->sleeping, false);
         return false;
     }

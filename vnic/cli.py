@@ -295,14 +295,19 @@ def _ctl_capture(client: Client, args: argparse.Namespace) -> CaptureStatus:
     return client.capture_stop() if args.capture_action == "stop" else client.capture_status()
 
 
-def _ctl_faults(client: Client, args: argparse.Namespace) -> list[dict[str, object]]:
+def _ctl_faults(client: Client, args: argparse.Namespace) -> dict[str, object]:
     rates = {name: getattr(args, name) for name in ("drop", "duplicate", "corrupt", "bad_csum")}
     if args.clear:
         return client.clear_faults()
-    if all(v is None for v in rates.values()):
-        return client.faults_state()
-    return client.faults(**{k: v or 0 for k, v in rates.items()}, seed=args.seed, queue=args.queue,
-                         direction=args.direction)
+    result = None
+    if any(v is not None for v in rates.values()):
+        result = client.faults(**{k: v or 0 for k, v in rates.items()}, seed=args.seed, queue=args.queue,
+                               direction=args.direction)
+    if args.rx_starve is not None:
+        result = client.starve_rx(args.rx_starve)
+    if args.flap is not None:
+        result = client.flap(args.flap)
+    return result if result is not None else client.faults_state()
 
 
 def _capture_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -436,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(--direction rx)")):
         c.add_argument(f"--{name}", type=float, metavar="P", help=f"percent of {what}")
     c.add_argument("--seed", type=int, default=0, help="the generator's seed: the same seed replays the same decisions")
-    c.add_argument("--clear", action="store_true", help="no injected faults anywhere")
+    c.add_argument("--rx-starve", type=int, metavar="MS", help="deliver nothing to the guest for MS milliseconds")
+    c.add_argument("--flap", type=int, metavar="MS", help="link down now, up again after MS milliseconds")
+    c.add_argument("--clear", action="store_true", help="no injected faults anywhere, no episode under way")
     s.set_defaults(func=cmd_ctl)
 
     s = sub.add_parser("vm", help="boot the test guest with a vnic NIC and run a command or iperf3")

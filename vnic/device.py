@@ -23,7 +23,7 @@ from .backends import Backend, TapBackend
 from .control import qmp
 from .errors import ConfigError, ReplugError
 from .net import faults as fault_injection
-from .net.faults import FaultRates, FaultSpec
+from .net.faults import Episodes, FaultSpec, FaultsState
 from .net.virtio_net import VirtioNet, check_tx_mode, parse_mac
 from .telemetry import counters as stats
 from .telemetry.capture import Capture
@@ -126,6 +126,7 @@ class Device:
                                  tap_gro_us=self.backend.gro_flush_us if _tunable_gro(self.backend) else None)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
+        self.episodes = Episodes(self.net.native, self.set_link)   # rx starvation, link flaps
         # pcapng capture of what the device sends and receives (start/status/stop)
         self.capture = Capture(self.net.native, f"vnic:{self.backend.describe()}")
 
@@ -180,6 +181,7 @@ class Device:
                 self._thread.join(timeout=10)
             self.server = None
         self.capture.close()
+        self.episodes.close()
         self.net.close()
 
     def __enter__(self) -> Device:
@@ -222,6 +224,7 @@ class Device:
         self.set_mode(tx=self._initial["tx"], rx_coalesce=self._initial["rx_coalesce"],
                       tap_gro_us=self._initial["tap_gro_us"])
         self.net.features = self._initial["features"]
+        self.episodes.close()
         self.set_link(True)
         self.set_faults(FaultSpec())
         self.net.clear_flows()
@@ -277,16 +280,19 @@ class Device:
             modes["tap_gro_us"] = self.backend.gro_flush_us
         return modes
 
-    def set_faults(self, spec: FaultSpec) -> list[dict[str, FaultRates]]:
+    def set_faults(self, spec: FaultSpec) -> FaultsState:
         """Inject the faults spec names (rates in percent; FaultSpec() clears
         them) from the next frame on; returns faults().  ConfigError for a
         bad rate, seed, queue or direction, and then nothing has changed."""
         fault_injection.apply(self.net.native, self.net.queue_pairs, spec)
         return self.faults()
 
-    def faults(self) -> list[dict[str, FaultRates]]:
-        """The faults in force: per queue pair, {"rx": rates, "tx": rates}."""
-        return fault_injection.state(self.net.native, self.net.queue_pairs)
+    def faults(self) -> FaultsState:
+        """The faults in force: rates per queue pair and way, and whether a
+        starvation or a flap is under way."""
+        return FaultsState(queues=fault_injection.state(self.net.native, self.net.queue_pairs),
+                           rx_starving=self.episodes.active("rx_starve"),
+                           link_flapping=self.episodes.active("flap"))
 
     def flows(self, top: int | None = None, sort: str = "bytes") -> FlowsResult:
         """Per-flow statistics: {"table": entries/capacity/bound/evictions,

@@ -166,3 +166,37 @@ def test_bad_capture_requests_get_clear_errors(control, request_, message):
     with pytest.raises(ControlError, match=message):
         client.call("capture", **request_)
     assert client.capture_status() == {"running": False}
+
+
+def test_faults_through_the_socket(control):
+    dev, client, _ = control
+    state = client.faults(drop=2.5, seed=11, direction="tx")
+    assert state["queues"][0]["tx"] == {"drop": 2.5, "duplicate": 0.0, "corrupt": 0.0, "bad_csum": 0.0,
+                                        "seed": 11}
+    assert state["queues"][0]["rx"]["drop"] == 0.0
+    assert client.starve_rx(10_000)["rx_starving"] is True
+    assert client.flap(10_000)["link_flapping"] is True and dev.net.link_up is False
+    cleared = client.clear_faults()
+    assert cleared["rx_starving"] is False and cleared["queues"][0]["tx"]["drop"] == 0.0
+    assert dev.net.link_up is True                        # the flap ended early, the link is back
+    assert client.faults_state() == cleared
+    stats = client.stats()
+    assert stats["fault_rx_starves"] == 1 and stats["fault_link_flaps"] == 1
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"set": {"loss": 1}}, 'faults "set" is an object'),
+    ({"set": [1]}, 'faults "set" is an object'),
+    ({"set": {"drop": "1"}}, "percentage"),
+    ({"set": {"queue": 4}}, "queue pair from 0 to 0"),
+    ({"rx_starve_ms": "long"}, "milliseconds"),
+    ({"flap_ms": 0}, "milliseconds"),
+    ({"clear": 1}, '"clear" is true or false'),
+])
+def test_bad_fault_requests_get_clear_errors(control, request_, message):
+    _, client, _ = control
+    with pytest.raises(ControlError, match=message):
+        client.call("faults", **request_)
+    state = client.faults_state()
+    assert state["rx_starving"] is False and state["link_flapping"] is False
+    assert all(rate == 0 for way in state["queues"][0].values() for name, rate in way.items() if name != "seed")

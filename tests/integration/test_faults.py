@@ -4,6 +4,8 @@ counted, the same seed giving the same decisions, clearing restoring
 every frame; scapy judges the frames and the checksums."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -13,10 +15,11 @@ from tests.support import pcapng
 from tests.support.driver import NET_HDR
 from tests.support.frames import udp_frame
 from vnic.errors import ConfigError
-from vnic.net.faults import FaultSpec, apply, state
+from vnic.net.faults import Episodes, FaultSpec, apply, state
 
 pytestmark = pytest.mark.ring("split")     # faults are of frames, not of ring layouts
 DATA_VALID = 2
+LINK_UP = 1
 
 
 def inject(dev, **spec) -> None:
@@ -160,3 +163,46 @@ def test_bad_fault_specs_on_the_command_line(text, message):
 def test_fault_spec_from_the_command_line():
     assert FaultSpec.parse("drop=1.5, duplicate=2,seed=0x10,queue=0,direction=rx,bad-csum=3") == \
         FaultSpec(drop=1.5, duplicate=2, seed=16, queue=0, direction="rx", bad_csum=3)
+
+
+# ---- episodes: receiving stopped, the link flapped -------------------------------
+
+def test_rx_starvation_holds_frames_then_delivers_them(tap_device):
+    d, sd = tap_device.driver, tap_device.harness
+    episodes = Episodes(sd.device.native, sd.device.set_link)
+    frames = to_guest(5)
+    d.post_rx(32)
+    episodes.starve_rx(400)
+    assert episodes.active("rx_starve")
+    for f in frames:
+        tap_device.tap.send(f)
+    with pytest.raises(TimeoutError):
+        d.receive(1, timeout=0.2)                 # nothing while starving
+    got = d.receive(5, timeout=3)                 # the timer resumes receiving
+    assert [p.frame for p in got] == frames and not episodes.active("rx_starve")
+    assert sd.stats()["fault_rx_starves"] == 1
+    episodes.close()
+
+
+def test_flap_takes_the_link_down_and_up(served_device):
+    d, sd = served_device.driver, served_device.harness
+    episodes = Episodes(sd.device.native, sd.device.set_link)
+    episodes.flap(300)
+    assert not d.net_config()["status"] & LINK_UP and episodes.active("flap")
+    deadline = time.monotonic() + 3
+    while not d.net_config()["status"] & LINK_UP and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert d.net_config()["status"] & LINK_UP and sd.stats()["fault_link_flaps"] == 1
+    episodes.close()
+
+
+@pytest.mark.parametrize("ms", [0, -5, 600_001, 1.5, True, "100"])
+def test_bad_episode_lengths_are_refused(served_device, ms):
+    sd = served_device.harness
+    episodes = Episodes(sd.device.native, sd.device.set_link)
+    with pytest.raises(ConfigError, match="milliseconds"):
+        episodes.starve_rx(ms)
+    with pytest.raises(ConfigError, match="milliseconds"):
+        episodes.flap(ms)
+    assert not episodes.active("rx_starve") and not episodes.active("flap")
+    assert served_device.driver.net_config()["status"] & LINK_UP

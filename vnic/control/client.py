@@ -175,22 +175,32 @@ class Client:
         return result
 
     def faults(self, drop: float = 0, duplicate: float = 0, corrupt: float = 0, bad_csum: float = 0,
-               seed: int = 0, queue: int | None = None, direction: str = "both") -> list[dict[str, Any]]:
+               seed: int = 0, queue: int | None = None, direction: str = "both") -> dict[str, Any]:
         """Inject faults (percent of frames; seed for replay) on one queue
         pair or all, one direction or both: these rates replace those in
-        force there.  Returns the faults in force per pair.  Raises
-        ControlError for a refused value (nothing changes then)."""
+        force there.  Returns the faults in force (Device.faults()).
+        Raises ControlError for a refused value (nothing changes then)."""
         spec = {"drop": drop, "duplicate": duplicate, "corrupt": corrupt, "bad_csum": bad_csum,
                 "seed": seed, "queue": queue, "direction": direction}
-        result: list[dict[str, Any]] = self.call("faults", set=spec)
+        result: dict[str, Any] = self.call("faults", set=spec)
         return result
 
-    def clear_faults(self) -> list[dict[str, Any]]:
-        """No injected faults anywhere; the faults in force (none)."""
-        result: list[dict[str, Any]] = self.call("faults", clear=True)
+    def starve_rx(self, ms: int) -> dict[str, Any]:
+        """No frames reach the guest for ms milliseconds; the faults in force."""
+        result: dict[str, Any] = self.call("faults", rx_starve_ms=ms)
         return result
 
-    def faults_state(self) -> list[dict[str, Any]]:
-        """The faults in force per queue pair ({"rx": ..., "tx": ...})."""
-        result: list[dict[str, Any]] = self.call("faults")
+    def flap(self, ms: int) -> dict[str, Any]:
+        """The link down now, up after ms milliseconds; the faults in force."""
+        result: dict[str, Any] = self.call("faults", flap_ms=ms)
+        return result
+
+    def clear_faults(self) -> dict[str, Any]:
+        """No injected faults and no episode under way; the faults in force."""
+        result: dict[str, Any] = self.call("faults", clear=True)
+        return result
+
+    def faults_state(self) -> dict[str, Any]:
+        """The faults in force (Device.faults())."""
+        result: dict[str, Any] = self.call("faults")
         return result

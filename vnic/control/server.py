@@ -14,7 +14,8 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "capture", "action": "stop"|"status"}   (stop: the final status)
           {"cmd": "faults", "set": {"drop": 1, "duplicate": 0.5, "corrupt": 0, "bad_csum": 0,
            "seed": 7, "queue": 0, "direction": "rx"|"tx"|"both"}}  (percentages; what is left out is 0)
-          {"cmd": "faults", "clear": true}   {"cmd": "faults"}   (the faults in force, per queue pair)
+          {"cmd": "faults", "rx_starve_ms": 500, "flap_ms": 2000}   (episodes, undone by a timer)
+          {"cmd": "faults", "clear": true}   {"cmd": "faults"}   (the faults in force)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
 
 A bad request gets an error reply; the connection and the device go on.
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import sandbox
 from ..errors import ControlError, ReplugError
-from ..net.faults import FaultSpec
+from ..net.faults import FaultSpec, FaultsState
 from ..telemetry.capture import CaptureSpec, CaptureStatus
 
 if TYPE_CHECKING:                 # vnic.device imports this package
@@ -139,15 +140,20 @@ def _capture(device: Device, request: Request) -> CaptureStatus:
 FAULT_FIELDS = ("drop", "duplicate", "corrupt", "bad_csum", "seed", "queue", "direction")
 
 
-def _faults(device: Device, request: Request) -> object:
+def _faults(device: Device, request: Request) -> FaultsState:
     if _flag(request, "clear"):
+        device.episodes.close()
         return device.set_faults(FaultSpec())
     asked = request.get("set")
-    if asked is None:
-        return device.faults()
-    if not isinstance(asked, dict) or set(asked) - set(FAULT_FIELDS):
-        raise ControlError(f'faults "set" is an object of {", ".join(FAULT_FIELDS)}')
-    return device.set_faults(FaultSpec(**asked))
+    if asked is not None:
+        if not isinstance(asked, dict) or set(asked) - set(FAULT_FIELDS):
+            raise ControlError(f'faults "set" is an object of {", ".join(FAULT_FIELDS)}')
+        device.set_faults(FaultSpec(**asked))
+    if "rx_starve_ms" in request:
+        device.episodes.starve_rx(request["rx_starve_ms"])
+    if "flap_ms" in request:
+        device.episodes.flap(request["flap_ms"])
+    return device.faults()
 
 
 def _stats(device: Device, request: Request) -> dict[str, int] | list[dict[str, int]]:

@@ -5,9 +5,15 @@ direction, so a run can be replayed with the same seed.
 
 Rates are percentages of frames (0 to 100, fractions allowed down to
 0.0001 %).  A request states the faults in force on the queue pairs and
-directions it names: rates it leaves out are zero there."""
+directions it names: rates it leaves out are zero there.
+
+Episodes are the link-level faults: receiving stopped for a while
+(rx_starve) and the link taken down and up (flap), each undone by a timer.
+"""
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
@@ -107,3 +113,73 @@ def _rates(native: Any, pair: int, direction: int) -> FaultRates:
     return FaultRates(drop=f.drop_ppm / PPM_PER_PERCENT, duplicate=f.duplicate_ppm / PPM_PER_PERCENT,
                       corrupt=f.corrupt_ppm / PPM_PER_PERCENT, bad_csum=f.bad_csum_ppm / PPM_PER_PERCENT,
                       seed=int(f.seed))
+
+
+EPISODE_MS_MAX = 600_000
+
+
+class FaultsState(TypedDict):
+    """What Device.faults() returns."""
+    queues: list[dict[str, FaultRates]]   # per queue pair, {"rx": ..., "tx": ...}
+    rx_starving: bool
+    link_flapping: bool
+
+
+class Episodes:
+    """Link-level faults of one device: each starts now and a timer ends it
+    after its milliseconds (a new one of the same kind restarts the timer)."""
+
+    def __init__(self, native: Any, set_link: Callable[[bool], None]):
+        self._native, self._set_link = native, set_link
+        self._lock = threading.Lock()
+        self._timers: dict[str, tuple[threading.Timer, Callable[[], None]]] = {}
+
+    def starve_rx(self, ms: int) -> None:
+        """No frames reach the guest for ms milliseconds."""
+        _episode_ms("rx_starve_ms", ms)
+        with self._lock:
+            lib.vnic_faults_rx_starve(self._native, 1)
+            self._after("rx_starve", ms, self._resume_rx)
+
+    def flap(self, ms: int) -> None:
+        """The link goes down now and up again after ms milliseconds."""
+        _episode_ms("flap_ms", ms)
+        with self._lock:
+            lib.vnic_faults_count_flap(self._native)
+            self._set_link(False)
+            self._after("flap", ms, lambda: self._set_link(True))
+
+    def active(self, kind: str) -> bool:
+        with self._lock:
+            return kind in self._timers
+
+    def close(self) -> None:
+        """End every episode now: receiving resumes, a flapped link comes up."""
+        with self._lock:
+            for timer, undo in self._timers.values():
+                timer.cancel()
+                undo()
+            self._timers.clear()
+            self._resume_rx()
+
+    def _after(self, kind: str, ms: int, undo: Callable[[], None]) -> None:
+        if kind in self._timers:
+            self._timers.pop(kind)[0].cancel()
+
+        def end() -> None:
+            with self._lock:
+                if self._timers.get(kind, (None,))[0] is timer:
+                    del self._timers[kind]
+                    undo()
+        timer = threading.Timer(ms / 1000, end)
+        timer.daemon = True
+        self._timers[kind] = (timer, undo)
+        timer.start()
+
+    def _resume_rx(self) -> None:
+        lib.vnic_faults_rx_starve(self._native, 0)
+
+
+def _episode_ms(name: str, ms: object) -> None:
+    if not isinstance(ms, int) or isinstance(ms, bool) or not 1 <= ms <= EPISODE_MS_MAX:
+        raise ConfigError(f"faults {name} is a number of milliseconds from 1 to {EPISODE_MS_MAX}, not {ms!r}")
