@@ -61,11 +61,14 @@ static void corrupt(uint8_t *frame, uint32_t len, uint64_t r)
 
 /* ---- transmit ------------------------------------------------------------ */
 
-static void gather(uint8_t *dst, const struct iovec *iov, int n)
+/* The first len bytes of iov into dst (room for len). */
+static void gather(uint8_t *dst, const struct iovec *iov, int n, uint32_t len)
 {
-    for (int i = 0; i < n; i++) {
-        memcpy(dst, iov[i].iov_base, iov[i].iov_len);
-        dst += iov[i].iov_len;
+    for (int i = 0; i < n && len; i++) {
+        size_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
+        memcpy(dst, iov[i].iov_base, k);
+        dst += k;
+        len -= (uint32_t)k;
     }
 }
 
@@ -79,7 +82,7 @@ int fault_tx(struct qpair *qp, struct iovec *iov, int *n, uint32_t len)
     }
     if (len > sizeof(struct eth_hdr) && len <= VNIC_MAX_FRAME && strikes(qp, f, &f->corrupt)) {
         /* the guest's buffer stays as it is: the copy is what goes out */
-        gather(qp->fault_copy, iov + 1, *n);
+        gather(qp->fault_copy, iov + 1, *n, len);
         corrupt(qp->fault_copy, len, next_random(qp, f));
         iov[1] = (struct iovec){ qp->fault_copy, len };
         *n = 1;

@@ -84,7 +84,8 @@ static uint32_t pad4(uint32_t n)
 
 static void put(struct capture *c, const void *p, uint32_t n)
 {
-    memcpy(c->out + c->out_len, p, n);
+    if (n)                        /* an option without a value passes NULL */
+        memcpy(c->out + c->out_len, p, n);
     c->out_len += n;
 }
 

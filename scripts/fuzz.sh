@@ -46,8 +46,8 @@ mkdir -p "$WORK/bin"
 declare -A MAX_LEN=([virtq]=8192 [tx]=70000 [rx]=70000 [ctrl]=16384 [headers]=2048
                     [chan]=65536 [session]=8192)
 # the files each target exists to reach, for --coverage
-declare -A COVER_FILES=([virtq]="virtq.c split.c packed.c mem.c" [tx]="tx.c gso.c csum.c headers.c"
-                        [rx]="rx.c gro.c rss.c headers.c csum.c" [ctrl]="ctrl.c rss.c mq.c"
+declare -A COVER_FILES=([virtq]="virtq.c split.c packed.c mem.c" [tx]="tx.c gso.c csum.c headers.c faults.c"
+                        [rx]="rx.c gro.c rss.c headers.c csum.c faults.c capture.c" [ctrl]="ctrl.c rss.c mq.c"
                         [headers]="headers.c flow_key.c rss.c" [chan]="chan.c")
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1)
 

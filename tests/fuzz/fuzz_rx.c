@@ -2,7 +2,10 @@
  * as a TAP gives it, then the packet) into the guest's posted buffers
  * through rx_process(), with or without mergeable buffers, offloads,
  * hash reports and receive coalescing, as the input chooses.  The input
- * also picks how many buffers the guest posted and their size. */
+ * also picks how many buffers the guest posted and their size, and whether
+ * injected faults (corruption, duplicates, lying checksums, drops) and a
+ * capture (wire or guest side, into /dev/null) see the frames too. */
+#include <fcntl.h>
 #include <string.h>
 #include "harness.h"
 
@@ -23,6 +26,17 @@ static void post_buffers(uint16_t count, uint32_t len)
     fuzz_avail_idx(count);
 }
 
+/* Frames copied for a capture, written to /dev/null by its thread. */
+static void start_capture(struct vnic_dev *dev, uint32_t what)
+{
+    static int null_fd = -1;
+    if (null_fd < 0)
+        null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    struct vnic_capture_config c = { .fd = null_fd, .snaplen = 256, .directions = VNIC_CAPTURE_BOTH,
+                                     .what = what, .ring_bytes = VNIC_CAPTURE_RING_MIN };
+    vnic_capture_start(dev, &c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_in in = { data, size };
@@ -38,6 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!vq)
         return 0;
     post_buffers(count, len);
+    if (cfg & 2)
+        vnic_faults_set(dev, 0, VNIC_CAPTURE_RX, &(struct vnic_faults){
+            .drop_ppm = 100000, .duplicate_ppm = 500000, .corrupt_ppm = 500000,
+            .bad_csum_ppm = 500000, .seed = cfg });
+    if (cfg & 4)
+        start_capture(dev, cfg & 8 ? VNIC_CAPTURE_GUEST : VNIC_CAPTURE_WIRE);
     struct qpair *qp = &dev->qp[0];
     for (int i = 0; i < 64 && (rx_process(qp) > 0 || in.n); i++)
         flows_batch_begin(&qp->flows);

@@ -3,7 +3,8 @@
  * segmentation or passthrough checks.  The input picks the negotiated
  * features and the TX mode, then gives frames (header included), each
  * split over one to four descriptors as it says.  The backend reads every
- * byte it is handed. */
+ * byte it is handed.  The mode byte may also turn on injected faults
+ * (drops, corrupted copies, duplicates) on the frames sent. */
 #include <string.h>
 #include "harness.h"
 
@@ -46,6 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vq *vq = fuzz_queue(dev, 1, TX_QSIZE);
     if (!vq)
         return 0;
+    if (mode & 2)
+        vnic_faults_set(dev, 0, VNIC_CAPTURE_TX, &(struct vnic_faults){
+            .drop_ppm = 100000, .duplicate_ppm = 500000, .corrupt_ppm = 500000, .seed = mode });
     fuzz_post_chains(&in, TX_QSIZE, post_frame);
     struct qpair *qp = &dev->qp[0];
     for (int i = 0; i < 8 && tx_process(qp) > 0; i++)
