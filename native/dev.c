@@ -82,11 +82,13 @@ static int qpair_init(struct vnic_dev *dev, int i)
     qp->tx_bounce = malloc(VNIC_MAX_FRAME);
     qp->fault_copy = malloc(VNIC_MAX_FRAME);
     qp->fault_dup = malloc(VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
+    qp->fault[FAULT_RX].line = malloc(FAULT_LINE_BYTES);
+    qp->fault[FAULT_TX].line = malloc(FAULT_LINE_BYTES);
     qp->chain = malloc(sizeof(struct chain));
     qp->txc = calloc(1, sizeof(struct tx_ctx));
     qp->gro = calloc(1, sizeof(struct gro));
     if (!qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->fault_copy || !qp->fault_dup || !qp->chain ||
-        !qp->txc || !qp->gro)
+        !qp->txc || !qp->gro || !qp->fault[FAULT_RX].line || !qp->fault[FAULT_TX].line)
         return -ENOMEM;
     qp->txc->frag_id = &dev->frag_id;
     qp->txc->st = &dev->stats[i];
@@ -105,6 +107,8 @@ static void qpair_destroy(struct qpair *qp)
     free(qp->tx_bounce);
     free(qp->fault_copy);
     free(qp->fault_dup);
+    free(qp->fault[FAULT_RX].line);
+    free(qp->fault[FAULT_TX].line);
     free(qp->chain);
     free(qp->txc);
     gro_free(qp->gro);
@@ -394,6 +398,7 @@ void vnic_dev_reset(struct vnic_dev *dev)
         vq_clear(&qp->tx);
         qp->rx_frame_len = 0;
         qp->fault_dup_len = 0;
+        fault_lines_clear(qp);
         qp->backend_paused = false;
         atomic_store(&qp->parked, false);
         atomic_store(&qp->in_use, false);

@@ -22,7 +22,7 @@ static uint64_t splitmix(uint64_t *s)
 }
 
 /* The worker's generator, reseeded if the control plane set a new seed. */
-static uint64_t next_random(struct qpair *qp, struct fault_dir *f)
+uint64_t fault_random(struct qpair *qp, struct fault_dir *f)
 {
     unsigned gen = atomic_load_explicit(&f->seed_gen, memory_order_acquire);
     if (unlikely(gen != f->rng_gen)) {
@@ -38,7 +38,7 @@ static uint64_t next_random(struct qpair *qp, struct fault_dir *f)
 static bool strikes(struct qpair *qp, struct fault_dir *f, _Atomic uint32_t *rate)
 {
     uint32_t ppm = atomic_load_explicit(rate, memory_order_relaxed);
-    return ppm && next_random(qp, f) % VNIC_FAULT_PPM_MAX < ppm;
+    return ppm && fault_random(qp, f) % VNIC_FAULT_PPM_MAX < ppm;
 }
 
 /* Where a changed byte must go for a checksum to catch it: the payload
@@ -83,7 +83,7 @@ int fault_tx(struct qpair *qp, struct iovec *iov, int *n, uint32_t len)
     if (len > sizeof(struct eth_hdr) && len <= VNIC_MAX_FRAME && strikes(qp, f, &f->corrupt)) {
         /* the guest's buffer stays as it is: the copy is what goes out */
         gather(qp->fault_copy, iov + 1, *n, len);
-        corrupt(qp->fault_copy, len, next_random(qp, f));
+        corrupt(qp->fault_copy, len, fault_random(qp, f));
         iov[1] = (struct iovec){ qp->fault_copy, len };
         *n = 1;
         st->fault_tx_corruptions++;
@@ -117,7 +117,7 @@ static void rx_corrupt(struct qpair *qp, struct fault_dir *f)
     if (h->gso_type != VNIC_GSO_NONE || len <= sizeof(struct eth_hdr))
         return;                 /* a super-frame's checksum is nobody's to verify */
     finish_partial(h, frame, len);
-    corrupt(frame, len, next_random(qp, f));
+    corrupt(frame, len, fault_random(qp, f));
     qp->dev->stats[qp->index].fault_rx_corruptions++;
 }
 
@@ -166,6 +166,56 @@ void fault_rx_lie(struct qpair *qp)
     qp->dev->stats[qp->index].fault_rx_bad_csums++;
 }
 
+/* ---- the delay line's callers ---------------------------------------------- */
+
+bool fault_tx_hold(struct qpair *qp, const struct iovec *iov, int n, uint32_t len)
+{
+    struct fault_dir *f = &qp->fault[FAULT_TX];
+    struct vnic_queue_stats *st = &qp->dev->stats[qp->index];
+    if (!fault_delays(f))
+        return false;
+    if (strikes(qp, f, &f->reorder)) {
+        st->fault_tx_reordered++;         /* out now, ahead of those held */
+        return false;
+    }
+    if (fault_hold(qp, f, iov, n, len))
+        st->fault_tx_delayed++;
+    else
+        st->fault_tx_queue_drops++;
+    return true;
+}
+
+bool fault_rx_hold(struct qpair *qp)
+{
+    struct fault_dir *f = &qp->fault[FAULT_RX];
+    struct vnic_queue_stats *st = &qp->dev->stats[qp->index];
+    if (!fault_delays(f))
+        return false;
+    if (strikes(qp, f, &f->reorder)) {
+        st->fault_rx_reordered++;
+        return false;
+    }
+    struct iovec whole = { qp->rx_frame, qp->rx_frame_len };
+    if (fault_hold(qp, f, &whole, 1, qp->rx_frame_len))
+        st->fault_rx_delayed++;
+    else
+        st->fault_rx_queue_drops++;
+    return true;
+}
+
+bool fault_rx_take_due(struct qpair *qp)
+{
+    struct fault_dir *f = &qp->fault[FAULT_RX];
+    uint32_t len;
+    const uint8_t *held = fault_due(f, &len, fault_now_ns());
+    if (!held)
+        return false;
+    memcpy(qp->rx_frame, held, len);
+    qp->rx_frame_len = len;
+    fault_release(f);
+    return true;
+}
+
 /* ---- configuration ------------------------------------------------------- */
 
 static bool faults_valid(uint32_t directions, const struct vnic_faults *f)
@@ -173,7 +223,11 @@ static bool faults_valid(uint32_t directions, const struct vnic_faults *f)
     if (!directions || (directions & ~(uint32_t)VNIC_CAPTURE_BOTH))
         return false;
     if (f->drop_ppm > VNIC_FAULT_PPM_MAX || f->duplicate_ppm > VNIC_FAULT_PPM_MAX ||
-        f->corrupt_ppm > VNIC_FAULT_PPM_MAX || f->bad_csum_ppm > VNIC_FAULT_PPM_MAX)
+        f->corrupt_ppm > VNIC_FAULT_PPM_MAX || f->bad_csum_ppm > VNIC_FAULT_PPM_MAX ||
+        f->reorder_ppm > VNIC_FAULT_PPM_MAX)
+        return false;
+    if (f->delay_us > VNIC_FAULT_DELAY_US_MAX || f->jitter_us > VNIC_FAULT_DELAY_US_MAX ||
+        f->rate_kbps > VNIC_FAULT_RATE_KBPS_MAX || (f->reorder_ppm && !f->delay_us))
         return false;
     return !(f->bad_csum_ppm && (directions & VNIC_CAPTURE_TX));
 }
@@ -184,6 +238,10 @@ static void set_dir(struct fault_dir *d, const struct vnic_faults *f)
     atomic_store(&d->duplicate, f->duplicate_ppm);
     atomic_store(&d->corrupt, f->corrupt_ppm);
     atomic_store(&d->bad_csum, f->bad_csum_ppm);
+    atomic_store(&d->reorder, f->reorder_ppm);
+    atomic_store(&d->delay_us, f->delay_us);
+    atomic_store(&d->jitter_us, f->jitter_us);
+    atomic_store(&d->rate_kbps, f->rate_kbps);
     atomic_store(&d->seed, f->seed);
     atomic_fetch_add_explicit(&d->seed_gen, 1, memory_order_release);
 }
@@ -191,7 +249,7 @@ static void set_dir(struct fault_dir *d, const struct vnic_faults *f)
 static bool dir_active(const struct fault_dir *d)
 {
     return atomic_load(&d->drop) || atomic_load(&d->duplicate) || atomic_load(&d->corrupt) ||
-           atomic_load(&d->bad_csum);
+           atomic_load(&d->bad_csum) || atomic_load(&d->reorder) || fault_delays(d);
 }
 
 static bool any_active(const struct vnic_dev *dev)
@@ -222,7 +280,8 @@ int vnic_faults_get(struct vnic_dev *dev, int pair, uint32_t direction, struct v
         return -EINVAL;
     const struct fault_dir *d = &dev->qp[pair].fault[direction == VNIC_CAPTURE_RX ? FAULT_RX : FAULT_TX];
     *out = (struct vnic_faults){ atomic_load(&d->drop), atomic_load(&d->duplicate), atomic_load(&d->corrupt),
-                                 atomic_load(&d->bad_csum), atomic_load(&d->seed) };
+                                 atomic_load(&d->bad_csum), atomic_load(&d->reorder), atomic_load(&d->delay_us),
+                                 atomic_load(&d->jitter_us), atomic_load(&d->rate_kbps), atomic_load(&d->seed) };
     return 0;
 }
 

@@ -488,12 +488,20 @@ struct irq_vector {
  * any time) and the generator (the worker's own, reseeded when seed_gen
  * moves). */
 struct fault_dir {
-    _Atomic uint32_t drop, duplicate, corrupt, bad_csum;
+    _Atomic uint32_t drop, duplicate, corrupt, bad_csum, reorder;   /* parts per million */
+    _Atomic uint32_t delay_us, jitter_us, rate_kbps;
     _Atomic uint64_t seed;
     atomic_uint seed_gen;
     unsigned rng_gen;
     uint64_t rng;
+    /* the delay line (delay.c): frames held until due, the worker's own */
+    uint8_t *line;
+    uint64_t line_head, line_tail;   /* bytes ever put in, taken out */
+    uint64_t last_due_ns;            /* frames leave in order: none before this */
+    uint64_t link_free_ns;           /* with a rate: when the link has sent what it holds */
 };
+
+enum { FAULT_LINE_BYTES = 1 << 21 };   /* each delay line: 2 MiB of frames */
 
 enum { FAULT_RX = 0, FAULT_TX = 1 };
 
@@ -614,6 +622,33 @@ bool fault_rx(struct qpair *qp);
 void fault_rx_lie(struct qpair *qp);
 /* A duplicate waiting: copy it into qp->rx_frame.  false if none. */
 bool fault_take_duplicate(struct qpair *qp);
+/* The next number of the direction's seeded generator. */
+uint64_t fault_random(struct qpair *qp, struct fault_dir *f);
+/* TX: true if the wire frame went into the delay line (or was lost to a
+ * full one): the caller sends nothing now.  Counted. */
+bool fault_tx_hold(struct qpair *qp, const struct iovec *iov, int n, uint32_t len);
+/* RX: true if qp->rx_frame went into the delay line (or was lost to a
+ * full one); counted. */
+bool fault_rx_hold(struct qpair *qp);
+/* RX: a held frame that is due, copied into qp->rx_frame.  false if none. */
+bool fault_rx_take_due(struct qpair *qp);
+/* Forget what the delay lines hold (a device reset). */
+void fault_lines_clear(struct qpair *qp);
+/* delay.c: does this direction hold frames back (delay, jitter or rate)? */
+bool fault_delays(const struct fault_dir *f);
+/* Hold the frame in iov[0..n) (len bytes) in the direction's line until
+ * due; false if the line is full (the caller counts the drop). */
+bool fault_hold(struct qpair *qp, struct fault_dir *f, const struct iovec *iov, int n, uint32_t len);
+/* The oldest held frame if it is due: its bytes and length (valid until
+ * the next fault_release()), or NULL. */
+const uint8_t *fault_due(struct fault_dir *f, uint32_t *len, uint64_t now_ns);
+void fault_release(struct fault_dir *f);
+/* ms until the pair's next held frame is due (0: now), -1 if none. */
+int fault_next_due_ms(struct qpair *qp);
+/* TX: write every due frame to the backend. */
+void fault_tx_flush(struct qpair *qp);
+/* Current CLOCK_MONOTONIC in ns. */
+uint64_t fault_now_ns(void);
 
 /* ---- packet capture (capture.c, pcapng.c) --------------------------------- */
 /* What a captured frame is: a direction on one side of the device. */
@@ -702,6 +737,13 @@ void capture_destroy(struct vnic_dev *dev);
 static inline bool rx_starving(const struct vnic_dev *dev)
 {
     return unlikely(atomic_load_explicit(&dev->rx_starve, memory_order_relaxed));
+}
+
+/* Does a delay line hold frames?  They leave when due even after the
+ * faults were cleared. */
+static inline bool fault_holding(const struct fault_dir *f)
+{
+    return unlikely(f->line_head != f->line_tail);
 }
 
 /* Is any fault rate set?  One relaxed load: the hooks' cost while none is. */

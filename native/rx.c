@@ -328,12 +328,14 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
     bool again = fault_take_duplicate(qp);          /* an injected duplicate goes first */
-    if (!again && dev->backend->read(qp, st) <= 0)
+    bool late = !again && (faults_on(dev) || fault_holding(&qp->fault[FAULT_RX])) &&
+                fault_rx_take_due(qp);             /* then what was held, if due */
+    if (!again && !late && dev->backend->read(qp, st) <= 0)
         return -1;
     if (!qp->rx_frame_len)
         return 0;                          /* a runt, dropped */
-    if (faults_on(dev) && !again && !fault_rx(qp)) {
-        qp->rx_frame_len = 0;              /* dropped on purpose (counted) */
+    if (faults_on(dev) && !late && ((!again && !fault_rx(qp)) || fault_rx_hold(qp))) {
+        qp->rx_frame_len = 0;              /* dropped or held on purpose (counted) */
         return 0;
     }
     if (capture_wants(dev, CAP_WIRE_RX))

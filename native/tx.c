@@ -77,11 +77,27 @@ static inline int write_plain(struct qpair *qp, struct iovec *iov, int n, uint32
  * counted), a corrupted copy, or the frame twice. */
 static inline int emit_plain(struct qpair *qp, struct iovec *iov, int n, uint32_t len)
 {
-    int copies = faults_on(qp->dev) ? fault_tx(qp, iov, &n, len) : 1;
+    if (!faults_on(qp->dev))
+        return write_plain(qp, iov, n, len);
+    int copies = fault_tx(qp, iov, &n, len);
     for (int i = 0; i < copies; i++)
-        if (write_plain(qp, iov, n, len) < 0)
+        if (!fault_tx_hold(qp, iov + 1, n, len) && write_plain(qp, iov, n, len) < 0)
             return -1;
     return 0;
+}
+
+void fault_tx_flush(struct qpair *qp)
+{
+    struct fault_dir *f = &qp->fault[FAULT_TX];
+    uint64_t now = fault_now_ns();
+    uint32_t len;
+    const uint8_t *frame;
+    while ((frame = fault_due(f, &len, now))) {
+        struct iovec iov[2] = { { NULL, 0 }, { (void *)frame, len } };
+        if (write_plain(qp, iov, 1, len) < 0)
+            qp->dev->stats[qp->index].tx_drops_backend++;
+        fault_release(f);
+    }
 }
 
 static int emit_backend(struct tx_ctx *ctx, struct iovec *iov, int n, uint32_t len)
@@ -196,6 +212,8 @@ int tx_process(struct qpair *qp)
     struct tx_ctx *ctx = qp->txc;
     ctx->features = dev->features;
     ctx->emit = emit_backend;
+    if (faults_on(dev) || fault_holding(&qp->fault[FAULT_TX]))
+        fault_tx_flush(qp);                 /* held frames that are due go first */
     uint16_t done = 0;
     while (done < VNIC_BATCH) {
         int r = vq_pop(vq, qp->chain);

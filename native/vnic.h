@@ -262,6 +262,12 @@ struct vnic_queue_stats {
     uint64_t fault_rx_bad_csums;   /* ... delivered with a wrong checksum marked DATA_VALID */
     uint64_t fault_rx_starves;     /* times receiving was stopped on purpose (pair 0 only) */
     uint64_t fault_link_flaps;     /* times the link was taken down and up on purpose (pair 0 only) */
+    uint64_t fault_tx_delayed;     /* frames to the backend held in the delay line */
+    uint64_t fault_tx_reordered;   /* ... that skipped it, overtaking those held */
+    uint64_t fault_tx_queue_drops; /* ... dropped: the delay line was full */
+    uint64_t fault_rx_delayed;     /* frames from the backend held in the delay line */
+    uint64_t fault_rx_reordered;   /* ... that skipped it */
+    uint64_t fault_rx_queue_drops; /* ... dropped: the delay line was full */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -652,9 +658,15 @@ void vnic_capture_status(struct vnic_dev *dev, struct vnic_capture_status *out);
  * must catch it.  RX faults apply to each frame read from the backend;
  * corruption first completes a partial checksum and skips super-frames
  * (whose checksum nobody would verify), and bad_csum (RX only) writes a
- * wrong TCP/UDP checksum yet tells the guest DATA_VALID: a lying NIC. */
+ * wrong TCP/UDP checksum yet tells the guest DATA_VALID: a lying NIC.
+ * A delay, its jitter and a rate hold frames in a delay line per pair and
+ * direction (2 MiB; a frame that finds it full is dropped and counted as
+ * fault_*_queue_drops), in order; reorder lets frames skip the delay, so
+ * they overtake those held. */
 enum vnic_fault_limit {
-    VNIC_FAULT_PPM_MAX = 1000000
+    VNIC_FAULT_PPM_MAX = 1000000,
+    VNIC_FAULT_DELAY_US_MAX = 10000000,    /* delay and jitter: 10 s at most */
+    VNIC_FAULT_RATE_KBPS_MAX = 100000000   /* 100 Gbit/s */
 };
 
 struct vnic_faults {
@@ -662,6 +674,10 @@ struct vnic_faults {
     uint32_t duplicate_ppm;
     uint32_t corrupt_ppm;
     uint32_t bad_csum_ppm;         /* RX only */
+    uint32_t reorder_ppm;          /* frames that skip the delay and overtake (needs delay_us) */
+    uint32_t delay_us;             /* frames held this long ... */
+    uint32_t jitter_us;            /* ... give or take up to this (order kept) */
+    uint32_t rate_kbps;            /* the link's rate, 0: unlimited */
     uint64_t seed;
 };
 
@@ -669,7 +685,9 @@ struct vnic_faults {
  * vnic_capture_direction bits: RX, TX or both); all zero clears.  Safe
  * while the workers run (each takes it at its next frame).  0, or -EINVAL
  * for a pair out of range, no or unknown direction bits, a rate above
- * VNIC_FAULT_PPM_MAX or bad_csum_ppm on TX. */
+ * VNIC_FAULT_PPM_MAX, a delay or jitter above VNIC_FAULT_DELAY_US_MAX, a
+ * rate above VNIC_FAULT_RATE_KBPS_MAX, reorder without a delay, or
+ * bad_csum_ppm on TX. */
 int vnic_faults_set(struct vnic_dev *dev, int pair, uint32_t directions, const struct vnic_faults *f);
 /* Stop (on != 0) or resume receiving: while stopped no worker reads the
  * backend, so frames wait there (a TAP's own queue drops what overflows

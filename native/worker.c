@@ -114,7 +114,9 @@ static bool announce_sleep(struct qpair *qp)
 static void sleep_for_events(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct epoll_event evs[WORKER_FDS];
-    int n = epoll_wait(qp->epoll_fd, evs, WORKER_FDS, -1);
+    /* frames held by fault injection wake the worker when they are due */
+    bool held = fault_holding(&qp->fault[FAULT_TX]) || fault_holding(&qp->fault[FAULT_RX]);
+    int n = epoll_wait(qp->epoll_fd, evs, WORKER_FDS, held ? fault_next_due_ms(qp) : -1);
     atomic_store(&qp->sleeping, false);
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;

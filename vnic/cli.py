@@ -296,7 +296,8 @@ def _ctl_capture(client: Client, args: argparse.Namespace) -> CaptureStatus:
 
 
 def _ctl_faults(client: Client, args: argparse.Namespace) -> dict[str, object]:
-    rates = {name: getattr(args, name) for name in ("drop", "duplicate", "corrupt", "bad_csum")}
+    rates = {name: getattr(args, name)
+             for name in ("drop", "duplicate", "corrupt", "bad_csum", "reorder", "delay", "jitter", "rate")}
     if args.clear:
         return client.clear_faults()
     result = None
@@ -338,8 +339,9 @@ def _pcap_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcap", metavar="FILE", help="capture into this pcapng file from the start")
     _capture_options(p, "pcap-")
     p.add_argument("--faults", metavar="SPEC",
-                   help="inject faults from the start: drop=P,duplicate=P,corrupt=P,bad_csum=P,seed=S,"
-                        "queue=N,direction=rx|tx|both (P in percent; see vnic ctl faults)")
+                   help="inject faults from the start: drop=P,duplicate=P,corrupt=P,bad_csum=P,reorder=P,"
+                        "delay=MS,jitter=MS,rate=MBIT,seed=S,queue=N,direction=rx|tx|both (P in percent; "
+                        "see vnic ctl faults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("bad-csum", "received frames given a wrong checksum yet marked DATA_VALID "
                                     "(--direction rx)")):
         c.add_argument(f"--{name}", type=float, metavar="P", help=f"percent of {what}")
+    c.add_argument("--reorder", type=float, metavar="P", help="percent of frames that skip --delay, overtaking")
+    c.add_argument("--delay", type=float, metavar="MS", help="hold every frame MS milliseconds (in order)")
+    c.add_argument("--jitter", type=float, metavar="MS", help="... give or take up to MS (order kept)")
+    c.add_argument("--rate", type=float, metavar="MBIT", help="the link's rate in Mbit/s")
     c.add_argument("--seed", type=int, default=0, help="the generator's seed: the same seed replays the same decisions")
     c.add_argument("--rx-starve", type=int, metavar="MS", help="deliver nothing to the guest for MS milliseconds")
     c.add_argument("--flap", type=int, metavar="MS", help="link down now, up again after MS milliseconds")

@@ -172,7 +172,7 @@ def test_faults_through_the_socket(control):
     dev, client, _ = control
     state = client.faults(drop=2.5, seed=11, direction="tx")
     assert state["queues"][0]["tx"] == {"drop": 2.5, "duplicate": 0.0, "corrupt": 0.0, "bad_csum": 0.0,
-                                        "seed": 11}
+                                        "reorder": 0.0, "delay": 0.0, "jitter": 0.0, "rate": 0.0, "seed": 11}
     assert state["queues"][0]["rx"]["drop"] == 0.0
     assert client.starve_rx(10_000)["rx_starving"] is True
     assert client.flap(10_000)["link_flapping"] is True and dev.net.link_up is False

@@ -10,6 +10,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from tests.integration.test_capture import tso_request
 from tests.integration.test_flows import send
 from tests.support import pcapng
 from tests.support.driver import NET_HDR
@@ -20,6 +21,8 @@ from vnic.net.faults import Episodes, FaultSpec, apply, state
 pytestmark = pytest.mark.ring("split")     # faults are of frames, not of ring layouts
 DATA_VALID = 2
 LINK_UP = 1
+NONE = {"drop": 0.0, "duplicate": 0.0, "corrupt": 0.0, "bad_csum": 0.0, "reorder": 0.0, "delay": 0.0,
+        "jitter": 0.0, "rate": 0.0, "seed": 0}
 
 
 def inject(dev, **spec) -> None:
@@ -142,14 +145,17 @@ def test_bad_csum_lies_to_the_guest(tap_device):
     (FaultSpec(queue=1), "queue pair from 0 to 0"),
     (FaultSpec(direction="up"), "direction"),
     (FaultSpec(bad_csum=1), "needs direction rx"),
+    (FaultSpec(reorder=5), "needs a delay"),
+    (FaultSpec(delay=10_001), "milliseconds"),
+    (FaultSpec(jitter=-1), "milliseconds"),
+    (FaultSpec(rate=10**6), "Mbit/s"),
 ])
 def test_bad_fault_requests_change_nothing(served_device, spec, message):
     dev = served_device
     inject(dev, drop=5, seed=9)
     with pytest.raises(ConfigError, match=message):
         apply(dev.device.native, 1, spec)
-    assert state(dev.device.native, 1)[0]["tx"] == {"drop": 5.0, "duplicate": 0.0, "corrupt": 0.0,
-                                                    "bad_csum": 0.0, "seed": 9}
+    assert state(dev.device.native, 1)[0]["tx"] == {**NONE, "drop": 5.0, "seed": 9}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -206,3 +212,76 @@ def test_bad_episode_lengths_are_refused(served_device, ms):
         episodes.flap(ms)
     assert not episodes.active("rx_starve") and not episodes.active("flap")
     assert served_device.driver.net_config()["status"] & LINK_UP
+
+
+# ---- the delay line: delay, jitter, rate, reorder ----------------------------------
+
+def arrival_times(tap_device, count: int, timeout: float = 5.0) -> list[tuple[float, bytes]]:
+    """(seconds since now, frame) of the next count frames at the TAP."""
+    start, out = time.monotonic(), []
+    while len(out) < count and time.monotonic() - start < timeout:
+        out += [(time.monotonic() - start, f) for f in tap_device.tap.capture(1, timeout=0.05)]
+    return out
+
+
+def test_tx_delay_holds_frames_in_order(tap_device):
+    sd = tap_device.harness
+    frames = [udp_frame(200, i) for i in range(10)]
+    inject(tap_device, delay=300, jitter=50, direction="tx")
+    start = time.monotonic()
+    send(tap_device.driver, frames)                       # used at once: held by the device
+    got = arrival_times(tap_device, 10)
+    sent_after = time.monotonic() - start
+    assert [f for _, f in got] == frames                  # jitter never reorders
+    assert min(t for t, _ in got) >= 0.2 and sent_after < 5
+    assert sd.stats()["fault_tx_delayed"] == 10 and sd.stats()["tx_packets"] == 10
+
+
+def test_tx_rate_spaces_frames_by_their_bits(tap_device):
+    frames = [udp_frame(1250, i) for i in range(10)]      # 10 kbit each
+    inject(tap_device, rate=0.1, direction="tx")          # 100 kbit/s: 100 ms a frame
+    send(tap_device.driver, frames)
+    got = arrival_times(tap_device, 10)
+    assert [f for _, f in got] == frames
+    assert got[-1][0] - got[0][0] >= 0.8                  # 9 gaps of 100 ms
+
+
+def test_reorder_lets_frames_overtake_the_held_ones(tap_device):
+    sd = tap_device.harness
+    frames = [udp_frame(200, i) for i in range(40)]
+    inject(tap_device, delay=200, reorder=30, seed=5, direction="tx")
+    send(tap_device.driver, frames)
+    got = [f for _, f in arrival_times(tap_device, 40)]
+    assert sorted(got) == sorted(frames) and got != frames
+    stats = sd.stats()
+    assert stats["fault_tx_reordered"] + stats["fault_tx_delayed"] == 40 and stats["fault_tx_reordered"] > 0
+    skipped = [frames.index(f) for f in got[:stats["fault_tx_reordered"]]]
+    assert skipped == sorted(skipped)                      # those that skipped kept their order
+
+
+def test_rx_delay_holds_received_frames(tap_device):
+    d, sd = tap_device.driver, tap_device.harness
+    frames = to_guest(6)
+    inject(tap_device, delay=300, direction="rx")
+    d.post_rx(32)
+    start = time.monotonic()
+    for f in frames:
+        tap_device.tap.send(f)
+    with pytest.raises(TimeoutError):
+        d.receive(1, timeout=0.15)
+    got = d.receive(6, timeout=3)
+    assert [p.frame for p in got] == frames and time.monotonic() - start >= 0.25
+    assert sd.stats()["fault_rx_delayed"] == 6
+
+
+def test_a_full_delay_line_drops_and_counts(served_device):
+    d, sd = served_device.driver, served_device.harness
+    inject(served_device, delay=3000, direction="tx")      # nothing leaves while we send
+    guest_frame, header = tso_request(60000)               # 42 wire segments each
+    for _ in range(4):
+        send(d, [guest_frame] * 10, header=header)
+    stats = sd.stats()
+    assert stats["fault_tx_queue_drops"] > 0 and stats["tx_packets"] == 0
+    assert stats["fault_tx_delayed"] + stats["fault_tx_queue_drops"] == stats["tx_tso_segments"] == 40 * 42
+    inject(served_device)                                   # cleared: the held ones still leave in time
+    assert sd.wait_stat("tx_packets", stats["fault_tx_delayed"], timeout=8) == stats["fault_tx_delayed"]

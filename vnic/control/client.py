@@ -175,12 +175,15 @@ class Client:
         return result
 
     def faults(self, drop: float = 0, duplicate: float = 0, corrupt: float = 0, bad_csum: float = 0,
+               reorder: float = 0, delay: float = 0, jitter: float = 0, rate: float = 0,
                seed: int = 0, queue: int | None = None, direction: str = "both") -> dict[str, Any]:
-        """Inject faults (percent of frames; seed for replay) on one queue
-        pair or all, one direction or both: these rates replace those in
-        force there.  Returns the faults in force (Device.faults()).
-        Raises ControlError for a refused value (nothing changes then)."""
+        """Inject faults (percent of frames; delay and jitter in ms, rate
+        in Mbit/s; seed for replay) on one queue pair or all, one direction
+        or both: these replace the faults in force there.  Returns the
+        faults in force (Device.faults()).  Raises ControlError for a
+        refused value (nothing changes then)."""
         spec = {"drop": drop, "duplicate": duplicate, "corrupt": corrupt, "bad_csum": bad_csum,
+                "reorder": reorder, "delay": delay, "jitter": jitter, "rate": rate,
                 "seed": seed, "queue": queue, "direction": direction}
         result: dict[str, Any] = self.call("faults", set=spec)
         return result

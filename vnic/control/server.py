@@ -12,8 +12,9 @@ Requests: {"cmd": "info"}, {"cmd": "stats", "per_queue": false},
           {"cmd": "capture", "action": "start", "file": "/abs/x.pcapng", "snaplen": 65535,
            "direction": "rx"|"tx"|"both", "what": "wire"|"guest", "buffer_kib": 4096}
           {"cmd": "capture", "action": "stop"|"status"}   (stop: the final status)
-          {"cmd": "faults", "set": {"drop": 1, "duplicate": 0.5, "corrupt": 0, "bad_csum": 0,
-           "seed": 7, "queue": 0, "direction": "rx"|"tx"|"both"}}  (percentages; what is left out is 0)
+          {"cmd": "faults", "set": {"drop": 1, "duplicate": 0.5, "corrupt": 0, "bad_csum": 0, "reorder": 5,
+           "delay": 20, "jitter": 5, "rate": 100, "seed": 7, "queue": 0, "direction": "rx"|"tx"|"both"}}
+           (percentages, ms, Mbit/s; what is left out is 0)
           {"cmd": "faults", "rx_starve_ms": 500, "flap_ms": 2000}   (episodes, undone by a timer)
           {"cmd": "faults", "clear": true}   {"cmd": "faults"}   (the faults in force)
 Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "..."}
@@ -137,7 +138,8 @@ def _capture(device: Device, request: Request) -> CaptureStatus:
     raise ControlError(f'capture "action" is start, stop or status, not {action!r}')
 
 
-FAULT_FIELDS = ("drop", "duplicate", "corrupt", "bad_csum", "seed", "queue", "direction")
+FAULT_FIELDS = ("drop", "duplicate", "corrupt", "bad_csum", "reorder", "delay", "jitter", "rate", "seed",
+                "queue", "direction")
 
 
 def _faults(device: Device, request: Request) -> FaultsState:

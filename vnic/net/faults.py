@@ -4,8 +4,11 @@ which decides per frame from a generator seeded per queue pair and
 direction, so a run can be replayed with the same seed.
 
 Rates are percentages of frames (0 to 100, fractions allowed down to
-0.0001 %).  A request states the faults in force on the queue pairs and
-directions it names: rates it leaves out are zero there.
+0.0001 %); delay and jitter are milliseconds (to the microsecond), rate is
+the link's Mbit/s (0: unlimited); reorder is the percentage of frames that
+skip the delay and overtake those held.  A request states the faults in
+force on the queue pairs and directions it names: what it leaves out is
+zero there.
 
 Episodes are the link-level faults: receiving stopped for a while
 (rx_starve) and the link taken down and up (flap), each undone by a timer.
@@ -22,7 +25,10 @@ from ..errors import ConfigError
 
 PPM_PER_PERCENT = lib.VNIC_FAULT_PPM_MAX // 100
 DIRECTIONS = {"rx": lib.VNIC_CAPTURE_RX, "tx": lib.VNIC_CAPTURE_TX, "both": lib.VNIC_CAPTURE_BOTH}
-RATES = ("drop", "duplicate", "corrupt", "bad_csum")
+RATES = ("drop", "duplicate", "corrupt", "bad_csum", "reorder")
+TIMES = ("delay", "jitter")
+DELAY_MS_MAX = lib.VNIC_FAULT_DELAY_US_MAX / 1000
+RATE_MBIT_MAX = lib.VNIC_FAULT_RATE_KBPS_MAX / 1000
 SEED_MAX = 2**64 - 1
 
 
@@ -32,6 +38,10 @@ class FaultRates(TypedDict):
     duplicate: float
     corrupt: float
     bad_csum: float
+    reorder: float
+    delay: float                      # ms
+    jitter: float                     # ms
+    rate: float                       # Mbit/s, 0: unlimited
     seed: int
 
 
@@ -43,6 +53,10 @@ class FaultSpec:
     duplicate: float = 0
     corrupt: float = 0
     bad_csum: float = 0
+    reorder: float = 0
+    delay: float = 0
+    jitter: float = 0
+    rate: float = 0
     seed: int = 0
     queue: int | None = None
     direction: str = "both"
@@ -50,7 +64,12 @@ class FaultSpec:
     def check(self, queue_pairs: int) -> FaultSpec:
         """self, or ConfigError naming the value refused."""
         for name in RATES:
-            _percent(name, getattr(self, name))
+            _in_range(name, getattr(self, name), 100, "a percentage")
+        for name in TIMES:
+            _in_range(name, getattr(self, name), DELAY_MS_MAX, "milliseconds")
+        _in_range("rate", self.rate, RATE_MBIT_MAX, "Mbit/s (0: unlimited)")
+        if self.reorder and not self.delay:
+            raise ConfigError("reorder lets frames skip the delay: it needs a delay")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= SEED_MAX:
             raise ConfigError(f"faults seed is a whole number from 0 to 2^64-1, not {self.seed!r}")
         if self.queue is not None and (not isinstance(self.queue, int) or isinstance(self.queue, bool)
@@ -78,24 +97,26 @@ class FaultSpec:
 
 def _value(name: str, text: str) -> float | int | str:
     try:
-        if name in RATES:
+        if name in RATES + TIMES + ("rate",):
             return float(text)
         return text if name == "direction" else int(text, 0)
     except ValueError:
         raise ConfigError(f"--faults {name}={text!r} is not a number") from None
 
 
-def _percent(name: str, value: object) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
-        raise ConfigError(f"faults {name} is a percentage from 0 to 100, not {value!r}")
+def _in_range(name: str, value: object, high: float, unit: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+        raise ConfigError(f"faults {name} is {unit} from 0 to {high:g}, not {value!r}")
 
 
 def apply(native: Any, queue_pairs: int, spec: FaultSpec) -> None:
     """Put spec in force (checked first: ConfigError, nothing changed)."""
     spec.check(queue_pairs)
     f = ffi.new("struct vnic_faults *")
-    f.drop_ppm, f.duplicate_ppm, f.corrupt_ppm, f.bad_csum_ppm = (
+    f.drop_ppm, f.duplicate_ppm, f.corrupt_ppm, f.bad_csum_ppm, f.reorder_ppm = (
         round(getattr(spec, name) * PPM_PER_PERCENT) for name in RATES)
+    f.delay_us, f.jitter_us = round(spec.delay * 1000), round(spec.jitter * 1000)
+    f.rate_kbps = round(spec.rate * 1000)
     f.seed = spec.seed
     pair = -1 if spec.queue is None else spec.queue
     if lib.vnic_faults_set(native, pair, DIRECTIONS[spec.direction], f) < 0:
@@ -112,7 +133,8 @@ def _rates(native: Any, pair: int, direction: int) -> FaultRates:
     lib.vnic_faults_get(native, pair, direction, f)
     return FaultRates(drop=f.drop_ppm / PPM_PER_PERCENT, duplicate=f.duplicate_ppm / PPM_PER_PERCENT,
                       corrupt=f.corrupt_ppm / PPM_PER_PERCENT, bad_csum=f.bad_csum_ppm / PPM_PER_PERCENT,
-                      seed=int(f.seed))
+                      reorder=f.reorder_ppm / PPM_PER_PERCENT, delay=f.delay_us / 1000,
+                      jitter=f.jitter_us / 1000, rate=f.rate_kbps / 1000, seed=int(f.seed))
 
 
 EPISODE_MS_MAX = 600_000
