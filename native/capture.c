@@ -31,17 +31,6 @@ static uint64_t realtime_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Gather len bytes of iov into dst. */
-static void gather(uint8_t *dst, const struct iovec *iov, int n, uint32_t len)
-{
-    for (int i = 0; i < n && len; i++) {
-        size_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
-        memcpy(dst, iov[i].iov_base, k);
-        dst += k;
-        len -= (uint32_t)k;
-    }
-}
-
 /* Room for a record of size bytes at the ring's head, padding the end if
  * it would not fit there; NULL if the ring is too full. */
 static struct cap_rec *reserve(struct cap_ring *r, uint32_t size)
@@ -90,7 +79,7 @@ static void record(struct capture *c, struct cap_ring *r, unsigned kind, const s
     rec->kind = (uint8_t)kind;
     rec->ts_ns = realtime_ns();
     fill_meta(rec, m);
-    gather((uint8_t *)(rec + 1), iov, n, caplen);
+    iov_gather((uint8_t *)(rec + 1), iov, n, caplen);
     atomic_store_explicit(&r->head, atomic_load_explicit(&r->head, memory_order_relaxed) + size,
                           memory_order_release);
     st->capture_packets++;

@@ -73,13 +73,7 @@ bool fault_hold(struct qpair *qp, struct fault_dir *f, const struct iovec *iov, 
     }
     struct held *h = (struct held *)(f->line + off);
     *h = (struct held){ size, len, due_time(qp, f, len, fault_now_ns()) };
-    uint8_t *dst = (uint8_t *)(h + 1);
-    for (int i = 0; i < n && len; i++) {
-        size_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
-        memcpy(dst, iov[i].iov_base, k);
-        dst += k;
-        len -= (uint32_t)k;
-    }
+    iov_gather((uint8_t *)(h + 1), iov, n, len);
     f->line_head += size;
     return true;
 }

@@ -61,17 +61,6 @@ static void corrupt(uint8_t *frame, uint32_t len, uint64_t r)
 
 /* ---- transmit ------------------------------------------------------------ */
 
-/* The first len bytes of iov into dst (room for len). */
-static void gather(uint8_t *dst, const struct iovec *iov, int n, uint32_t len)
-{
-    for (int i = 0; i < n && len; i++) {
-        size_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
-        memcpy(dst, iov[i].iov_base, k);
-        dst += k;
-        len -= (uint32_t)k;
-    }
-}
-
 int fault_tx(struct qpair *qp, struct iovec *iov, int *n, uint32_t len)
 {
     struct fault_dir *f = &qp->fault[FAULT_TX];
@@ -82,7 +71,7 @@ int fault_tx(struct qpair *qp, struct iovec *iov, int *n, uint32_t len)
     }
     if (len > sizeof(struct eth_hdr) && len <= VNIC_MAX_FRAME && strikes(qp, f, &f->corrupt)) {
         /* the guest's buffer stays as it is: the copy is what goes out */
-        gather(qp->fault_copy, iov + 1, *n, len);
+        iov_gather(qp->fault_copy, iov + 1, *n, len);
         corrupt(qp->fault_copy, len, fault_random(qp, f));
         iov[1] = (struct iovec){ qp->fault_copy, len };
         *n = 1;
@@ -168,39 +157,34 @@ void fault_rx_lie(struct qpair *qp)
 
 /* ---- the delay line's callers ---------------------------------------------- */
 
-bool fault_tx_hold(struct qpair *qp, const struct iovec *iov, int n, uint32_t len)
+/* Into f's delay line unless reorder lets it skip: true if held (or lost
+ * to a full line), each outcome counted where the caller says. */
+static bool hold(struct qpair *qp, struct fault_dir *f, const struct iovec *iov, int n, uint32_t len,
+                 uint64_t *reordered, uint64_t *delayed, uint64_t *queue_drops)
 {
-    struct fault_dir *f = &qp->fault[FAULT_TX];
-    struct vnic_queue_stats *st = &qp->dev->stats[qp->index];
     if (!fault_delays(f))
         return false;
     if (strikes(qp, f, &f->reorder)) {
-        st->fault_tx_reordered++;         /* out now, ahead of those held */
+        (*reordered)++;                   /* out now, ahead of those held */
         return false;
     }
-    if (fault_hold(qp, f, iov, n, len))
-        st->fault_tx_delayed++;
-    else
-        st->fault_tx_queue_drops++;
+    (*(fault_hold(qp, f, iov, n, len) ? delayed : queue_drops))++;
     return true;
+}
+
+bool fault_tx_hold(struct qpair *qp, const struct iovec *iov, int n, uint32_t len)
+{
+    struct vnic_queue_stats *st = &qp->dev->stats[qp->index];
+    return hold(qp, &qp->fault[FAULT_TX], iov, n, len, &st->fault_tx_reordered, &st->fault_tx_delayed,
+                &st->fault_tx_queue_drops);
 }
 
 bool fault_rx_hold(struct qpair *qp)
 {
-    struct fault_dir *f = &qp->fault[FAULT_RX];
     struct vnic_queue_stats *st = &qp->dev->stats[qp->index];
-    if (!fault_delays(f))
-        return false;
-    if (strikes(qp, f, &f->reorder)) {
-        st->fault_rx_reordered++;
-        return false;
-    }
     struct iovec whole = { qp->rx_frame, qp->rx_frame_len };
-    if (fault_hold(qp, f, &whole, 1, qp->rx_frame_len))
-        st->fault_rx_delayed++;
-    else
-        st->fault_rx_queue_drops++;
-    return true;
+    return hold(qp, &qp->fault[FAULT_RX], &whole, 1, qp->rx_frame_len, &st->fault_rx_reordered,
+                &st->fault_rx_delayed, &st->fault_rx_queue_drops);
 }
 
 bool fault_rx_take_due(struct qpair *qp)

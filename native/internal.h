@@ -608,6 +608,18 @@ struct vnic_dev {
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
 
+/* The first len bytes of iov[0..n) into dst (room for len): the copy
+ * capture, fault injection and the delay line make of a frame. */
+static inline void iov_gather(uint8_t *dst, const struct iovec *iov, int n, uint32_t len)
+{
+    for (int i = 0; i < n && len; i++) {
+        size_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
+        memcpy(dst, iov[i].iov_base, k);
+        dst += k;
+        len -= (uint32_t)k;
+    }
+}
+
 /* ---- fault injection (faults.c) ------------------------------------------ */
 
 /* TX: how many times to send the wire frame in iov[1..*n] (0 dropped, 1,

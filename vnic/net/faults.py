@@ -30,6 +30,7 @@ TIMES = ("delay", "jitter")
 DELAY_MS_MAX = lib.VNIC_FAULT_DELAY_US_MAX / 1000
 RATE_MBIT_MAX = lib.VNIC_FAULT_RATE_KBPS_MAX / 1000
 SEED_MAX = 2**64 - 1
+_APPLY = threading.Lock()      # one vnic_faults_set at a time: two at once could leave the flag stale
 
 
 class FaultRates(TypedDict):
@@ -119,8 +120,9 @@ def apply(native: Any, queue_pairs: int, spec: FaultSpec) -> None:
     f.rate_kbps = round(spec.rate * 1000)
     f.seed = spec.seed
     pair = -1 if spec.queue is None else spec.queue
-    if lib.vnic_faults_set(native, pair, DIRECTIONS[spec.direction], f) < 0:
-        raise ConfigError(f"the data plane refused the faults {spec}")
+    with _APPLY:                  # the C side recomputes its "faults on" flag per call
+        if lib.vnic_faults_set(native, pair, DIRECTIONS[spec.direction], f) < 0:
+            raise ConfigError(f"the data plane refused the faults {spec}")
 
 
 def state(native: Any, queue_pairs: int) -> list[dict[str, FaultRates]]:
