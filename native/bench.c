@@ -321,6 +321,36 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed)
     return tx_path(frame_size, batch, rounds, packed, -1);
 }
 
+/* 1 % of frames dropped, a fixed seed; cleared again unless keep. */
+static int bench_faults(struct bench *b, bool keep)
+{
+    struct vnic_faults on = { .drop_ppm = VNIC_FAULT_PPM_MAX / 100, .seed = 2026 }, off = { 0 };
+    int err = vnic_faults_set(b->dev, -1, VNIC_CAPTURE_TX, &on);
+    return err || keep ? err : vnic_faults_set(b->dev, -1, VNIC_CAPTURE_TX, &off);
+}
+
+double vnic_bench_tx_faults_path(int frame_size, int batch, int rounds, int mode)
+{
+    if (mode < 0 || mode > 2 || frame_size < 14 || frame_size > 9000 || batch < 1 ||
+        batch > BENCH_QSIZE || rounds < 1)
+        return -EINVAL;
+    struct bench b;
+    if (bench_init(&b, 1, 0, tx_slot(frame_size)) < 0)
+        return -ENOMEM;
+    int err = mode ? bench_faults(&b, mode == 1) : 0;
+    if (err) {
+        bench_free(&b);
+        return err;
+    }
+    tx_frames(&b, frame_size);
+    double total = tx_rounds(&b, batch, rounds);
+    const struct vnic_queue_stats *st = &b.dev->stats[0];
+    uint64_t offered = st->tx_packets + st->fault_tx_drops;
+    bool right = offered == (uint64_t)batch * (uint64_t)rounds && (mode == 1) == (st->fault_tx_drops > 0);
+    bench_free(&b);
+    return right ? total / (double)offered : -EIO;
+}
+
 double vnic_bench_tx_capture_path(int frame_size, int batch, int rounds, int fd)
 {
     return fd < 0 ? -EBADF : tx_path(frame_size, batch, rounds, 0, fd);

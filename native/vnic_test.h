@@ -48,6 +48,11 @@ double vnic_bench_tx_path(int frame_size, int batch, int rounds, int packed);
  * (whole frames; /dev/null measures the copy into the ring, the writer
  * thread running beside it).  -EBADF for a negative fd. */
 double vnic_bench_tx_capture_path(int frame_size, int batch, int rounds, int fd);
+/* The TX path on a split ring with faults: mode 1 drops 1 % of the frames
+ * (seeded: every frame takes a decision), mode 2 had that set and then
+ * cleared before the rounds (what clearing leaves behind), mode 0 never
+ * had any.  ns per frame offered; -EINVAL for another mode. */
+double vnic_bench_tx_faults_path(int frame_size, int batch, int rounds, int mode);
 /* The RX path the same way: frames from the benchmark source into posted
  * 1536-byte mergeable buffers, ns per frame. */
 double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed);

@@ -49,3 +49,13 @@ def test_scaling_harness_refuses_impossible_setups():
 def test_rss_harness_hashes_and_reports_every_frame(size):
     # -EIO would mean a frame went unhashed, unreported or lost
     assert lib.vnic_bench_rx_rss_path(size, 32, 20) > 0
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_fault_harness_drops_only_while_armed(mode):
+    # -EIO would mean frames went missing uncounted, or a cleared spec still dropped
+    assert lib.vnic_bench_tx_faults_path(64, 64, 20, mode) > 0
+
+
+def test_fault_harness_refuses_unknown_modes():
+    assert lib.vnic_bench_tx_faults_path(64, 64, 20, 3) == -errno.EINVAL

@@ -246,13 +246,16 @@ def test_tx_rate_spaces_frames_by_their_bits(tap_device):
     assert got[-1][0] - got[0][0] >= 0.8                  # 9 gaps of 100 ms
 
 
-def test_reorder_lets_frames_overtake_the_held_ones(tap_device):
+def test_reorder_lets_frames_overtake_the_held_ones(tap_device, capture_on):
     sd = tap_device.harness
     frames = [udp_frame(200, i) for i in range(40)]
+    cap, path = capture_on(tap_device, what="wire", direction="tx")
     inject(tap_device, delay=200, reorder=30, seed=5, direction="tx")
     send(tap_device.driver, frames)
     got = [f for _, f in arrival_times(tap_device, 40)]
     assert sorted(got) == sorted(frames) and got != frames
+    cap.stop()
+    assert [p.data for p in pcapng.read(path)] == got       # the capture shows the wire's order
     stats = sd.stats()
     assert stats["fault_tx_reordered"] + stats["fault_tx_delayed"] == 40 and stats["fault_tx_reordered"] > 0
     skipped = [frames.index(f) for f in got[:stats["fault_tx_reordered"]]]
