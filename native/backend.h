@@ -5,8 +5,9 @@
  * dev.c's table (plus its enum vnic_backend_kind value, if Python picks
  * it).
  *
- * The per-packet operations (read, write) are called once per frame; the
- * rest once per configuration change or worker start. */
+ * The per-packet operations (read, write) are called once per frame,
+ * flush once per TX batch; the rest once per configuration change or
+ * worker start. */
 #ifndef VNIC_BACKEND_H
 #define VNIC_BACKEND_H
 
@@ -47,11 +48,18 @@ struct backend_ops {
     int (*poll_fd)(const struct qpair *qp);
     /* Read one frame (virtio-net header + packet) into qp->rx_frame and
      * set qp->rx_frame_len.  1: one read (rx_frame_len stays 0 for a runt,
-     * dropped and counted), 0: nothing to read, -1: error (counted). */
+     * dropped and counted), 0: nothing to read, -1: error (counted).  A
+     * backend whose peer went away sets qp->backend_down (counted) and
+     * is not polled again until attached anew. */
     int (*read)(struct qpair *qp, struct vnic_queue_stats *st);
     /* Send one frame: iov[0] is its virtio-net header (all zero unless TX
      * passthrough), iov[1..n-1] the frame.  0, or -1 if refused. */
     int (*write)(struct qpair *qp, const struct iovec *iov, int n);
+    /* Send what write() kept back to send several frames at once.  0: all
+     * sent; 1: some wait until poll_fd() is writable (qp->tx_blocked is
+     * set, TX stops taking chains until a flush drains it); -1: the peer
+     * is gone (counted).  NULL: write() sends at once. */
+    int (*flush)(struct qpair *qp);
     /* Let received frames carry the offloads these guest receive features
      * (enum vnic_feature_bit mask) accept.  0 or -errno.  NULL: none. */
     int (*set_offload)(struct vnic_dev *dev, uint64_t features);
@@ -60,6 +68,14 @@ struct backend_ops {
 extern const struct backend_ops tap_backend;
 extern const struct backend_ops null_backend;
 extern const struct backend_ops bench_source_backend;
+extern const struct backend_ops stream_backend;
+extern const struct backend_ops dgram_backend;
+
+/* The backend's flush(): 0, 1 or -1 as it says; 0 for one without. */
+static inline int backend_flush(struct qpair *qp)
+{
+    return qp->dev->backend->flush ? qp->dev->backend->flush(qp) : 0;
+}
 
 /* Switch the device to ops with fds (workers stopped): open, detach the
  * old one from every pair, attach the new.  0 or -errno (a failed open

@@ -17,6 +17,8 @@
 static const struct backend_ops *const backends[] = {
     [VNIC_BACKEND_NULL] = &null_backend,
     [VNIC_BACKEND_TAP] = &tap_backend,
+    [VNIC_BACKEND_STREAM] = &stream_backend,
+    [VNIC_BACKEND_DGRAM] = &dgram_backend,
 };
 
 void dev_fail(struct vnic_dev *dev, int reason, struct vnic_queue_stats *st)
@@ -197,6 +199,7 @@ static int attach_pairs(struct vnic_dev *dev)
     for (int i = 0; i < dev->nqp; i++) {
         struct qpair *qp = &dev->qp[i];
         qp->backend_fd = dev->backend_fds[dev->nbackend_fds == 1 ? 0 : i];
+        qp->backend_down = qp->tx_blocked = false;
         int err = dev->backend->attach ? dev->backend->attach(qp) : 0;
         if (err) {
             detach_pairs(dev, i + 1);

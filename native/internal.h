@@ -519,6 +519,8 @@ struct qpair {
     struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
+    bool backend_down;           /* the backend's peer is gone: not polled until re-attached */
+    bool tx_blocked;             /* TX waits until the backend can take more (flush()) */
     struct rx_meta rx_meta;      /* rx_frame's offloads and hash */
     /* frames from other pairs' workers (RSS): inbox[i] from pair i */
     struct handoff_ring *inbox[VNIC_MAX_QUEUE_PAIRS];
@@ -607,6 +609,15 @@ struct vnic_dev {
     bool running;
     struct vnic_queue_stats stats[VNIC_MAX_QUEUE_PAIRS];
 };
+
+/* The bytes in iov[0..n) (UINT32_MAX if more). */
+static inline uint32_t iov_bytes(const struct iovec *iov, int n)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    return len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+}
 
 /* The first len bytes of iov[0..n) into dst (room for len): the copy
  * capture, fault injection and the delay line make of a frame. */

@@ -215,7 +215,7 @@ int tx_process(struct qpair *qp)
     if (faults_on(dev) || fault_holding(&qp->fault[FAULT_TX]))
         fault_tx_flush(qp);                 /* held frames that are due go first */
     uint16_t done = 0;
-    while (done < VNIC_BATCH) {
+    while (done < VNIC_BATCH && !qp->tx_blocked) {
         int r = vq_pop(vq, qp->chain);
         if (r == 0)
             break;
@@ -231,5 +231,6 @@ int tx_process(struct qpair *qp)
         vq_publish_used(vq, done);
         dev_notify_queue(dev, vq, &st->tx_interrupts);
     }
-    return done == VNIC_BATCH;
+    backend_flush(qp);                      /* what the backend kept back for one send */
+    return done == VNIC_BATCH && !qp->tx_blocked;
 }

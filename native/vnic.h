@@ -191,6 +191,10 @@ enum vnic_limit {
     VNIC_MAX_DMA_REGIONS = 256,    /* guest memory regions vnic_mem_add() keeps */
     VNIC_MAX_QUEUE_SIZE = 256,     /* queue size the device offers the driver */
     VNIC_MAX_RING_SIZE = 32768,    /* largest ring vnic_queue_setup() accepts */
+    /* the largest frame a socket backend carries: a 64 KiB IP packet behind
+     * an Ethernet header and a VLAN tag (65535 + 14 + 4); a stream length
+     * beyond it is garbage */
+    VNIC_SOCKET_FRAME_MAX = 65553,
     VNIC_NO_VECTOR = 0xffff        /* VIRTIO_MSI_NO_VECTOR: no interrupt */
 };
 
@@ -268,6 +272,11 @@ struct vnic_queue_stats {
     uint64_t fault_rx_delayed;     /* frames from the backend held in the delay line */
     uint64_t fault_rx_reordered;   /* ... that skipped it */
     uint64_t fault_rx_queue_drops; /* ... dropped: the delay line was full */
+    uint64_t backend_disconnects;  /* a socket backend's peer went away, or was sent away:
+                                    * the link is down until it is back */
+    uint64_t rx_drops_framing;     /* a stream peer's length prefix past the largest frame:
+                                    * the connection was dropped (the peer reconnects) */
+    uint64_t tx_backend_waits;     /* times TX stopped until a socket peer took what was sent */
 };
 
 /* Device-wide error reasons, reported by vnic_dev_error(). */
@@ -287,7 +296,11 @@ enum vnic_error {
 
 enum vnic_backend_kind {
     VNIC_BACKEND_NULL = 0,         /* TX discarded and counted, RX silent */
-    VNIC_BACKEND_TAP = 1           /* fd of a TAP opened with IFF_VNET_HDR, hdr size 12 */
+    VNIC_BACKEND_TAP = 1,          /* fd of a TAP opened with IFF_VNET_HDR, hdr size 12 */
+    VNIC_BACKEND_STREAM = 2,       /* a connected stream socket, QEMU's -netdev stream framing
+                                    * (4-byte big-endian length, frame); -1: not connected */
+    VNIC_BACKEND_DGRAM = 3         /* a connected datagram socket, a frame per datagram
+                                    * (QEMU's -netdev dgram) */
 };
 
 /* Where offloaded TX frames are segmented. */
@@ -313,8 +326,15 @@ int vnic_dev_set_features(struct vnic_dev *dev, uint64_t features);
 /* The backend (enum vnic_backend_kind) with its fds, which the caller
  * keeps open: one shared by every queue pair (nfds 1) or one per pair
  * (nfds = queue pairs; pair i reads and writes fds[i]).  0; -EINVAL while
- * running, for an unknown kind or another nfds; -EBADF for a TAP fd < 0. */
+ * running, for an unknown kind or another nfds (a socket backend: more
+ * than one queue pair); -EBADF for a TAP or dgram fd < 0 (a stream's -1:
+ * not connected, the link is the caller's to take down). */
 int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfds);
+/* A datagram backend's far end, as a struct sockaddr of len bytes (the
+ * socket stays unconnected, so that a peer bound later, or bound again,
+ * is reached).  0; -EINVAL while running, without a dgram backend, or for
+ * a len of 0 or beyond a struct sockaddr_storage. */
+int vnic_dgram_set_remote(struct vnic_dev *dev, const uint8_t *addr, uint32_t len);
 /* While the process still has privilege: set up what the backend's
  * steering will need (a TAP's BPF programs for each count of pairs in use
  * short of all), which could not be loaded once vnic gave up root.  0, or

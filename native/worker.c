@@ -73,7 +73,9 @@ static int work(struct qpair *qp)
     int more = 0;
     if (!device_ok(qp->dev))
         return 0;
-    if (qp->tx.enabled)
+    if (qp->tx_blocked)
+        backend_flush(qp);               /* the backend's fd became writable, or not yet */
+    if (qp->tx.enabled && !qp->tx_blocked)
         more |= tx_process(qp);
     if (qp->rx.enabled && !qp->backend_paused && !rx_starving(qp->dev))
         more |= rx_process(qp);
@@ -83,18 +85,29 @@ static int work(struct qpair *qp)
 /* Ask for the next kicks; false if buffers came meanwhile (work again). */
 static bool arm_notifications(struct qpair *qp)
 {
+    if (qp->tx_blocked)
+        return true;                     /* the backend's room wakes us, not the guest */
     return !(qp->tx.enabled && device_ok(qp->dev) && vq_enable_notify(&qp->tx));
 }
 
-/* While the guest has no RX buffers, don't wake for backend data.  A
- * failed change is retried before the next sleep. */
-static void watch_backend(struct qpair *qp, int backend_fd, volatile bool *watched)
+/* What to wake for on the backend's fd: its frames unless the guest has
+ * no RX buffers (or the peer is gone), its room while TX waits for it. */
+static uint32_t backend_events(struct qpair *qp)
 {
-    bool want = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && device_ok(qp->dev) &&
-                !rx_starving(qp->dev);
+    if (qp->backend_down || !device_ok(qp->dev))
+        return 0;
+    bool rx = qp->rx.enabled && !qp->backend_paused && !handoff_holding(qp) && !rx_starving(qp->dev);
+    return (rx ? EPOLLIN : 0) | (qp->tx_blocked ? EPOLLOUT : 0);
+}
+
+/* Watch the backend's fd for backend_events().  A failed change is
+ * retried before the next sleep. */
+static void watch_backend(struct qpair *qp, int backend_fd, volatile uint32_t *watched)
+{
+    uint32_t want = backend_events(qp);
     if (backend_fd < 0 || want == *watched)
         return;
-    if (!epoll_watch(qp->epoll_fd, EPOLL_CTL_MOD, backend_fd, want ? EPOLLIN : 0))
+    if (!epoll_watch(qp->epoll_fd, EPOLL_CTL_MOD, backend_fd, want))
         *watched = want;
 }
 
@@ -204,7 +217,7 @@ void *worker_main(void *arg)
     struct vnic_dev *dev = qp->dev;
     struct vnic_queue_stats *st = &dev->stats[qp->index];
     int backend_fd = dev->backend->poll_fd(qp);
-    volatile bool backend_watched = true;   /* kept across a jump back from SIGBUS */
+    volatile uint32_t backend_watched = EPOLLIN;   /* kept across a jump back from SIGBUS */
     sigjmp_buf env;
 
     if (sigsetjmp(env, 1))

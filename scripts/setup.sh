@@ -18,9 +18,10 @@ mkdir -p "$VNIC_CACHE"
 # tshark (with its dumpcap) captures and checks frames in the e2e tests;
 # clang-14 and its compiler-rt (libFuzzer, ASan, UBSan) build the fuzz
 # targets (scripts/fuzz.sh), llvm-14 reports their coverage; libseccomp-dev
-# the sandbox's filter (sandbox.c).
+# the sandbox's filter (sandbox.c); passt the unprivileged user-mode network
+# a stream backend can plug into (its e2e test).
 DEB_PACKAGES=(mmdebstrap iperf3 ethtool iproute2 gcc libc6-dev python3-dev python3-venv
-              ca-certificates tshark clang-14 libclang-rt-14-dev llvm-14 libseccomp-dev)
+              ca-certificates tshark clang-14 libclang-rt-14-dev llvm-14 libseccomp-dev passt)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

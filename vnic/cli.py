@@ -137,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # set-up is over: everything that needed root is open or loaded
         dev.net.prepare_steering()
         sockets = [p for p in (dev.socket_path, control.path if control else None) if p]
+        sockets += getattr(dev.backend, "owned_paths", list)()
         confine(user, sockets, dev.backend)
         if user:
             print(f"vnic: running as {user.pw_name} (uid {user.pw_uid}), no capabilities, seccomp on")
@@ -360,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve one virtio-net device on a vfio-user socket")
     s.add_argument("--socket", required=True, help="UNIX socket path for QEMU's vfio-user-pci")
-    s.add_argument("--backend", default="null", help="tap:IFNAME, tap:IFNAME@NETNS or null (default)")
+    s.add_argument("--backend", default="null",
+                   help="tap:IFNAME, tap:IFNAME@NETNS, stream:ADDR (connect; QEMU's -netdev stream "
+                        "framing, passt's socket), stream-listen:ADDR, dgram:LOCAL,REMOTE or null "
+                        "(default); ADDR: a UNIX socket path with a '/', or HOST:PORT")
     s.add_argument("--mac", help="MAC address (default: random 52:54:00:xx:xx:xx)")
     s.add_argument("--mtu", type=int, default=1500)
     s.add_argument("--speed", type=int, default=10000, help="link speed reported to the guest, Mbit/s")

@@ -1,16 +1,21 @@
-"""Where the device's frames go: a TAP interface or nowhere (null).
+"""Where the device's frames go: a TAP interface, a socket, or nowhere
+(null).
 
-A backend spec on the command line is `tap:IFNAME`, `tap:IFNAME@NETNS` or
-`null`."""
+A backend spec on the command line is `tap:IFNAME`, `tap:IFNAME@NETNS`,
+`stream:ADDR`, `stream-listen:ADDR`, `dgram:LOCAL,REMOTE` or `null`
+(ADDR: a UNIX socket path with a '/', or HOST:PORT; see socket.py)."""
 from __future__ import annotations
 
 from ..errors import BackendError
 from .null import NullBackend
+from .socket import Address, DgramBackend, StreamBackend
 from .tap import TapBackend
 
-__all__ = ["Backend", "BackendError", "NullBackend", "TapBackend", "parse", "parse_tap_gro"]
+__all__ = ["Backend", "BackendError", "DgramBackend", "NullBackend", "StreamBackend", "TapBackend",
+           "parse", "parse_tap_gro"]
 
-Backend = NullBackend | TapBackend
+Backend = NullBackend | TapBackend | StreamBackend | DgramBackend
+SPECS = "tap:IFNAME, tap:IFNAME@NETNS, stream:ADDR, stream-listen:ADDR, dgram:LOCAL,REMOTE or null"
 
 
 def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backend:
@@ -26,7 +31,12 @@ def parse(spec: str, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US) -> Backe
         if not ifname or len(ifname) > 15 or "/" in ifname or " " in ifname:
             raise BackendError(f"bad interface name {ifname!r} (1 to 15 characters, no '/' or space)")
         return TapBackend(ifname, netns or None, gro_flush_us=tap_gro_us)
-    raise BackendError(f"unknown backend {spec!r}: use tap:IFNAME, tap:IFNAME@NETNS or null")
+    if kind in ("stream", "stream-listen") and arg:
+        return StreamBackend(Address.parse(arg), listen=kind == "stream-listen")
+    if kind == "dgram" and arg.count(",") == 1:
+        local, remote = arg.split(",")
+        return DgramBackend(Address.parse(local), Address.parse(remote))
+    raise BackendError(f"unknown backend {spec!r}: use {SPECS}")
 
 
 def parse_tap_gro(value: str) -> int:

@@ -9,6 +9,7 @@ import os
 import re
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -116,15 +117,19 @@ class VirtioNet:
         self.native = ffi.gc(native, lib.vnic_dev_free)
         lib.vnic_dev_set_mac(self.native, self.mac)
         backend.open(queues=self.queue_pairs)
-        fds = ffi.new("int[]", backend.fds)
-        check(lib.vnic_dev_set_backend(self.native, backend.kind, fds, len(backend.fds)),
-              f"backend {backend.describe()}", BackendError)
+        self._use_backend_fds(backend.fds)
+        # a socket backend's peer: the link is down while there is none
+        self.carrier = getattr(backend, "connected", lambda: True)()
+        self._peer_ends = 0                # backend_disconnects when the peer in force came
+        self._closed = False
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
         self.set_rx_coalesce(rx_coalesce)
         self.set_flow_table_max(flow_table_max)
         self.counters = stats.view(self.native)
         self.transport = VirtioPciTransport(self)
+        if hasattr(backend, "attached"):       # socket backends: the far end, the peer's watcher
+            backend.attached(self.native, self.peer_changed)
 
     # ---- offered features and device configuration -------------------------
     def offered_features(self) -> int:
@@ -155,7 +160,7 @@ class VirtioNet:
     def config_read(self, offset: int, count: int) -> bytes:
         """count bytes of struct virtio_net_config from offset (zeros past its
         end)."""
-        status = (STATUS_LINK_UP if self.link_up else 0) | \
+        status = (STATUS_LINK_UP if self.link_up and self.carrier else 0) | \
             (STATUS_ANNOUNCE if lib.vnic_dev_announce_pending(self.native) else 0)
         # struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu, speed, duplex,
         # rss_max_key_size, rss_max_indirection_table_length, supported_hash_types
@@ -295,11 +300,54 @@ class VirtioNet:
 
     # ---- link and statistics -----------------------------------------------------
     def set_link(self, up: bool) -> None:
-        """Carrier up or down; a change raises a configuration interrupt."""
+        """The link up or down as asked (vnic ctl link, flaps); a change
+        raises a configuration interrupt."""
         if up != self.link_up:
             self.link_up = up
-            self.transport.config_changed()
-            lib.vnic_irq_config_changed(self.native)
+            self._status_changed()
+
+    def set_carrier(self, up: bool) -> None:
+        """Whether the backend has a peer; the guest sees the link up only
+        with a carrier and set_link(True)."""
+        if up != self.carrier:
+            self.carrier = up
+            self._status_changed()
+
+    def _status_changed(self) -> None:
+        self.transport.config_changed()
+        lib.vnic_irq_config_changed(self.native)
+
+    def _use_backend_fds(self, fds: list[int]) -> None:
+        check(lib.vnic_dev_set_backend(self.native, self.backend.kind, ffi.new("int[]", fds), len(fds)),
+              f"backend {self.backend.describe()}", BackendError)
+
+    PEER_DRAIN_S = 2.0        # how long a departed peer's last frames may take to be read
+
+    def peer_changed(self, fd: int) -> None:
+        """A socket backend's peer came (its fd) or went (-1): the data
+        plane takes the fd and the carrier follows.  Before letting go of
+        a peer, the workers get PEER_DRAIN_S to read what it sent last
+        (they count a disconnect once they reach its end)."""
+        if fd < 0:
+            self._await_peer_end()
+        with self._lock:
+            if self._closed:                 # close() came first: nothing to change
+                return
+            self._peer_ends = self._disconnects()
+            with self.quiesced():
+                self._use_backend_fds([fd])
+        self.set_carrier(fd >= 0)
+
+    def _disconnects(self) -> int:
+        return int(self.counters["backend_disconnects"].sum())
+
+    def _await_peer_end(self) -> None:
+        """Give the workers PEER_DRAIN_S to reach the end of what the
+        departed peer sent (they count a disconnect there)."""
+        deadline = time.monotonic() + self.PEER_DRAIN_S
+        while self._disconnects() == self._peer_ends and time.monotonic() < deadline \
+                and lib.vnic_dev_running(self.native):
+            time.sleep(0.01)
 
     def announce(self) -> bool:
         """Ask the guest to announce itself (gratuitous ARP after a move).
@@ -387,6 +435,7 @@ class VirtioNet:
         """Stop the data plane, let the device release the backend (what would
         outlive its fds, a TAP's steering program, goes) and close it."""
         with self._lock:
+            self._closed = True              # a socket backend's watcher changes nothing now
             lib.vnic_dev_stop(self.native)
             lib.vnic_dev_set_backend(self.native, lib.VNIC_BACKEND_NULL, ffi.new("int[]", [-1]), 1)
         self.backend.close()
