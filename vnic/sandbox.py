@@ -27,9 +27,10 @@ DEFAULT_USER = "nobody"
 
 def target_user(name: str | None) -> pwd.struct_passwd | None:
     """Whom to become: the named user, `nobody` when root names none, or
-    None to stay as we are (not root, or --user root).  Raises ConfigError
+    None to stay as we are (not root, root without capabilities, or --user
+    root).  Raises ConfigError
     for an unknown user or, when not root, for a user other than ourselves."""
-    if name is None and os.geteuid() != 0:
+    if name is None and not privileged():
         return None
     try:
         entry = pwd.getpwnam(name or DEFAULT_USER)
@@ -40,6 +41,16 @@ def target_user(name: str | None) -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         raise ConfigError(f"--user {entry.pw_name}: only root can become another user")
     return None if entry.pw_uid == 0 else entry
+
+
+CAP_SETUID = 7                       # linux/capability.h
+
+
+def privileged() -> bool:
+    """Root that can still become another user: root with no capabilities
+    (setpriv --bounding-set=-all, a container without them) is treated as
+    any unprivileged user."""
+    return os.geteuid() == 0 and bool(int(proc_status().get("CapEff", "0"), 16) >> CAP_SETUID & 1)
 
 
 def drop_bounding(user: pwd.struct_passwd | None) -> None:
@@ -77,7 +88,7 @@ def confine(user: pwd.struct_passwd | None, owned: Iterable[str | Path], backend
         check(lib.vnic_sandbox_drop(user.pw_uid, user.pw_gid), f"dropping root for {user.pw_name}",
               DeviceError)
         log.info("running as %s (uid %d), no capabilities", user.pw_name, user.pw_uid)
-    elif os.geteuid() == 0:
+    elif privileged():
         log.warning("running as root (--user root): a guest that broke the data plane would own the host")
         return
     check(lib.vnic_sandbox_seccomp(), "installing the seccomp filter", DeviceError)

@@ -23,14 +23,20 @@ from vnic.sandbox import proc_status
 START_TIMEOUT = 60.0
 
 
+NO_CAPABILITIES = ("--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
+
+
 class ServedChild:
     """`vnic serve --backend BACKEND` in a child process, its sockets and log
     in sock_dir (made writable for the user it becomes).  Use as a context
     manager; .nic are the -device arguments for QEMU, .client its control
-    socket.  Raises RuntimeError if it does not start, with its log."""
+    socket.  setpriv: more setpriv(1) options for the child (NO_CAPABILITIES:
+    none from the start).  Raises RuntimeError if it does not start, with its
+    log."""
 
     def __init__(self, backend: str, sock_dir: str | Path, serve_args: list[str] | tuple = (),
-                 control_path: str | Path | None = None, qmp: str | Path | None = None):
+                 control_path: str | Path | None = None, qmp: str | Path | None = None,
+                 setpriv: list[str] | tuple = ()):
         self.dir = Path(sock_dir)
         self.dir.chmod(0o1777)
         self.socket = self.dir / "vnic.sock"
@@ -40,13 +46,14 @@ class ServedChild:
         self.argv = [sys.executable, "-m", "vnic.cli", "serve", "--socket", str(self.socket),
                      "--backend", backend, "--control", str(self.control),
                      *(["--qmp", str(qmp)] if qmp else []), *serve_args]
+        self.setpriv = list(setpriv)        # more setpriv(1) options: e.g. no capabilities at all
         self.proc: subprocess.Popen[bytes] | None = None
         self.nic: list[str] = []
         self.client = control.Client(self.control)
 
     def __enter__(self) -> ServedChild:
         with open(self.log, "wb") as out:
-            argv = ["setpriv", "--pdeathsig", "TERM", "--", *self.argv]
+            argv = ["setpriv", "--pdeathsig", "TERM", *self.setpriv, "--", *self.argv]
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
             self.nic = self._wait_attach_args()
