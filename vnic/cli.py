@@ -196,11 +196,14 @@ def _progress(line: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """`vnic bench iperf|offloads|engine`: run one benchmark and return its
+    """`vnic bench iperf|offloads|cable|engine`: run one benchmark and return its
     exit status."""
     if args.bench == "engine":
         from vnic.lab.bench import engine
         return engine.main(as_json=args.json)
+    if args.bench == "cable":
+        from vnic.lab.bench import cable
+        return cable.main(seconds=args.seconds, as_json=args.json)
     if args.bench == "offloads":
         from vnic.lab.bench import offloads
         return offloads.main(seconds=args.seconds, rounds=args.rounds, builtin=args.builtin,
@@ -500,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--builtin", action=argparse.BooleanOptionalAction, default=True,
                    help="also run QEMU's virtio-net with csum on and off (default: on)")
     b.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("cable", help="two guests back to back: QEMU's virtio-net on a -netdev stream "
+                         "pair against two vnic devices on a stream cable, iperf3 one way")
+    b.add_argument("--seconds", type=_positive_int, default=5)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("engine", help="the C data plane alone: TSO GB/s against memcpy, TX ns/frame")

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from vnic.lab.cable import SERVER_IP, run_pair
 from vnic.lab.guest import GuestProcess
 from vnic.lab.iperf import received_bytes
 from vnic.lab.netns import NetNS
@@ -21,21 +22,8 @@ from vnic.sandbox import proc_status
 
 from .support import section
 
-A_IP, B_IP = "10.213.0.2", "10.213.0.3"
+A_IP = SERVER_IP
 PORT = 5201
-
-
-def server_cmd() -> str:
-    return f"iperf3 -s -1 -p {PORT} > /dev/null; echo server-done"
-
-
-def client_cmd(peer: str, seconds: int = 3) -> str:
-    """Wait for the peer, ping it, then iperf3 to it (retried while its
-    server is not up yet); the report between markers."""
-    return (f"for i in $(seq 60); do busybox ping -c 1 -W 1 {peer} > /dev/null && break; done; "
-            f"busybox ping -c 3 {peer} && echo ping-ok; "
-            f"for i in $(seq 20); do iperf3 -c {peer} -p {PORT} -t {seconds} -J > /tmp/r && break; "
-            f"sleep 1; done; echo @@iperf@@; cat /tmp/r; echo @@end@@")
 
 
 def capabilities(child: ServedChild) -> int:
@@ -43,18 +31,10 @@ def capabilities(child: ServedChild) -> int:
     return int(proc_status(f"/proc/{child.proc.pid}/status")["CapEff"], 16)
 
 
-def run_pair(qemu, image, nic_a, nic_b, timeout: float = 240):
-    """Boot the server guest on nic_a and the client guest on nic_b; the
-    client's console and the server's result."""
-    with GuestProcess(qemu, image, nic_a, cmd=server_cmd(), ip=f"{A_IP}/24", timeout=timeout) as a, \
-            GuestProcess(qemu, image, nic_b, cmd=client_cmd(A_IP), ip=f"{B_IP}/24", timeout=timeout) as b:
-        rb = b.wait()
-        ra = a.wait()
-    return rb, ra
-
-
-def iperf_report(output: str) -> dict:
-    return json.loads(section(output, "iperf"))
+def check_pair(res) -> None:
+    assert res.pinged, res.client.output[-2000:]
+    assert received_bytes(res.report()) > 1_000_000
+    assert "server-done" in res.server.output
 
 
 def test_two_guests_cabled_through_two_unprivileged_vnic_devices(qemu, image, sock_dir):
@@ -65,14 +45,11 @@ def test_two_guests_cabled_through_two_unprivileged_vnic_devices(qemu, image, so
             ServedChild(f"stream:{cable}", sock_dir / "b") as b:
         assert capabilities(a) == 0 and a.child_ids()[0] == 0      # root in name only
         assert b.child_ids()[0] != 0 and capabilities(b) == 0      # became nobody
-        rb, ra = run_pair(qemu, image, a.nic, b.nic)
+        res = run_pair(qemu, image, a.nic, b.nic)
         sa, sb = a.stats(), b.stats()
     print(f"cable: A tx {sa['tx_packets']} rx {sa['rx_packets']} coalesced {sa['rx_coalesced_packets']}; "
           f"B tx {sb['tx_packets']} tso segments {sb['tx_tso_segments']} waits {sb['tx_backend_waits']}")
-    assert "ping-ok" in rb.output, rb.output[-2000:]
-    report = iperf_report(rb.output)
-    assert "error" not in report and received_bytes(report) > 1_000_000
-    assert "server-done" in ra.output
+    check_pair(res)
     assert sb["tx_tso_segments"] > 0, "the sending device did not segment"
     assert sa["rx_coalesced_packets"] > 0, "the receiving device did not coalesce"
     assert sa["rx_drops_framing"] == sb["rx_drops_framing"] == 0
@@ -84,12 +61,9 @@ def test_a_vnic_guest_and_a_qemu_netdev_stream_guest_talk(qemu, image, sock_dir)
     with ServedChild(f"stream-listen:{cable}", sock_dir) as a:
         builtin = ["-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={cable}",
                    "-device", "virtio-net-pci,netdev=n0"]
-        rb, ra = run_pair(qemu, image, a.nic, builtin)
-        assert "server-done" in ra.output
+        res = run_pair(qemu, image, a.nic, builtin)
         sa = a.stats()
-    assert "ping-ok" in rb.output, rb.output[-2000:]
-    report = iperf_report(rb.output)
-    assert "error" not in report and received_bytes(report) > 1_000_000
+    check_pair(res)
     assert sa["rx_packets"] > 0 and sa["tx_packets"] > 0
 
 
@@ -120,13 +94,13 @@ def test_a_vnic_guest_reaches_loopback_through_passt(qemu, image, sock_dir, pass
     passt_ns.wait_listening(PORT)
     with ServedChild(f"stream:{sock}", sock_dir) as v:
         # the gateway's address is passt's way to the host's loopback
-        cmd = (f"iperf3 -c 10.213.0.1 -p {PORT} -t 2 -J > /tmp/r; echo @@iperf@@; cat /tmp/r; echo @@end@@")
+        cmd = f"iperf3 -c 10.213.0.1 -p {PORT} -t 2 -J > /tmp/r; echo @@iperf@@; cat /tmp/r; echo @@end@@"
         with GuestProcess(qemu, image, v.nic, cmd=cmd, ip=f"{A_IP}/24", timeout=180) as g:
             r = g.wait()
         st = v.stats()
     passt_ns.stop(server)
     passt_ns.stop(passt)
-    report = iperf_report(r.output)
+    report = json.loads(section(r.output, "iperf"))
     print(f"passt: {received_bytes(report)} bytes; vnic tx {st['tx_packets']} rx {st['rx_packets']}")
     assert "error" not in report and received_bytes(report) > 100_000
     assert st["rx_drops_framing"] == 0 and st["backend_disconnects"] == 0
