@@ -8,7 +8,7 @@
 #   bash scripts/fuzz.sh --runs 10000000      every target, 10 M inputs each
 #   bash scripts/fuzz.sh --regress            only replay seeds and regressions
 #   bash scripts/fuzz.sh --coverage [TARGET]  line coverage the corpus reaches (llvm-cov)
-# Targets: virtq tx rx ctrl headers chan session.  Each run first replays
+# Targets: virtq tx rx ctrl headers chan socket session.  Each run first replays
 # its seed corpus (tests/fuzz/corpus/TARGET) and saved crashes
 # (tests/fuzz/regressions/TARGET): a crash there fails at once.  New
 # inputs go to $VNIC_CACHE/fuzz/corpus/TARGET; a crash, hang or sanitizer
@@ -20,7 +20,7 @@ VNIC_CACHE="${VNIC_CACHE:-$HOME/.cache/vnic}"
 PY="$VNIC_CACHE/venv/bin/python"
 WORK="$VNIC_CACHE/fuzz"
 CC="${FUZZ_CC:-clang-14}"
-ALL=(virtq tx rx ctrl headers chan session)
+ALL=(virtq tx rx ctrl headers chan socket session)
 
 targets=()
 limit=(-max_total_time=30)
@@ -44,11 +44,11 @@ mkdir -p "$WORK/bin"
 
 # the largest input each target reads: frames and commands up to 64 KiB
 declare -A MAX_LEN=([virtq]=8192 [tx]=70000 [rx]=70000 [ctrl]=16384 [headers]=2048
-                    [chan]=65536 [session]=8192)
+                    [chan]=65536 [socket]=200000 [session]=8192)
 # the files each target exists to reach, for --coverage
 declare -A COVER_FILES=([virtq]="virtq.c split.c packed.c mem.c" [tx]="tx.c gso.c csum.c headers.c faults.c"
                         [rx]="rx.c gro.c rss.c headers.c csum.c faults.c capture.c" [ctrl]="ctrl.c rss.c mq.c"
-                        [headers]="headers.c flow_key.c rss.c" [chan]="chan.c")
+                        [headers]="headers.c flow_key.c rss.c" [chan]="chan.c" [socket]="stream.c dgram.c")
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1)
 
 build() {      # the data plane once, then each C target linked to it

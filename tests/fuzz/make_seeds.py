@@ -200,9 +200,22 @@ def session_seeds() -> dict[str, bytes]:
             "pipe-irq": m(Command.DEVICE_SET_IRQS, irqs, fds=5)}
 
 
+def socket_seeds() -> dict[str, bytes]:
+    """A stream of length-prefixed frames (kind 0) and the same frames as
+    datagrams (kind 1), with and without coalescing; and a stream whose
+    second length is garbage."""
+    wire = [frame for _hdr, frame in frames().values()]
+    stream = b"".join(struct.pack("!I", len(f)) + f for f in wire)
+    datagrams = b"".join(struct.pack("<H", len(f)) + f for f in wire)
+    return {"stream": bytes([0, 0]) + stream, "stream-coalesce": bytes([0, 1]) + stream,
+            "dgram": bytes([1, 0]) + datagrams,
+            "garbage": bytes([0, 1]) + struct.pack("!I", len(wire[0])) + wire[0] + b"\xff" * 8}
+
+
 def main() -> None:
     makers = {"tx": tx_seeds, "rx": rx_seeds, "ctrl": ctrl_seeds, "virtq": virtq_seeds,
-              "headers": headers_seeds, "chan": chan_seeds, "session": session_seeds}
+              "headers": headers_seeds, "chan": chan_seeds, "socket": socket_seeds,
+              "session": session_seeds}
     for target, make in makers.items():
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
