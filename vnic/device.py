@@ -61,7 +61,8 @@ class DeviceInfo(TypedDict):
     mtu: int
     backend: str
     socket: str | None
-    link_up: bool
+    link_up: bool                     # as asked (vnic ctl link); the guest sees it with a carrier
+    carrier: bool                     # the backend has a peer (socket backends; always true else)
     offered_features: list[str]
     negotiated_features: list[str]
     needs_reset: bool
@@ -317,6 +318,7 @@ class Device:
             backend=self.backend.describe(),
             socket=str(self.socket_path) if self.socket_path else None,
             link_up=self.net.link_up,
+            carrier=self.net.carrier,
             offered_features=self.offered_features,
             negotiated_features=self.negotiated_features,
             needs_reset=self.net.failed(),

@@ -322,3 +322,15 @@ def test_a_socket_backend_refuses_more_than_one_queue_pair(tmp_path):
     dgram = DgramBackend(Address.parse("127.0.0.1:1"), Address.parse("127.0.0.1:2"))
     with pytest.raises(BackendError, match="one queue pair"):
         dgram.open(queues=4)
+
+
+def test_info_shows_whether_the_backend_has_a_peer(tmp_path):
+    from vnic.device import Device
+    path = str(tmp_path / "info.sock")
+    with Device(f"stream-listen:{path}") as dev:
+        assert (dev.info()["backend"], dev.info()["carrier"]) == (f"stream-listen:{path}", False)
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(path)
+        assert wait_for(lambda: dev.info()["carrier"])
+        peer.close()
+        assert wait_for(lambda: not dev.info()["carrier"])
