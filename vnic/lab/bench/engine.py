@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -157,14 +158,30 @@ def scale_ratio(rx: bool, size: int, rounds: int = 4000) -> float:
     return rate(2) / one
 
 
-def run() -> dict:
-    """Every measurement and its ratio to memcpy, as JSON values."""
-    memcpy = memcpy_gbps()
-    tso = tso_gbps()
-    coalesce = coalesce_gbps()
-    paths = {f"{d}_ns_per_pkt_{size}": layouts_ns_per_pkt(bench, size)
-             for d, bench in (("tx", lib.vnic_bench_tx_path), ("rx", lib.vnic_bench_rx_path)) for size in (64, 1500)}
-    faults, cleared = faults_ns_per_pkt()
+def _step(log, what: str, measure):
+    """measure() with a progress line before and its time after."""
+    t0 = time.monotonic()
+    log(f"bench: {what} ...")
+    value = measure()
+    log(f"bench:   done in {time.monotonic() - t0:.1f} s")
+    return value
+
+
+def run(log=lambda *_: None) -> dict:
+    """Every measurement and its ratio to memcpy, as JSON values; log(line)
+    says what is being measured as it goes."""
+    memcpy = _step(log, "memcpy of 64 KiB blocks (the baseline)", memcpy_gbps)
+    tso = _step(log, "TSO of 64 KiB super-frames", tso_gbps)
+    coalesce = _step(log, "receive coalescing", coalesce_gbps)
+    paths = _step(log, "TX and RX paths, split and packed rings, 64 and 1500 bytes", lambda: {
+        f"{d}_ns_per_pkt_{size}": layouts_ns_per_pkt(bench, size)
+        for d, bench in (("tx", lib.vnic_bench_tx_path), ("rx", lib.vnic_bench_rx_path)) for size in (64, 1500)})
+    scale_tx, scale_rx = _step(log, "scaling, 2 worker threads on 2 pairs over 1 on 1", lambda: (
+        min(scale_ratio(False, 64), scale_ratio(False, 1500)),
+        min(scale_ratio(True, 64), scale_ratio(True, 1500))))
+    rss = _step(log, "RSS hashing and steering", rss_ns_per_pkt)
+    capture = _step(log, "wire capture", capture_ns_per_pkt)
+    faults, cleared = _step(log, "fault injection, armed and cleared", faults_ns_per_pkt)
     return {
         "memcpy_gbps": round(memcpy, 2),
         "tso_gbps": round(tso, 2),
@@ -173,36 +190,53 @@ def run() -> dict:
         **{f"packed_{key}": round(packed, 1) for key, (_, packed) in paths.items()},
         "coalesce_gbps": round(coalesce, 2),
         "coalesce_to_memcpy": round(coalesce / memcpy, 3),
-        "scale_tx_2q_to_1q": round(min(scale_ratio(False, 64), scale_ratio(False, 1500)), 2),
-        "scale_rx_2q_to_1q": round(min(scale_ratio(True, 64), scale_ratio(True, 1500)), 2),
-        "rss_ns_per_pkt": round(rss_ns_per_pkt(), 1),
-        "capture_ns_per_pkt": round(capture_ns_per_pkt(), 1),
+        "scale_tx_2q_to_1q": round(scale_tx, 2),
+        "scale_rx_2q_to_1q": round(scale_rx, 2),
+        "rss_ns_per_pkt": round(rss, 1),
+        "capture_ns_per_pkt": round(capture, 1),
         "faults_ns_per_pkt": round(faults, 1),
         "faults_cleared_to_plain": round(cleared, 3),
         "units": "GB/s (10^9 bytes), ns per frame, scaling as frames/s ratios (the smaller of 64 and 1500 bytes)",
     }
 
 
+def table(res: dict):
+    """The results as a rich table: what was measured, the figure, and what
+    it is against."""
+    from rich.table import Table
+    t = Table(title="vnic bench engine (the C data plane alone, one run)")
+    t.add_column("measurement")
+    t.add_column("figure (split ring)", justify="right")
+    t.add_column("packed ring", justify="right")
+    t.add_column("unit, against")
+    t.add_row("memcpy, 64 KiB blocks", f"{res['memcpy_gbps']:.2f}", "", "GB/s, the baseline")
+    t.add_row("TSO 64 KiB -> 1448-byte segments + csums", f"{res['tso_gbps']:.2f}", "",
+              f"GB/s = {res['tso_to_memcpy']:.2f} x memcpy")
+    for d in ("tx", "rx"):
+        for size in (64, 1500):
+            key = f"{d}_ns_per_pkt_{size}"
+            t.add_row(f"{d.upper()} path, {size}-byte frames, batch 64", f"{res[key]:.1f}",
+                      f"{res['packed_' + key]:.1f}", "ns/frame")
+    t.add_row("RX coalescing, 44 x 1448-byte segments", f"{res['coalesce_gbps']:.2f}", "",
+              f"GB/s = {res['coalesce_to_memcpy']:.2f} x memcpy")
+    t.add_row("TX, 2 threads on 2 pairs / 1 on 1", f"{res['scale_tx_2q_to_1q']:.2f}", "", "x frames/s")
+    t.add_row("RX, 2 threads on 2 pairs / 1 on 1", f"{res['scale_rx_2q_to_1q']:.2f}", "", "x frames/s")
+    t.add_row("RSS hash + table + hash header, 64 B", f"{res['rss_ns_per_pkt']:.1f}", "", "ns/frame added")
+    t.add_row("wire capture (ring + pcapng writer), 64 B", f"{res['capture_ns_per_pkt']:.1f}", "",
+              "ns/frame added")
+    t.add_row("faults armed (1 % drop, seeded), 64 B", f"{res['faults_ns_per_pkt']:.1f}", "", "ns/frame added")
+    t.add_row("TX path after faults were cleared", f"{res['faults_cleared_to_plain']:.2f}", "",
+              "x never-faulted ns/frame")
+    return t
+
+
 def main(as_json: bool = False) -> int:
-    """Run and print the results (JSON with as_json); returns the exit status,
-    0."""
-    res = run()
+    """Run with progress lines, then print a table (JSON only, with
+    as_json); returns the exit status, 0."""
+    res = run(log=(lambda *_: None) if as_json else print)
     if as_json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"memcpy, 64 KiB blocks:                   {res['memcpy_gbps']:6.2f} GB/s (baseline)")
-    print(f"TSO 64 KiB -> 1448-byte segments + csums: {res['tso_gbps']:6.2f} GB/s  "
-          f"= {res['tso_to_memcpy']:.2f} x memcpy")
-    print(f"TX path, 64-byte frames, batch 64:       {res['tx_ns_per_pkt_64']:6.1f} ns/frame")
-    print(f"TX path, 1500-byte frames, batch 64:     {res['tx_ns_per_pkt_1500']:6.1f} ns/frame")
-    print(f"RX path, 64-byte frames, batch 64:       {res['rx_ns_per_pkt_64']:6.1f} ns/frame")
-    print(f"RX path, 1500-byte frames, batch 64:     {res['rx_ns_per_pkt_1500']:6.1f} ns/frame")
-    print(f"RX coalescing, 44 x 1448-byte segments:  {res['coalesce_gbps']:6.2f} GB/s  "
-          f"= {res['coalesce_to_memcpy']:.2f} x memcpy (read copy + merge copy + guest copy)")
-    print(f"TX, 2 threads on 2 pairs / 1 on 1:       {res['scale_tx_2q_to_1q']:6.2f} x frames/s")
-    print(f"RX, 2 threads on 2 pairs / 1 on 1:       {res['scale_rx_2q_to_1q']:6.2f} x frames/s")
-    print(f"RSS hash + table + hash header, 64 B:    {res['rss_ns_per_pkt']:6.1f} ns/frame added")
-    print(f"wire capture (ring + pcapng writer), 64 B: {res['capture_ns_per_pkt']:6.1f} ns/frame added")
-    print(f"faults armed (1 % drop, seeded), 64 B:   {res['faults_ns_per_pkt']:6.1f} ns/frame added")
-    print(f"TX path after faults were cleared:       {res['faults_cleared_to_plain']:6.2f} x never-faulted ns/frame")
+    from rich.console import Console
+    Console(width=None if sys.stdout.isatty() else 120).print(table(res))   # piped: rows kept whole
     return 0
