@@ -43,9 +43,11 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sy
 fi
 echo "setup: installing vnic into $VENV (compiles native/)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-# compat: a plain .pth to the checkout; the default editable mode warns of
-# same-named folders on every fresh install
-"$VENV/bin/pip" install -q -e '.[test,dev]' --config-settings editable_mode=compat
+# compat: a plain .pth to the checkout (the tests import the checkout's
+# vnic/, where the build puts the compiled module).  setuptools warns about
+# every editable mode (same-named folders; compat being transitional) on
+# every install: the choice is made, a newcomer need not read it each time.
+PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q -e '.[test,dev]' --config-settings editable_mode=compat
 
 if [ "$python_only" = 1 ]; then
     echo "setup: venv ready (--python: QEMU and the guest image not checked)"
