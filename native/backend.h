@@ -52,6 +52,12 @@ struct backend_ops {
      * backend whose peer went away sets qp->backend_down (counted) and
      * is not polled again until attached anew. */
     int (*read)(struct qpair *qp, struct vnic_queue_stats *st);
+    /* Read one frame (virtio-net header + packet) straight into iov (n
+     * pieces, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX bytes in all): one
+     * copy, into guest memory.  The frame's length with its header (a
+     * runt's too: the caller drops it), 0: nothing to read, -1: error
+     * (counted); backend_down as read().  NULL: only read(). */
+    int (*read_iov)(struct qpair *qp, const struct iovec *iov, int n, struct vnic_queue_stats *st);
     /* Send one frame: iov[0] is its virtio-net header (all zero unless TX
      * passthrough), iov[1..n-1] the frame.  0, or -1 if refused. */
     int (*write)(struct qpair *qp, const struct iovec *iov, int n);

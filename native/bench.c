@@ -368,7 +368,14 @@ static int bench_rss_config(struct vnic_dev *dev)
     return rss_set_config(dev, cmd, sizeof(cmd), true);
 }
 
-static double rx_path(int frame_size, int batch, int rounds, bool rss, int packed)
+/* Copies each delivered byte took: the read's one, and the device's own. */
+static double copies_per_byte(const struct vnic_queue_stats *st)
+{
+    return st->rx_bytes ? 1.0 + (double)st->rx_copied_bytes / (double)st->rx_bytes : -1;
+}
+
+static double rx_path(int frame_size, int batch, int rounds, bool rss, int packed, double *copies,
+                      bool bounce)
 {
     const size_t buf = 1536;                /* Linux's usual mergeable buffer */
     size_t per_frame = (VNIC_NET_HDR_HASH_SIZE + (size_t)frame_size + buf - 1) / buf;
@@ -386,11 +393,14 @@ static double rx_path(int frame_size, int batch, int rounds, bool rss, int packe
     }
     for (int i = 0; i < BENCH_FLOWS; i++)
         bench_frame(frames + (size_t)frame_len * (size_t)i + VNIC_NET_HDR_SIZE, frame_size, i);
+    vnic_dev_set_rx_copy(b.dev, bounce ? VNIC_RX_COPY_BOUNCE : VNIC_RX_COPY_DIRECT);
     double total = rss && bench_rss_config(b.dev) < 0 ? -1
                  : bench_rx_rounds(&b, frames, frame_len, BENCH_FLOWS, (uint32_t)batch, rounds);
     uint64_t want = (uint64_t)batch * (uint64_t)rounds;
     const struct vnic_queue_stats *st = &b.dev->stats[0];
     bool all = st->rx_packets == want && (!rss || st->rx_rss_hashed == want);
+    if (copies)
+        *copies = copies_per_byte(st);
     bench_free(&b);
     free(frames);
     return total >= 0 && all ? total / (double)want : -EIO;
@@ -398,12 +408,12 @@ static double rx_path(int frame_size, int batch, int rounds, bool rss, int packe
 
 double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed)
 {
-    return rx_path(frame_size, batch, rounds, false, packed);
+    return rx_path(frame_size, batch, rounds, false, packed, NULL, false);
 }
 
 double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds)
 {
-    return rx_path(frame_size, batch, rounds, true, 0);
+    return rx_path(frame_size, batch, rounds, true, 0, NULL, false);
 }
 
 #define TCP_FRAME_HDRS (sizeof(struct eth_hdr) + sizeof(struct ipv4_hdr) + sizeof(struct tcp_hdr))
@@ -431,7 +441,7 @@ static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
     memset(f + TCP_FRAME_HDRS, 0x5a, mss);
 }
 
-double vnic_bench_coalesce(int segs, int rounds)
+static double coalesce(int segs, int rounds, double *copies)
 {
     const uint32_t mss = 1448;
     uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)TCP_FRAME_HDRS + mss;
@@ -449,9 +459,28 @@ double vnic_bench_coalesce(int segs, int rounds)
         make_segment(frames + (size_t)frame_len * (size_t)i, 1000 + (uint32_t)i * mss, (uint16_t)(7 + i), mss);
     double total = bench_rx_rounds(&b, frames, frame_len, (uint32_t)segs, (uint32_t)segs, rounds);
     uint64_t merged = b.dev->stats[0].rx_coalesced_segments;
+    if (copies)
+        *copies = copies_per_byte(&b.dev->stats[0]);
     bench_free(&b);
     free(frames);
     return merged == (uint64_t)segs * (uint64_t)rounds ? total / rounds : -EIO;
+}
+
+double vnic_bench_coalesce(int segs, int rounds)
+{
+    return coalesce(segs, rounds, NULL);
+}
+
+double vnic_bench_rx_bounce_path(int frame_size, int batch, int rounds)
+{
+    return rx_path(frame_size, batch, rounds, false, 0, NULL, true);
+}
+
+double vnic_bench_rx_copies(int frame_size, int coalescing)
+{
+    double copies = -1;
+    double r = coalescing ? coalesce(44, 20, &copies) : rx_path(frame_size, 64, 20, false, 0, &copies, false);
+    return r < 0 ? r : copies;
 }
 
 /* ---- scaling: one thread per queue pair of one device ---------------------- */

@@ -36,16 +36,42 @@ static int bench_poll_fd(const struct qpair *qp)
     return -1;
 }
 
+/* The next frame, or NULL when the round has handed out its share. */
+static const uint8_t *next_frame(struct bench_source *b)
+{
+    if (!b->left)
+        return NULL;
+    const uint8_t *f = b->frames + (size_t)b->stride * b->next;
+    b->next = (b->next + 1) % b->count;
+    b->left--;
+    return f;
+}
+
 static int bench_read(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct bench_source *b = qp->backend_priv;
-    if (!b->left)
+    const uint8_t *f = next_frame(b);
+    if (!f)
         return 0;
-    memcpy(qp->rx_frame, b->frames + (size_t)b->stride * b->next, b->len);   /* what read() would copy */
+    memcpy(qp->rx_frame, f, b->len);   /* what read() would copy */
     qp->rx_frame_len = b->len;
-    b->next = (b->next + 1) % b->count;
-    b->left--;
     return 1;
+}
+
+/* As readv() scatters a frame: one copy, piece by piece. */
+static int bench_read_iov(struct qpair *qp, const struct iovec *iov, int n, struct vnic_queue_stats *st)
+{
+    struct bench_source *b = qp->backend_priv;
+    const uint8_t *f = next_frame(b);
+    if (!f)
+        return 0;
+    uint32_t done = 0;
+    for (int i = 0; i < n && done < b->len; i++) {
+        size_t k = b->len - done < iov[i].iov_len ? b->len - done : iov[i].iov_len;
+        memcpy(iov[i].iov_base, f + done, k);
+        done += (uint32_t)k;
+    }
+    return (int)b->len;
 }
 
 static int bench_write(struct qpair *qp, const struct iovec *iov, int n)
@@ -59,6 +85,7 @@ const struct backend_ops bench_source_backend = {
     .detach = bench_detach,
     .poll_fd = bench_poll_fd,
     .read = bench_read,
+    .read_iov = bench_read_iov,
     .write = bench_write,
 };
 

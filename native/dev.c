@@ -89,7 +89,8 @@ static int qpair_init(struct vnic_dev *dev, int i)
     qp->chain = malloc(sizeof(struct chain));
     qp->txc = calloc(1, sizeof(struct tx_ctx));
     qp->gro = calloc(1, sizeof(struct gro));
-    if (!qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->fault_copy || !qp->fault_dup || !qp->chain ||
+    qp->rxc = calloc(1, sizeof(struct rx_cache));
+    if (!qp->rxc || !qp->rx_frame || !qp->held || !qp->tx_bounce || !qp->fault_copy || !qp->fault_dup || !qp->chain ||
         !qp->txc || !qp->gro || !qp->fault[FAULT_RX].line || !qp->fault[FAULT_TX].line)
         return -ENOMEM;
     qp->txc->frag_id = &dev->frag_id;
@@ -114,6 +115,7 @@ static void qpair_destroy(struct qpair *qp)
     free(qp->chain);
     free(qp->txc);
     gro_free(qp->gro);
+    free(qp->rxc);
     flows_destroy(&qp->flows);
 }
 
@@ -248,6 +250,11 @@ int vnic_dev_set_backend(struct vnic_dev *dev, int kind, const int *fds, int nfd
         !backends[kind] || !fds)
         return -EINVAL;
     return dev_use_backend(dev, backends[kind], fds, nfds);
+}
+
+void vnic_dev_set_rx_copy(struct vnic_dev *dev, int mode)
+{
+    atomic_store(&dev->rx_bounce_only, mode == VNIC_RX_COPY_BOUNCE);
 }
 
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on)

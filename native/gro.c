@@ -116,6 +116,7 @@ static const struct rx_meta *flow_meta(struct gro_flow *f)
 static int close_flow(struct qpair *qp, struct gro_flow *f, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct gro *g = qp->gro;
+    g->nopen--;
     finish(f, st);
     int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, flow_meta(f), pending, st);
     if (r == 1) {
@@ -189,6 +190,36 @@ static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
                     : rx_features(dev) >> VNIC_F_GUEST_TSO4 & 1;
 }
 
+/* May this TCP segment join a flow (its flags aside from PSH, checksum,
+ * lengths, the guest's features)? */
+static bool may_merge(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
+                      uint32_t len, const struct layout *lo)
+{
+    uint32_t ip_len = ip_claimed_len(frame, lo);
+    uint8_t flags = tcp_at(frame, lo)->flags;
+    /* checksum verified by us, or left partial by a local sender: both may merge */
+    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
+                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo->l4 && h->csum_offset == CSUM_OFFSET_TCP);
+    return csum_ok && h->gso_type == VNIC_GSO_NONE &&
+           lo->l3 + ip_len == len &&                     /* no padding, no lies */
+           (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && len > lo->hdr_len &&
+           may_coalesce(dev, lo);
+}
+
+bool gro_candidate(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
+                   uint32_t have, uint32_t len)
+{
+    struct layout lo;
+    if (hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP)
+        return false;
+    return may_merge(dev, h, frame, len, &lo) && !(tcp_at(frame, &lo)->flags & TCP_PSH);
+}
+
+bool gro_idle(const struct gro *g)
+{
+    return !g->nopen && !g->ready_n;
+}
+
 int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
@@ -206,19 +237,13 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
             same_flow(&g->flow[i].lo, g->flow[i].buf + VNIC_NET_HDR_SIZE, &lo, frame))
             f = &g->flow[i];
 
-    uint32_t ip_len = ip_claimed_len(frame, &lo);
     uint8_t flags = tcp_at(frame, &lo)->flags;
     uint32_t payload = len - lo.hdr_len;
-    /* checksum verified by us, or left partial by a local sender: both may merge */
-    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
-                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo.l4 && h->csum_offset == CSUM_OFFSET_TCP);
-    bool eligible = csum_ok && h->gso_type == VNIC_GSO_NONE &&
-                    lo.l3 + ip_len == len &&                     /* no padding, no lies */
-                    (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && payload > 0 &&
-                    may_coalesce(dev, &lo);
+    bool eligible = may_merge(dev, h, frame, len, &lo);
 
     if (f && eligible && continues(f, frame, &lo, payload)) {
         memcpy(f->buf + f->len, frame + lo.hdr_len, payload);
+        st->rx_copied_bytes += payload;
         f->len += payload;
         f->next_seq += payload;
         f->next_id++;
@@ -250,6 +275,7 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     n->buf = qp->rx_frame;
     qp->rx_frame = spare;
     n->state = GRO_OPEN;
+    g->nopen++;
     n->len = qp->rx_frame_len;
     n->lo = lo;
     n->next_seq = rd32(tcp_at(frame, &lo)->seq) + payload;
@@ -266,6 +292,7 @@ void gro_reset(struct gro *g)
     for (int i = 0; i < g->allocated; i++)
         g->flow[i].state = GRO_FREE;
     g->ready_head = g->ready_n = 0;
+    g->nopen = 0;
 }
 
 int gro_discard(struct gro *g)

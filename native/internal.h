@@ -355,6 +355,7 @@ struct gro {
     int allocated;                /* slots with a buffer: grows with load */
     int ready[GRO_FLOWS_MAX];     /* closed flows waiting for guest buffers, FIFO */
     int ready_head, ready_n;
+    int nopen;                    /* flows GRO_OPEN */
     uint64_t batch;
 };
 
@@ -368,6 +369,11 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
 int gro_flush_all(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
 /* Deliver flows waiting for buffers, in order.  1 all done, 0 still waiting. */
 int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+/* Would this frame (its first have bytes of len) open or join a flow? */
+bool gro_candidate(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
+                   uint32_t have, uint32_t len);
+/* No flow open or waiting for buffers. */
+bool gro_idle(const struct gro *g);
 void gro_reset(struct gro *g);
 /* Forget every open or waiting flow; returns the segments they held. */
 int gro_discard(struct gro *g);
@@ -380,6 +386,77 @@ void gro_free(struct gro *g);
  * <0 error. */
 int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struct rx_meta *meta,
                uint16_t *pending, struct vnic_queue_stats *st);
+
+/* ---- one-copy receive (rx_direct.c) ------------------------------------------- */
+#define RXC_CHAINS 256                  /* chains popped ahead of the frames they take */
+#define RXC_SEGS   (VNIC_IOV_MAX - 2)   /* their pieces: one readv() with the header and the spill */
+
+/* A chain popped ahead: its writable pieces are seg[first, first + nseg). */
+struct rxc_chain {
+    uint16_t head;
+    uint16_t first, nseg;
+    uint32_t cap;                 /* writable bytes */
+};
+
+/* The chains popped ahead, oldest first: frames take them in pop order (the
+ * packed ring's used descriptors follow it), and those left at the end of
+ * the batch are given back, so nothing outlives rx_process(). */
+struct rx_cache {
+    int first, n;                 /* ch[first, first + n) */
+    int seg_end;                  /* seg[ch[first].first, seg_end) in use */
+    uint64_t cap;                 /* writable bytes of the chains held */
+    uint32_t expect;              /* frame size to pop ahead for: recent frames' largest */
+    bool off;                     /* this batch goes through the bounce buffer */
+    bool predict_merge;           /* the last frame was a segment coalescing merged */
+    struct rxc_chain ch[RXC_CHAINS];
+    struct seg seg[RXC_SEGS];
+};
+
+/* Where a received frame's bytes are: qp NULL, all len of them in bytes (a
+ * bounce buffer, or the one piece of guest memory it landed in); else in
+ * the guest pieces qp's rx_direct read it into, its first have bytes
+ * copied to bytes for parsing. */
+struct rx_ref {
+    uint8_t *bytes;
+    uint32_t have, len;
+    struct qpair *qp;
+};
+
+/* The ones' complement sum of bytes [from, from + n) of the frame. */
+uint64_t rx_ref_csum(const struct rx_ref *f, uint32_t from, uint32_t n, uint64_t sum);
+/* Overwrite bytes [at, at + n) of the frame (and of its header copy). */
+void rx_ref_write(const struct rx_ref *f, uint32_t at, const void *src, uint32_t n);
+/* Turn the backend's header h into the one the guest negotiated for, the
+ * frame being f (rx.c).  true: deliver; false: dropped (counted). */
+bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f,
+                   struct vnic_queue_stats *st);
+/* Count a frame the guest was given in bufs buffers (rx.c). */
+void rx_count_delivered(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f,
+                        const struct rx_meta *meta, uint16_t bufs, struct vnic_queue_stats *st);
+/* Does RSS look at received frames: to steer them, or to report hashes? */
+bool rx_rss_active(struct vnic_dev *dev);
+/* Hash a frame (its first len bytes suffice) into qp->rx_meta, counting
+ * an unhashable one; the pair RSS picks for it (rx.c). */
+int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vnic_queue_stats *st);
+
+enum rx_direct_result {
+    RX_DIRECT_EMPTY = 0,          /* nothing to read */
+    RX_DIRECT_DONE = 1,           /* a frame delivered, or dropped (counted) */
+    RX_DIRECT_BOUNCE = 2,         /* a frame too large for the buffers posted: it waits in
+                                   * qp->rx_frame, filtered, its header fixed */
+    RX_DIRECT_OFF = 3,            /* none posted, or memory it cannot use: read the
+                                   * bounce way (the chains given back) */
+};
+/* Can the next frame be read straight into guest buffers?  (A backend
+ * with read_iov, host-mapped guest memory, no capture, faults or RSS
+ * steering in the way, no coalescing under way.) */
+bool rx_direct_possible(struct qpair *qp, bool coalescing);
+/* Read one frame into the chains popped ahead and deliver it there.
+ * enum rx_direct_result, or -enum vnic_error (the chains given back). */
+int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st);
+/* Give back the chains popped ahead (end of batch, or before the bounce
+ * path pops for itself). */
+void rx_direct_release(struct qpair *qp);
 
 /* ---- control queue and receive filter (ctrl.c) -------------------------------- */
 #define RX_FILTER_MACS 64         /* table entries kept; more means "accept all" */
@@ -518,6 +595,7 @@ struct qpair {
     struct tx_ctx *txc;          /* TX engine scratch */
     struct gro *gro;             /* receive coalescing state */
     struct chain *chain;         /* scratch chain (large, so on the heap) */
+    struct rx_cache *rxc;        /* RX chains popped ahead (one-copy receive) */
     bool backend_paused;         /* RX: no guest buffers, backend not polled */
     bool backend_down;           /* the backend's peer is gone: not polled until re-attached */
     bool tx_blocked;             /* TX waits until the backend can take more (flush()) */
@@ -602,6 +680,7 @@ struct vnic_dev {
     atomic_uint frag_id;
     atomic_int tx_mode;          /* enum vnic_tx_mode, switched while workers run */
     atomic_bool rx_coalesce;     /* coalesce TCP segments for TSO-capable guests */
+    atomic_bool rx_bounce_only;  /* every frame through the bounce buffer (vnic_dev_set_rx_copy) */
     atomic_uint capture_kinds;   /* enum cap_kind bits a capture takes (0: none is on) */
     atomic_bool faults;          /* some pair has a fault rate set (vnic_faults_set) */
     atomic_bool rx_starve;       /* receive stopped on purpose (vnic_faults_rx_starve) */

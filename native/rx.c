@@ -48,20 +48,20 @@ static bool guest_accepts_gso(uint64_t f, uint8_t gso_type)
 
 /* Verify a plain frame's TCP/UDP checksum so the guest need not: true when
  * it is right.  Frames the device cannot parse are left to the guest. */
-static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue_stats *st)
+static bool rx_checksum_ok(const struct rx_ref *f, struct vnic_queue_stats *st)
 {
     struct layout lo;
-    if (hdr_parse(frame, len, &lo) < 0)
+    if (hdr_parse(f->bytes, f->have, &lo) < 0)
         return false;
     /* the IP length field is the sender's word: check it before any arithmetic */
     uint32_t ip_hdrs = lo.l4 - lo.l3;
-    uint32_t ip_len = ip_claimed_len(frame, &lo);
-    if (unlikely(ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > len))
+    uint32_t ip_len = ip_claimed_len(f->bytes, &lo);
+    if (unlikely(ip_len < ip_hdrs + (uint32_t)(lo.hdr_len - lo.l4) || (uint64_t)lo.l3 + ip_len > f->len))
         return false;                      /* lengths that lie: let the guest judge */
     uint32_t ip_payload = ip_len - ip_hdrs;
-    if (lo.proto == IPPROTO_UDP && !lo.ipv6 && rd16(HDR_AT(const struct udp_hdr, frame, lo.l4)->check) == 0)
+    if (lo.proto == IPPROTO_UDP && !lo.ipv6 && rd16(HDR_AT(const struct udp_hdr, f->bytes, lo.l4)->check) == 0)
         return true;                       /* IPv4 UDP without a checksum */
-    uint64_t sum = csum_partial(frame + lo.l4, ip_payload, hdr_pseudo_sum(frame, &lo, ip_payload));
+    uint64_t sum = rx_ref_csum(f, lo.l4, ip_payload, hdr_pseudo_sum(f->bytes, &lo, ip_payload));
     if (csum_fold(sum) == 0xffff) {       /* ones' complement zero: it adds up */
         st->rx_csum_valid++;
         return true;
@@ -73,34 +73,28 @@ static bool rx_checksum_ok(const uint8_t *frame, uint32_t len, struct vnic_queue
 /* Finish the partial checksum the backend's header names, for a guest
  * without GUEST_CSUM.  false if it lies outside the frame (dropped,
  * counted). */
-static bool complete_partial_csum(struct qpair *qp, struct vnic_queue_stats *st)
+static bool complete_partial_csum(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f,
+                                  struct vnic_queue_stats *st)
 {
-    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
     uint32_t start = h->csum_start, field = start + h->csum_offset;
-    if (unlikely(field + CSUM_SIZE > len)) {
+    if (unlikely(field + CSUM_SIZE > f->len)) {
         st->rx_drops_offload++;
         return false;
     }
-    uint16_t c = csum_finish(csum_partial(frame + start, len - start, 0),
-                             h->csum_offset == CSUM_OFFSET_UDP);
-    memcpy(frame + field, &c, sizeof(c));
+    uint16_t c = csum_finish(rx_ref_csum(f, start, f->len - start, 0), h->csum_offset == CSUM_OFFSET_UDP);
+    rx_ref_write(f, field, &c, sizeof(c));
     st->rx_csum_completed++;
     qp->rx_meta.offloads |= VNIC_FLOW_CSUM_COMPLETED;
     return true;
 }
 
-/* Turn the backend's header into one the guest negotiated for.  The TAP's
- * offloads follow the guest's features, so this only fixes stragglers: a
- * partial checksum for a guest without GUEST_CSUM is finished here.
- * true: deliver, false: dropped (counted). */
-static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
+/* The TAP's offloads follow the guest's features, so this only fixes
+ * stragglers: a partial checksum for a guest without GUEST_CSUM is
+ * finished here. */
+bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f,
+                   struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
-    uint8_t *frame = qp->rx_frame + VNIC_NET_HDR_SIZE;
-    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
     bool guest_csum = rx_features(dev) >> VNIC_F_GUEST_CSUM & 1;
     h->num_buffers = 0;
     qp->rx_meta = (struct rx_meta){ 0, 0, VNIC_HASH_REPORT_NONE };
@@ -111,30 +105,49 @@ static bool rx_fix_header(struct qpair *qp, struct vnic_queue_stats *st)
         }
         st->rx_gso_packets++;
     }
-    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum && !complete_partial_csum(qp, st))
+    if ((h->flags & VNIC_HDR_F_NEEDS_CSUM) && !guest_csum && !complete_partial_csum(qp, h, f, st))
         return false;
     if (!guest_csum) {
         memset(h, 0, VNIC_NET_HDR_SIZE);    /* flags must be zero without GUEST_CSUM */
         return true;
     }
     h->flags &= VNIC_HDR_F_NEEDS_CSUM | VNIC_HDR_F_DATA_VALID;
-    if (!h->flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(frame, len, st))
+    if (!h->flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(f, st))
         h->flags = VNIC_HDR_F_DATA_VALID;
     return true;
 }
 
+/* qp->rx_frame as a frame reference: all of it in one buffer. */
+static struct rx_ref bounce_ref(struct qpair *qp)
+{
+    uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    return (struct rx_ref){ qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL };
+}
+
 /* Credit a delivered frame to its flow: the offloads its header shows to
  * the guest, and those the caller knows of. */
-static void count_flow(struct qpair *qp, const uint8_t *buf, uint32_t total, uint32_t offloads)
+static void count_flow(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f,
+                       uint32_t offloads)
 {
-    const struct virtio_net_hdr *h = (const struct virtio_net_hdr *)buf;
     if (h->flags & VNIC_HDR_F_DATA_VALID)
         offloads |= VNIC_FLOW_CSUM_VALID;
     if (h->gso_type != VNIC_GSO_NONE && !(offloads & VNIC_FLOW_COALESCED))
         offloads |= VNIC_FLOW_GSO;
     struct flow_key k;
-    flow_key_parse(&k, VNIC_FLOW_RX, buf + VNIC_NET_HDR_SIZE, total - VNIC_NET_HDR_SIZE);
-    flows_add(&qp->flows, &k, 1, total - VNIC_NET_HDR_SIZE, offloads);
+    flow_key_parse(&k, VNIC_FLOW_RX, f->bytes, f->have);
+    flows_add(&qp->flows, &k, 1, f->len, offloads);
+}
+
+void rx_count_delivered(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f,
+                        const struct rx_meta *meta, uint16_t bufs, struct vnic_queue_stats *st)
+{
+    st->rx_packets++;
+    st->rx_bytes += f->len;
+    st->rx_buffers_used += bufs;
+    if (qp->dev->hdr_len == VNIC_NET_HDR_HASH_SIZE && meta->report != VNIC_HASH_REPORT_NONE)
+        st->rx_rss_hashed++;
+    if (flows_on(&qp->flows))
+        count_flow(qp, h, f, meta->offloads);
 }
 
 /* What the guest reads: its header (the frame's, with the hash fields
@@ -257,13 +270,10 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struc
                (const uint8_t *)&nb, sizeof(nb));
 
     *pending += bufs;
-    st->rx_packets++;
-    st->rx_bytes += total - VNIC_NET_HDR_SIZE;
-    st->rx_buffers_used += bufs;
-    if (s.hdr_len == VNIC_NET_HDR_HASH_SIZE && meta->report != VNIC_HASH_REPORT_NONE)
-        st->rx_rss_hashed++;
-    if (flows_on(&qp->flows))
-        count_flow(qp, buf, total, meta->offloads);
+    st->rx_copied_bytes += total - VNIC_NET_HDR_SIZE;
+    uint32_t len = total - VNIC_NET_HDR_SIZE;
+    rx_count_delivered(qp, (const struct virtio_net_hdr *)buf,
+                       &(struct rx_ref){ (uint8_t *)buf + VNIC_NET_HDR_SIZE, len, len, NULL }, meta, bufs, st);
     if (capture_wants(dev, CAP_GUEST_RX))
         capture_delivered(qp, buf, total, meta, bufs);
     return 1;
@@ -287,12 +297,19 @@ static bool wait_for_buffers(struct qpair *qp, struct vnic_queue_stats *st)
     return true;
 }
 
-/* Does RSS look at received frames: to steer them, or to report hashes? */
-static bool rss_active(struct vnic_dev *dev)
+bool rx_rss_active(struct vnic_dev *dev)
 {
     return atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) ||
            (dev->hdr_len == VNIC_NET_HDR_HASH_SIZE &&
             atomic_load_explicit(&dev->rss.hash_types, memory_order_relaxed));
+}
+
+int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vnic_queue_stats *st)
+{
+    int to = rss_classify(qp->dev, frame, len, &qp->rx_meta);
+    if (qp->rx_meta.report == VNIC_HASH_REPORT_NONE)
+        st->rx_rss_unhashable++;
+    return to;
 }
 
 /* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
@@ -300,10 +317,7 @@ static bool rss_active(struct vnic_dev *dev)
 static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    int to = rss_classify(dev, qp->rx_frame + VNIC_NET_HDR_SIZE, qp->rx_frame_len - VNIC_NET_HDR_SIZE,
-                          &qp->rx_meta);
-    if (qp->rx_meta.report == VNIC_HASH_REPORT_NONE)
-        st->rx_rss_unhashable++;
+    int to = rx_rss_hash(qp, qp->rx_frame + VNIC_NET_HDR_SIZE, qp->rx_frame_len - VNIC_NET_HDR_SIZE, st);
     if (!atomic_load_explicit(&dev->rss.steering, memory_order_relaxed))
         return 1;
     int active = atomic_load_explicit(&dev->active_pairs, memory_order_acquire);
@@ -340,15 +354,15 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
     }
     if (capture_wants(dev, CAP_WIRE_RX))
         capture_read(qp);
-    if (!rx_filter_accepts(dev, qp->rx_frame + VNIC_NET_HDR_SIZE,
-                           qp->rx_frame_len - VNIC_NET_HDR_SIZE, st) ||
-        !rx_fix_header(qp, st)) {
+    struct rx_ref f = bounce_ref(qp);
+    if (!rx_filter_accepts(dev, f.bytes, f.len, st) ||
+        !rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &f, st)) {
         qp->rx_frame_len = 0;
         return 0;
     }
     if (faults_on(dev) && !again)
         fault_rx_lie(qp);
-    return rss_active(dev) ? rss_steer(qp, st) : 1;
+    return rx_rss_active(dev) ? rss_steer(qp, st) : 1;
 }
 
 /* The next frame into qp->rx_frame: frames other pairs handed over and
@@ -386,6 +400,18 @@ int rx_process(struct qpair *qp)
     while (r > 0 && handled < VNIC_BATCH) {
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
+        if (r == 1 && !qp->rx_frame_len && rx_direct_possible(qp, gro)) {
+            int d = rx_direct(qp, gro, &pending, st);
+            if (d < 0) {
+                r = d;
+                break;
+            }
+            if (d == RX_DIRECT_EMPTY)
+                break;
+            handled += d != RX_DIRECT_OFF;
+            if (d == RX_DIRECT_DONE)
+                continue;                  /* else in rx_frame, or read the bounce way */
+        }
         if (r == 1 && !qp->rx_frame_len) {
             int got = next_frame(qp, st);
             if (got < 0)
@@ -396,6 +422,7 @@ int rx_process(struct qpair *qp)
         }
         if (r == 1) {
             r = gro ? gro_receive(qp, &pending, st) : GRO_PASS;
+            qp->rxc->predict_merge = gro && r == GRO_MERGED;
             if (r == GRO_PASS)
                 r = rx_deliver(qp, qp->rx_frame, qp->rx_frame_len, &qp->rx_meta, &pending, st);
         }
@@ -409,6 +436,7 @@ int rx_process(struct qpair *qp)
         }
         qp->rx_frame_len = 0;
     }
+    rx_direct_release(qp);                 /* chains popped ahead go back before anything pops */
     more = handled == VNIC_BATCH;
     handoff_wake(qp);
     /* nothing is held past the batch */

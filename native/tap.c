@@ -206,20 +206,33 @@ static int tap_poll_fd(const struct qpair *qp)
     return qp->backend_fd;
 }
 
-static int tap_read(struct qpair *qp, struct vnic_queue_stats *st)
+/* One frame into iov: its length, 0 nothing to read, -1 error (counted).
+ * The kernel reports a frame's whole length even when iov was shorter. */
+static int tap_read_iov(struct qpair *qp, const struct iovec *iov, int n, struct vnic_queue_stats *st)
 {
-    ssize_t n;
+    ssize_t got;
     do {
-        n = read(qp->backend_fd, qp->rx_frame, VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        got = readv(qp->backend_fd, iov, n);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
-    if (n < 0) {
+    if (got < 0) {
         st->rx_drops_backend++;
         return -1;
     }
-    if (unlikely(n <= VNIC_NET_HDR_SIZE)) {    /* runt frame: dropped */
-        st->rx_drops_backend++;
+    return (int)got;
+}
+
+static int tap_read(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    const uint32_t room = VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX;
+    struct iovec iov = { qp->rx_frame, room };
+    int n = tap_read_iov(qp, &iov, 1, st);
+    if (n <= 0)
+        return n;
+    if (unlikely(n <= VNIC_NET_HDR_SIZE || (uint32_t)n > room)) {   /* a runt, or cut short */
+        st->rx_drops_backend += n <= VNIC_NET_HDR_SIZE;
+        st->rx_drops_too_big += n > VNIC_NET_HDR_SIZE;
         return 1;
     }
     qp->rx_frame_len = (uint32_t)n;
@@ -268,6 +281,7 @@ const struct backend_ops tap_backend = {
     .steer = tap_steer,
     .poll_fd = tap_poll_fd,
     .read = tap_read,
+    .read_iov = tap_read_iov,
     .write = tap_write,
     .set_offload = tap_set_offload,
 };

@@ -216,6 +216,10 @@ struct vnic_queue_stats {
     uint64_t rx_coalesced_packets; /* super-frames the device built from segments */
     uint64_t rx_coalesced_segments;/* segments that went into them */
     uint64_t rx_coalesce_evictions;/* flows flushed early: the flow table was full */
+    uint64_t rx_direct_packets;    /* frames the backend read straight into guest buffers */
+    uint64_t rx_copied_bytes;      /* frame bytes the device itself copied on the way to the
+                                    * guest (bounce buffer, coalescing, overflow): 0 when
+                                    * every byte landed where the backend's read put it */
     uint64_t rx_interrupts;
     uint64_t rx_kicks;
     uint64_t tx_packets;
@@ -369,6 +373,13 @@ void vnic_dev_rss_state(struct vnic_dev *dev, struct vnic_rss_state *out);
 /* Receive coalescing for guests with GUEST_TSO4/6 + GUEST_CSUM + MRG_RXBUF
  * (on by default).  Takes effect at the next batch. */
 void vnic_dev_set_rx_coalesce(struct vnic_dev *dev, int on);
+/* How received frames reach the guest's buffers: read straight into them
+ * where the backend and the device's state allow (DIRECT, the default), or
+ * always read into a bounce buffer and copied from there (BOUNCE: the
+ * path before one-copy receive, to compare or to rule it out).  Takes
+ * effect at the next batch. */
+enum vnic_rx_copy { VNIC_RX_COPY_DIRECT = 0, VNIC_RX_COPY_BOUNCE = 1 };
+void vnic_dev_set_rx_copy(struct vnic_dev *dev, int mode);
 /* enum vnic_tx_mode.  Takes effect at once.  0, -EINVAL for an unknown
  * mode, -ENOTSUP for passthrough on a backend that cannot (only the TAP
  * can). */

@@ -56,6 +56,9 @@ double vnic_bench_tx_faults_path(int frame_size, int batch, int rounds, int mode
 /* The RX path the same way: frames from the benchmark source into posted
  * 1536-byte mergeable buffers, ns per frame. */
 double vnic_bench_rx_path(int frame_size, int batch, int rounds, int packed);
+/* The same through the bounce buffer (read there, copied into the
+ * guest's buffers), as every frame went before the one-copy path. */
+double vnic_bench_rx_bounce_path(int frame_size, int batch, int rounds);
 /* The same with RSS and HASH_REPORT on (every hash type, a one-entry
  * table): what hashing, the table look-up and the hash header add. */
 double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds);
@@ -63,6 +66,10 @@ double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds);
  * the benchmark source, merged and delivered as one super-frame into 4 KiB
  * mergeable buffers.  ns per super-frame. */
 double vnic_bench_coalesce(int segs, int rounds);
+/* Copies per delivered byte (1: each landed where the source's read put
+ * it) of a short RX path run with frame_size-byte frames, or of the
+ * coalescing benchmark if coalescing; -errno on failure. */
+double vnic_bench_rx_copies(int frame_size, int coalescing);
 /* Scaling: `threads` threads, each driving its own queue pair of one
  * device (TX with rx 0: posted chains to the null sink; RX with rx 1:
  * benchmark-source frames into 1536-byte mergeable buffers), 64-frame

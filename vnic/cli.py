@@ -44,6 +44,9 @@ TAP_GRO_HELP = ("on (default), off or MICROSECONDS: the host's GRO merges the wi
 
 
 RX_COALESCE_HELP = "merge received TCP segments into super-frames for TSO-capable guests (default on)"
+RX_COPY_HELP = ("direct: received frames are read straight into the guest's buffers where possible "
+                "(one copy, the default); bounce: always through the device's own buffer (two copies, "
+                "the path before, to compare)")
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -113,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = parse(args.backend, parse_tap_gro(args.tap_gro))
     dev = Device(backend, mac=args.mac, mtu=args.mtu, features=args.features or "",
                  tx_mode=args.tx_mode, rx_coalesce=args.rx_coalesce == "on", speed_mbps=args.speed,
-                 flow_table_max=args.flow_table_max, queues=args.queues)
+                 flow_table_max=args.flow_table_max, queues=args.queues, rx_copy=args.rx_copy)
     try:
         drop_bounding(user)                # the TAP is up: no more programs that need root
         if faults:
@@ -174,7 +177,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
              mtu=args.mtu, timeout=args.timeout, tx_mode=args.tx_mode,
              rx_coalesce=args.rx_coalesce == "on", tap_offloads=args.tap_offloads == "on",
              tap_gro_us=parse_tap_gro(args.tap_gro), control=args.control,
-             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues,
+             flow_table_max=args.flow_table_max, smp=args.smp, queues=args.queues, rx_copy=args.rx_copy,
              pcap=capture_spec(args), faults=args.faults, log=log, console=console)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
@@ -381,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--rx-copy", choices=["direct", "bounce"], default="direct", help=RX_COPY_HELP)
     s.add_argument("--user", metavar="USER",
                    help="whom to run as once the TAP and sockets are open (default, as root: nobody; "
                         "root keeps root and no sandbox)")
@@ -471,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
+    s.add_argument("--rx-copy", choices=["direct", "bounce"], default="direct", help=RX_COPY_HELP)
     s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
     s.add_argument("--flow-table-max", type=int, metavar="N",
                    help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")

@@ -103,13 +103,16 @@ class Device:
     def __init__(self, backend: str | Backend = "null", *, mac: str | bytes | None = None,
                  mtu: int = 1500, features: str = "", tx_mode: str = "segment",
                  rx_coalesce: bool = True, speed_mbps: int = 10000,
-                 flow_table_max: int | None = None, queues: int = 1):
+                 flow_table_max: int | None = None, queues: int = 1, rx_copy: str = "direct"):
         """backend: 'tap:IF', 'tap:IF@NETNS', 'null' or a backend object.
         queues: RX/TX queue pairs (1 to 16); more than one offers MQ, and a
         TAP then has a queue per pair.
         mac: xx:xx:xx:xx:xx:xx or 6 bytes (default: random 52:54:00:xx:xx:xx).
         features: comma list of +name/-name applied to the default offer.
-        flow_table_max: flows kept per queue pair (0: no per-flow statistics)."""
+        flow_table_max: flows kept per queue pair (0: no per-flow statistics).
+        rx_copy: 'direct' (received frames read straight into the guest's
+        buffers where possible) or 'bounce' (through a buffer of the
+        device's: the path before one-copy receive, to compare)."""
         self.backend = backends.parse(backend) if isinstance(backend, str) else backend
         offered = feat.apply_changes(feat.default_offer(queues), features)
         self.qmp_path: str | None = None           # QEMU's monitor, for replug
@@ -121,7 +124,7 @@ class Device:
         flow_kw = {} if flow_table_max is None else {"flow_table_max": flow_table_max}
         self.net = VirtioNet(self.backend, mac=mac, mtu=mtu, speed_mbps=speed_mbps,
                              features=offered, tx_mode=tx_mode,
-                             rx_coalesce=rx_coalesce, queue_pairs=queues, **flow_kw)
+                             rx_coalesce=rx_coalesce, queue_pairs=queues, rx_copy=rx_copy, **flow_kw)
         # what `reset` goes back to; the backend is open now: its GRO is what is really in force
         self._initial = _StartUp(features=offered, tx=tx_mode, rx_coalesce=rx_coalesce,
                                  tap_gro_us=self.backend.gro_flush_us if _tunable_gro(self.backend) else None)

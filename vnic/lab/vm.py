@@ -115,7 +115,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
        rx_coalesce: bool = True, tap_offloads: bool = True, control: str | None = None,
        flow_table_max: int | None = None, tap_gro_us: int = TapBackend.DEFAULT_GRO_FLUSH_US,
        smp: int = 1, queues: int | None = None, pcap: CaptureSpec | None = None,
-       faults: str | None = None, log=print, console=None) -> VmResult:
+       faults: str | None = None, rx_copy: str = "direct", log=print, console=None) -> VmResult:
     """Boot the guest with a vnic NIC; run iperf3 both ways and/or cmd.
 
     smp: the guest's vCPUs; queues: the NIC's queue pairs (default: smp,
@@ -142,7 +142,7 @@ def vm(iperf_seconds: int | None = None, cmd: str | None = None, features: str =
     image = ensure_guest_image(log=log)
     log(f"vnic: QEMU and the guest image ready ({time.monotonic() - t0:.1f} s)")
     serve_args = ["--mtu", str(mtu), "--tx-mode", tx_mode, "--rx-coalesce", "on" if rx_coalesce else "off",
-                  "--tap-gro", str(tap_gro_us), "--queues", str(queues)]
+                  "--tap-gro", str(tap_gro_us), "--queues", str(queues), "--rx-copy", rx_copy]
     serve_args += (["--features", features] if features else []) + \
         (["--flow-table-max", str(flow_table_max)] if flow_table_max is not None else [])
     serve_args += pcap_args(pcap) + (["--faults", faults] if faults else [])

@@ -33,6 +33,7 @@ STATUS_ANNOUNCE = 2
 DUPLEX_FULL = 1
 MIN_MTU, MAX_MTU = 68, 65535
 TX_MODES = {"segment": lib.VNIC_TX_SEGMENT, "passthrough": lib.VNIC_TX_PASSTHROUGH}
+RX_COPY_MODES = {"direct": lib.VNIC_RX_COPY_DIRECT, "bounce": lib.VNIC_RX_COPY_BOUNCE}
 
 
 MAX_QUEUE_PAIRS: int = lib.VNIC_MAX_QUEUE_PAIRS
@@ -91,7 +92,7 @@ class VirtioNet:
     def __init__(self, backend: Backend, mac: bytes | None = None, mtu: int = 1500, speed_mbps: int = 10000,
                  features: frozenset[F] | None = None, tx_mode: str = "segment",
                  rx_coalesce: bool = True, flow_table_max: int = flow_stats.DEFAULT_MAX,
-                 queue_pairs: int = 1):
+                 queue_pairs: int = 1, rx_copy: str = "direct"):
         check_queue_pairs(queue_pairs)
         self.queue_pairs = queue_pairs
         if not MIN_MTU <= mtu <= MAX_MTU:
@@ -125,6 +126,7 @@ class VirtioNet:
         self.memory = DmaTable(self.native, self.quiesced)
         self.set_tx_mode(tx_mode)
         self.set_rx_coalesce(rx_coalesce)
+        self.set_rx_copy(rx_copy)
         self.set_flow_table_max(flow_table_max)
         self.counters = stats.view(self.native)
         self.transport = VirtioPciTransport(self)
@@ -291,6 +293,15 @@ class VirtioNet:
         if rc < 0:
             raise ConfigError(f"TX mode {mode} needs a TAP backend, not {self.backend.describe()}")
         self.tx_mode = mode
+
+    def set_rx_copy(self, mode: str) -> None:
+        """'direct': the backend reads received frames straight into the
+        guest's buffers where it can (one copy); 'bounce': always into a
+        buffer of the device's first, then copied (the path before)."""
+        if mode not in RX_COPY_MODES:
+            raise ConfigError(f"RX copy mode {mode!r} is not one of {', '.join(RX_COPY_MODES)}")
+        lib.vnic_dev_set_rx_copy(self.native, RX_COPY_MODES[mode])
+        self.rx_copy = mode
 
     def set_rx_coalesce(self, on: bool) -> None:
         """Merge wire-size TCP segments into super-frames for guests that

@@ -1,0 +1,428 @@
+/* rx_direct.c - one-copy receive: the backend reads each frame straight
+ * into the guest's posted buffers (the TAP's readv(), the benchmark
+ * source's memcpy), instead of into a bounce buffer that rx_deliver then
+ * copies into the guest again.
+ *
+ * Buffers are popped before the frame's size is known: the chains popped
+ * ahead wait in qp->rxc, as many as the largest recent frame needed, and
+ * the readv() ends in the bounce buffer, so a frame larger than that is
+ * never cut short: its spill is copied into chains popped behind, or, if
+ * the guest has posted too few, the frame moves whole to the bounce buffer
+ * and waits for buffers there as every frame did before.  Chains are taken
+ * in pop order (the packed ring's used descriptors follow it), and those
+ * left at the end of the batch are given back.
+ *
+ * The backend's virtio-net header goes to the bounce buffer, never to the
+ * guest, which is given its own header once it is fixed.  The receive
+ * filter decides on the frame's headers before any buffer is used; a
+ * refused frame's bytes are cleared from the buffers they landed in (on a
+ * bridged TAP they are other machines' frames) and the buffers serve the
+ * next frame.
+ *
+ * Coalescing merges segments in a buffer of its own (gro.c), so while it
+ * is on, frames go this way only between flows and while they are not
+ * segments it would merge (a TAP's own super-frames, other protocols): a
+ * segment read this way is moved to the bounce buffer, and the next frames
+ * are read there until one is not a segment again.
+ *
+ * Security model: chains are popped and bounded by virtq.c like any
+ * other; a chain with readable pieces, or a frame's first one shorter than
+ * the header, is -VNIC_ERR_DESC_DIRECTION as in rx_deliver; memory reached
+ * only through messages sends the batch the bounce way.  Every byte
+ * written goes to a piece vq_chain_add translated and bounded. */
+#include <string.h>
+#include "backend.h"
+#include "headers.h"
+
+#define EXPECT_FIRST 1514         /* before any frame: an Ethernet MTU's */
+
+enum { POP_BOUNCE = 2 };          /* a chain the cache cannot hold: read the bounce way */
+enum { SPILL_PLACED = 16 };       /* beside enum rx_direct_result: a spill went behind */
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* ---- the chains held ------------------------------------------------------------ */
+
+static struct rxc_chain *oldest(struct rx_cache *rc)
+{
+    return &rc->ch[rc->first];
+}
+
+static int first_seg(const struct rx_cache *rc)
+{
+    return rc->n ? rc->ch[rc->first].first : rc->seg_end;
+}
+
+/* Move what is held to the front of both arrays, to make room behind. */
+static void compact(struct rx_cache *rc)
+{
+    int s0 = first_seg(rc);
+    memmove(rc->seg, rc->seg + s0, sizeof(*rc->seg) * (size_t)(rc->seg_end - s0));
+    memmove(rc->ch, rc->ch + rc->first, sizeof(*rc->ch) * (size_t)rc->n);
+    for (int i = 0; i < rc->n; i++)
+        rc->ch[i].first = (uint16_t)(rc->ch[i].first - s0);
+    rc->seg_end -= s0;
+    rc->first = 0;
+}
+
+static bool all_mapped(const struct chain *c)
+{
+    for (int i = 0; i < c->nin; i++)
+        if (unlikely(!c->seg[c->nout + i].host))
+            return false;
+    return true;
+}
+
+/* Pop one chain behind those held.  1 popped, 0 none (ring empty, or as
+ * many held as the cache takes), POP_BOUNCE one it cannot hold (given
+ * back), -enum vnic_error. */
+static int pop_ahead(struct qpair *qp)
+{
+    struct rx_cache *rc = qp->rxc;
+    struct chain *c = qp->chain;
+    if (rc->first + rc->n == RXC_CHAINS || rc->seg_end > RXC_SEGS / 2)
+        compact(rc);
+    if (rc->n == RXC_CHAINS)
+        return 0;
+    int r = vq_pop(&qp->rx, c);
+    if (r <= 0)
+        return r;
+    if (unlikely(c->nout)) {
+        vq_rewind(&qp->rx, 1);
+        return -VNIC_ERR_DESC_DIRECTION;
+    }
+    if (!all_mapped(c) || rc->seg_end + c->nin > RXC_SEGS) {
+        vq_rewind(&qp->rx, 1);
+        return POP_BOUNCE;
+    }
+    for (int i = 0; i < c->nin; i++)          /* mostly one: no memcpy call */
+        rc->seg[rc->seg_end + i] = c->seg[i];
+    uint32_t cap = (uint32_t)min64(c->in_len, UINT32_MAX);
+    rc->ch[rc->first + rc->n++] = (struct rxc_chain){ c->head, (uint16_t)rc->seg_end, (uint16_t)c->nin, cap };
+    rc->seg_end += c->nin;
+    rc->cap += cap;
+    return 1;
+}
+
+/* Pop ahead until the chains held take want bytes (without mergeable
+ * buffers: one chain).  1 enough, 0 not, POP_BOUNCE, -enum vnic_error. */
+static int fill(struct qpair *qp, uint64_t want)
+{
+    struct rx_cache *rc = qp->rxc;
+    while (qp->dev->mrg_rxbuf ? rc->cap < want : rc->n < 1) {
+        int r = pop_ahead(qp);
+        if (r != 1)
+            return r;
+    }
+    return 1;
+}
+
+/* The chains a frame of total bytes (header included) used: gone. */
+static void consume(struct rx_cache *rc, uint16_t bufs)
+{
+    for (uint16_t i = 0; i < bufs; i++)
+        rc->cap -= rc->ch[rc->first + i].cap;
+    rc->first += bufs;
+    rc->n -= bufs;
+    if (!rc->n)
+        rc->first = rc->seg_end = 0;
+}
+
+void rx_direct_release(struct qpair *qp)
+{
+    struct rx_cache *rc = qp->rxc;
+    if (rc->n)
+        vq_rewind(&qp->rx, (uint16_t)rc->n);
+    rc->first = rc->n = rc->seg_end = 0;
+    rc->cap = 0;
+    rc->off = false;
+}
+
+/* ---- the held chains' pieces as one run of bytes, from the oldest's first -- */
+
+/* The piece holding byte *at; *at becomes the offset in it. */
+static int seek(const struct rx_cache *rc, uint64_t *at)
+{
+    int i = first_seg(rc);
+    while (i < rc->seg_end && *at >= rc->seg[i].len)
+        *at -= rc->seg[i++].len;
+    return i;
+}
+
+static void pieces_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, uint64_t n)
+{
+    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+        uint64_t k = min64(rc->seg[i].len - at, n);
+        memcpy(rc->seg[i].host + at, src, k);
+        src += k;
+        n -= k;
+    }
+}
+
+static void pieces_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t n)
+{
+    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+        uint64_t k = min64(rc->seg[i].len - at, n);
+        memcpy(dst, rc->seg[i].host + at, k);
+        dst += k;
+        n -= k;
+    }
+}
+
+static void pieces_clear(struct rx_cache *rc, uint64_t at, uint64_t n)
+{
+    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+        uint64_t k = min64(rc->seg[i].len - at, n);
+        memset(rc->seg[i].host + at, 0, k);
+        n -= k;
+    }
+}
+
+static uint64_t pieces_csum(struct rx_cache *rc, uint64_t at, uint64_t n, uint64_t sum)
+{
+    uint64_t done = 0;
+    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+        uint64_t k = min64(rc->seg[i].len - at, n);
+        sum = csum_add(sum, csum_shift(csum_partial(rc->seg[i].host + at, k, 0), done));
+        done += k;
+        n -= k;
+    }
+    return sum;
+}
+
+/* ---- frames as rx.c sees them ------------------------------------------------------ */
+
+uint64_t rx_ref_csum(const struct rx_ref *f, uint32_t from, uint32_t n, uint64_t sum)
+{
+    if (!f->qp)
+        return csum_partial(f->bytes + from, n, sum);
+    return pieces_csum(f->qp->rxc, f->qp->dev->hdr_len + (uint64_t)from, n, sum);
+}
+
+void rx_ref_write(const struct rx_ref *f, uint32_t at, const void *src, uint32_t n)
+{
+    if (!f->qp) {
+        memcpy(f->bytes + at, src, n);
+        return;
+    }
+    pieces_write(f->qp->rxc, f->qp->dev->hdr_len + (uint64_t)at, src, n);
+    if (at < f->have)                  /* the header copy stays true */
+        memcpy(f->bytes + at, src, min64(n, f->have - at));
+}
+
+/* ---- one frame ------------------------------------------------------------------------- */
+
+bool rx_direct_possible(struct qpair *qp, bool coalescing)
+{
+    struct vnic_dev *dev = qp->dev;
+    /* while coalescing: only between flows, and while frames are not segments it merges */
+    if (coalescing && (qp->rxc->predict_merge || !gro_idle(qp->gro)))
+        return false;
+    return dev->backend->read_iov && !atomic_load_explicit(&dev->rx_bounce_only, memory_order_relaxed) && !qp->rxc->off && !faults_on(dev) &&
+           !fault_holding(&qp->fault[FAULT_RX]) && !qp->fault_dup_len &&
+           !capture_wants(dev, CAP_WIRE_RX) && !capture_wants(dev, CAP_GUEST_RX) &&
+           !atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) &&
+           !handoff_holding(qp) && !handoff_pending(qp);
+}
+
+/* The readv() pieces: the backend's header into the bounce buffer, the
+ * frame into the chains held from behind the guest's header on (as far as
+ * the expected size, the oldest chain only without mergeable buffers),
+ * the rest into the bounce buffer where it would lie there.  *room: the
+ * frame bytes the chains take. */
+static int build_iov(struct qpair *qp, struct iovec *iov, uint32_t *room)
+{
+    struct rx_cache *rc = qp->rxc;
+    const struct rxc_chain *c0 = oldest(rc);
+    int end = qp->dev->mrg_rxbuf ? rc->seg_end : c0->first + c0->nseg;
+    uint64_t skip = qp->dev->hdr_len, take = 0;
+    /* without mergeable buffers the frame must fit the chain: all of it */
+    uint64_t want = qp->dev->mrg_rxbuf ? min64(rc->expect, VNIC_RX_FRAME_MAX) : VNIC_RX_FRAME_MAX;
+    int n = 0;
+    iov[n++] = (struct iovec){ qp->rx_frame, VNIC_NET_HDR_SIZE };
+    for (int i = c0->first; i < end && take < want; i++) {
+        const struct seg *s = &rc->seg[i];
+        if (skip >= s->len) {
+            skip -= s->len;
+            continue;
+        }
+        uint64_t k = min64(s->len - skip, VNIC_RX_FRAME_MAX - take);
+        iov[n++] = (struct iovec){ s->host + skip, k };
+        take += k;
+        skip = 0;
+    }
+    if (take < VNIC_RX_FRAME_MAX)
+        iov[n++] = (struct iovec){ qp->rx_frame + VNIC_NET_HDR_SIZE + take, VNIC_RX_FRAME_MAX - take };
+    *room = (uint32_t)take;
+    return n;
+}
+
+/* The frame for rx.c: the piece it landed in if it is all there, else its
+ * headers copied to the bounce buffer (where its spill already is). */
+static struct rx_ref frame_ref(struct qpair *qp, const struct iovec *iov, uint32_t len, uint32_t room)
+{
+    if (len <= room && iov[1].iov_len >= len)
+        return (struct rx_ref){ iov[1].iov_base, len, len, NULL };
+    uint8_t *copy = qp->rx_frame + VNIC_NET_HDR_SIZE;
+    uint32_t have = (uint32_t)min64(len, VNIC_TPL_MAX);
+    pieces_read(qp->rxc, qp->dev->hdr_len, copy, min64(have, room));
+    return (struct rx_ref){ copy, have, len, qp };
+}
+
+/* A frame larger than the chains it was read into: pop more and copy its
+ * spill behind.  1 done, 0 the guest posted too few, -enum vnic_error. */
+static int place_spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queue_stats *st)
+{
+    int r = fill(qp, qp->dev->hdr_len + (uint64_t)len);
+    if (r != 1)
+        return r < 0 ? r : 0;
+    pieces_write(qp->rxc, qp->dev->hdr_len + (uint64_t)room, qp->rx_frame + VNIC_NET_HDR_SIZE + room, len - room);
+    st->rx_copied_bytes += len - room;
+    return 1;
+}
+
+/* Too few buffers for the frame: all of it into the bounce buffer, the
+ * chains given back (to be popped again for it). */
+static void move_to_bounce(struct qpair *qp, uint32_t len, uint32_t room)
+{
+    pieces_read(qp->rxc, qp->dev->hdr_len, qp->rx_frame + VNIC_NET_HDR_SIZE, min64(len, room));
+    rx_direct_release(qp);
+    qp->rx_frame_len = VNIC_NET_HDR_SIZE + len;
+}
+
+/* Forget a frame that will not be delivered: its bytes out of the buffers. */
+static int discard(struct qpair *qp, uint32_t len, uint32_t room)
+{
+    pieces_clear(qp->rxc, qp->dev->hdr_len, min64(len, room));
+    return RX_DIRECT_DONE;
+}
+
+/* A frame larger than the chains it was read into.  SPILL_PLACED: its
+ * spill is in chains behind; RX_DIRECT_BOUNCE: too few posted, it waits whole in the
+ * bounce buffer, its header fixed; RX_DIRECT_DONE: dropped (counted);
+ * -enum vnic_error. */
+static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queue_stats *st)
+{
+    if (!qp->dev->mrg_rxbuf) {
+        st->rx_drops_too_big++;            /* as rx_deliver: larger than the chain */
+        return discard(qp, len, room);
+    }
+    int r = place_spill(qp, len, room, st);
+    if (r != 0)
+        return r < 0 ? r : SPILL_PLACED;
+    move_to_bounce(qp, len, room);
+    struct rx_ref b = { qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL };
+    if (!rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &b, st)) {
+        qp->rx_frame_len = 0;
+        return RX_DIRECT_DONE;
+    }
+    if (rx_rss_active(qp->dev))
+        rx_rss_hash(qp, b.bytes, b.len, st);
+    return RX_DIRECT_BOUNCE;
+}
+
+/* Hand the frame in the oldest chains to the guest: their used entries
+ * and the guest's header, num_buffers and hash included. */
+static void deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, uint16_t *pending,
+                    struct vnic_queue_stats *st)
+{
+    struct rx_cache *rc = qp->rxc;
+    struct vnic_dev *dev = qp->dev;
+    uint16_t bufs = 0;
+    for (uint64_t left = dev->hdr_len + (uint64_t)f->len; left; bufs++) {
+        const struct rxc_chain *c = &rc->ch[rc->first + bufs];
+        uint32_t k = (uint32_t)min64(left, c->cap);
+        vq_push_used(&qp->rx, c->head, k, (uint16_t)(*pending + bufs));
+        left -= k;
+    }
+    h->num_buffers = bufs;
+    const struct seg *s0 = &rc->seg[oldest(rc)->first];
+    if (dev->hdr_len == VNIC_NET_HDR_SIZE && s0->len >= VNIC_NET_HDR_SIZE) {
+        memcpy(s0->host, h, sizeof(*h));              /* the usual case: one inlined store */
+    } else {
+        pieces_write(rc, 0, (const uint8_t *)h, VNIC_NET_HDR_SIZE);
+        if (dev->hdr_len == VNIC_NET_HDR_HASH_SIZE) {
+            bool hashed = qp->rx_meta.report != VNIC_HASH_REPORT_NONE;
+            struct virtio_net_hdr_hash hh = { hashed ? qp->rx_meta.hash : 0, qp->rx_meta.report, 0 };
+            pieces_write(rc, VNIC_NET_HDR_SIZE, (const uint8_t *)&hh, sizeof(hh));
+        }
+    }
+    consume(rc, bufs);
+    *pending += bufs;
+    st->rx_direct_packets++;
+    rx_count_delivered(qp, h, f, &qp->rx_meta, bufs, st);
+}
+
+/* The largest recent frame, forgotten slowly (a 64th a frame): a flow's
+ * ACKs and small frames between its full ones must not cost the next
+ * full one a spill. */
+static void learn_size(struct rx_cache *rc, uint32_t len)
+{
+    uint32_t decayed = rc->expect - rc->expect / 64;
+    rc->expect = len > decayed ? len : decayed;
+}
+
+/* Chains for the next frame: RX_DIRECT_DONE with some held, else
+ * RX_DIRECT_OFF (none posted, or memory the cache cannot hold: this
+ * batch goes the bounce way) or -enum vnic_error. */
+static int chains_for_frame(struct qpair *qp)
+{
+    struct rx_cache *rc = qp->rxc;
+    if (!rc->expect)
+        rc->expect = EXPECT_FIRST;
+    int r = fill(qp, qp->dev->hdr_len + (uint64_t)rc->expect);
+    if (r < 0)
+        return r;
+    if (r == POP_BOUNCE || !rc->n) {
+        rx_direct_release(qp);
+        rc->off = r == POP_BOUNCE;     /* until the batch ends */
+        return RX_DIRECT_OFF;
+    }
+    if (unlikely(oldest(rc)->cap < qp->dev->hdr_len))
+        return -VNIC_ERR_DESC_DIRECTION;
+    return RX_DIRECT_DONE;
+}
+
+int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    struct vnic_dev *dev = qp->dev;
+    int r = chains_for_frame(qp);
+    if (r != RX_DIRECT_DONE)
+        return r;
+    struct iovec iov[VNIC_IOV_MAX];
+    uint32_t room;
+    int niov = build_iov(qp, iov, &room);
+    int got = dev->backend->read_iov(qp, iov, niov, st);
+    if (got <= 0)
+        return RX_DIRECT_EMPTY;
+    if (unlikely(got <= VNIC_NET_HDR_SIZE)) {
+        st->rx_drops_backend++;            /* a runt: nothing of it in the buffers */
+        return RX_DIRECT_DONE;
+    }
+    uint32_t len = (uint32_t)got - VNIC_NET_HDR_SIZE;
+    if (unlikely(len > VNIC_RX_FRAME_MAX)) {
+        st->rx_drops_too_big++;            /* the backend cut it short */
+        return discard(qp, len, room);
+    }
+    learn_size(qp->rxc, len);
+    struct rx_ref f = frame_ref(qp, iov, len, room);
+    if (!rx_filter_accepts(dev, f.bytes, f.have, st))
+        return discard(qp, len, room);
+    if (len > room && (r = spill(qp, len, room, st)) != SPILL_PLACED)
+        return r;
+    struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
+    if (!rx_fix_header(qp, h, &f, st))
+        return discard(qp, len, len);
+    if (rx_rss_active(dev))
+        rx_rss_hash(qp, f.bytes, f.have, st);
+    if (coalescing && gro_candidate(dev, h, f.bytes, f.have, len)) {
+        qp->rxc->predict_merge = true;     /* coalescing merges it in its own buffer */
+        move_to_bounce(qp, len, len);
+        return RX_DIRECT_BOUNCE;
+    }
+    deliver(qp, h, &f, pending, st);
+    return RX_DIRECT_DONE;
+}
