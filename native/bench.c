@@ -441,7 +441,7 @@ static void make_segment(uint8_t *buf, uint32_t seq, uint16_t id, uint32_t mss)
     memset(f + TCP_FRAME_HDRS, 0x5a, mss);
 }
 
-static double coalesce(int segs, int rounds, double *copies)
+static double coalesce(int segs, int rounds, double *copies, bool bounce)
 {
     const uint32_t mss = 1448;
     uint32_t frame_len = VNIC_NET_HDR_SIZE + (uint32_t)TCP_FRAME_HDRS + mss;
@@ -457,6 +457,7 @@ static double coalesce(int segs, int rounds, double *copies)
     }
     for (int i = 0; i < segs; i++)
         make_segment(frames + (size_t)frame_len * (size_t)i, 1000 + (uint32_t)i * mss, (uint16_t)(7 + i), mss);
+    vnic_dev_set_rx_copy(b.dev, bounce ? VNIC_RX_COPY_BOUNCE : VNIC_RX_COPY_DIRECT);
     double total = bench_rx_rounds(&b, frames, frame_len, (uint32_t)segs, (uint32_t)segs, rounds);
     uint64_t merged = b.dev->stats[0].rx_coalesced_segments;
     if (copies)
@@ -468,7 +469,12 @@ static double coalesce(int segs, int rounds, double *copies)
 
 double vnic_bench_coalesce(int segs, int rounds)
 {
-    return coalesce(segs, rounds, NULL);
+    return coalesce(segs, rounds, NULL, false);
+}
+
+double vnic_bench_coalesce_bounce(int segs, int rounds)
+{
+    return coalesce(segs, rounds, NULL, true);
 }
 
 double vnic_bench_rx_bounce_path(int frame_size, int batch, int rounds)
@@ -479,7 +485,7 @@ double vnic_bench_rx_bounce_path(int frame_size, int batch, int rounds)
 double vnic_bench_rx_copies(int frame_size, int coalescing)
 {
     double copies = -1;
-    double r = coalescing ? coalesce(44, 20, &copies) : rx_path(frame_size, 64, 20, false, 0, &copies, false);
+    double r = coalescing ? coalesce(44, 20, &copies, false) : rx_path(frame_size, 64, 20, false, 0, &copies, false);
     return r < 0 ? r : copies;
 }
 

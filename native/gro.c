@@ -56,6 +56,30 @@ static void clear_segment_fields(uint8_t *hdrs, const struct layout *lo)
     memset(tcp->check, 0, sizeof(tcp->check));
 }
 
+/* Which header bits every segment of a flow must share: all but those
+ * clear_segment_fields() clears. */
+static void build_mask(uint8_t *mask, const struct layout *lo)
+{
+    memset(mask, 0xff, lo->hdr_len);
+    clear_segment_fields(mask, lo);
+}
+
+/* a and b equal where mask has bits, a word at a time */
+static bool masked_equal(const uint8_t *a, const uint8_t *b, const uint8_t *mask, size_t n)
+{
+    uint64_t diff = 0, x, y, m;
+    size_t i = 0;
+    for (; i + sizeof(x) <= n; i += sizeof(x)) {
+        memcpy(&x, a + i, sizeof(x));
+        memcpy(&y, b + i, sizeof(y));
+        memcpy(&m, mask + i, sizeof(m));
+        diff |= (x ^ y) & m;
+    }
+    for (; i < n; i++)
+        diff |= (uint64_t)((a[i] ^ b[i]) & mask[i]);
+    return !diff;
+}
+
 /* Could this frame extend the flow?  Headers equal but for the fields each
  * segment owns; sequence and ID continue; size keeps it under 64 KiB. */
 static bool continues(const struct gro_flow *f, const uint8_t *frame, const struct layout *lo, uint32_t payload)
@@ -69,20 +93,13 @@ static bool continues(const struct gro_flow *f, const uint8_t *frame, const stru
         return false;
     if (!lo->ipv6 && rd16(HDR_AT(const struct ipv4_hdr, frame, lo->l3)->id) != f->next_id)
         return false;
-    uint8_t a[VNIC_TPL_MAX], b[VNIC_TPL_MAX];
-    if (lo->hdr_len > VNIC_TPL_MAX)
-        return false;
-    memcpy(a, first, lo->hdr_len);
-    memcpy(b, frame, lo->hdr_len);
-    clear_segment_fields(a, lo);
-    clear_segment_fields(b, lo);
-    return !memcmp(a, b, lo->hdr_len);
+    return masked_equal(first, frame, f->mask, lo->hdr_len);
 }
 
 /* Rewrite the assembled frame's headers for the guest: lengths, IPv4
  * header checksum, and a partial TCP checksum with a GSO header, or a
  * plain DATA_VALID frame if only one segment came. */
-static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
+void gro_finish(struct gro_flow *f, struct vnic_queue_stats *st)
 {
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)f->buf;
     uint8_t *frame = f->buf + VNIC_NET_HDR_SIZE;
@@ -105,7 +122,7 @@ static void finish(struct gro_flow *f, struct vnic_queue_stats *st)
 }
 
 /* What the flow statistics learn of a flow's frame beyond its header. */
-static const struct rx_meta *flow_meta(struct gro_flow *f)
+const struct rx_meta *gro_flow_meta(struct gro_flow *f)
 {
     f->meta.offloads = f->segs > 1 ? VNIC_FLOW_COALESCED : 0;
     return &f->meta;
@@ -117,8 +134,8 @@ static int close_flow(struct qpair *qp, struct gro_flow *f, uint16_t *pending, s
 {
     struct gro *g = qp->gro;
     g->nopen--;
-    finish(f, st);
-    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, flow_meta(f), pending, st);
+    gro_finish(f, st);
+    int r = g->ready_n ? 0 : rx_deliver(qp, f->buf, f->len, gro_flow_meta(f), pending, st);
     if (r == 1) {
         f->state = GRO_FREE;
     } else if (r == 0) {
@@ -133,7 +150,7 @@ int gro_deliver_ready(struct qpair *qp, uint16_t *pending, struct vnic_queue_sta
     struct gro *g = qp->gro;
     while (g->ready_n) {
         struct gro_flow *f = &g->flow[g->ready[g->ready_head]];
-        int r = rx_deliver(qp, f->buf, f->len, flow_meta(f), pending, st);
+        int r = rx_deliver(qp, f->buf, f->len, gro_flow_meta(f), pending, st);
         if (r <= 0)
             return r;
         f->state = GRO_FREE;
@@ -203,7 +220,38 @@ static bool may_merge(const struct vnic_dev *dev, const struct virtio_net_hdr *h
     return csum_ok && h->gso_type == VNIC_GSO_NONE &&
            lo->l3 + ip_len == len &&                     /* no padding, no lies */
            (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && len > lo->hdr_len &&
-           may_coalesce(dev, lo);
+           lo->hdr_len <= VNIC_TPL_MAX && may_coalesce(dev, lo);
+}
+
+/* Open f with its first segment (len bytes, headers in frame): the
+ * sequence and ID the next must carry, its payload as the MSS. */
+static void start(struct gro_flow *f, const uint8_t *frame, uint32_t len, const struct layout *lo,
+                  const struct rx_meta *meta, uint64_t batch)
+{
+    uint32_t payload = len - lo->hdr_len;
+    f->state = GRO_OPEN;
+    f->len = VNIC_NET_HDR_SIZE + len;
+    f->lo = *lo;
+    f->next_seq = rd32(tcp_at(frame, lo)->seq) + payload;
+    f->next_id = lo->ipv6 ? 0 : (uint16_t)(rd16(HDR_AT(const struct ipv4_hdr, frame, lo->l3)->id) + 1);
+    f->mss = (uint16_t)payload;
+    f->segs = 1;
+    f->touched = batch;
+    f->meta = *meta;
+    build_mask(f->mask, lo);
+}
+
+/* A segment's payload joined f (the caller placed it).  true: PSH or a
+ * short segment ends what the sender meant as one burst. */
+static bool extend(struct gro_flow *f, uint32_t payload, uint8_t flags, uint64_t batch)
+{
+    f->len += payload;
+    f->next_seq += payload;
+    f->next_id++;
+    f->segs++;
+    f->touched = batch;
+    HDR_AT(struct tcp_hdr, f->buf + VNIC_NET_HDR_SIZE, f->lo.l4)->flags |= flags & TCP_PSH;
+    return (flags & TCP_PSH) || payload < f->mss;
 }
 
 bool gro_candidate(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
@@ -244,14 +292,7 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     if (f && eligible && continues(f, frame, &lo, payload)) {
         memcpy(f->buf + f->len, frame + lo.hdr_len, payload);
         st->rx_copied_bytes += payload;
-        f->len += payload;
-        f->next_seq += payload;
-        f->next_id++;
-        f->segs++;
-        f->touched = g->batch;
-        HDR_AT(struct tcp_hdr, f->buf + VNIC_NET_HDR_SIZE, lo.l4)->flags |= flags & TCP_PSH;
-        /* PSH or a short segment ends what the sender meant as one burst */
-        if ((flags & TCP_PSH) || payload < f->mss) {
+        if (extend(f, payload, flags, g->batch)) {
             int r = close_flow(qp, f, pending, st);
             if (r < 0)
                 return r;
@@ -274,17 +315,35 @@ int gro_receive(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st
     uint8_t *spare = n->buf;
     n->buf = qp->rx_frame;
     qp->rx_frame = spare;
-    n->state = GRO_OPEN;
     g->nopen++;
-    n->len = qp->rx_frame_len;
-    n->lo = lo;
-    n->next_seq = rd32(tcp_at(frame, &lo)->seq) + payload;
-    n->next_id = lo.ipv6 ? 0 : (uint16_t)(rd16(HDR_AT(const struct ipv4_hdr, frame, lo.l3)->id) + 1);
-    n->mss = (uint16_t)payload;
-    n->segs = 1;
-    n->touched = g->batch;
-    n->meta = qp->rx_meta;
+    start(n, frame, len, &lo, &qp->rx_meta, g->batch);
     return GRO_MERGED;
+}
+
+bool gro_direct_open(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
+                     uint32_t have, uint32_t len)
+{
+    struct layout lo;
+    if (!qp->dev->mrg_rxbuf || hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP ||
+        !may_merge(qp->dev, h, frame, len, &lo) ||
+        (tcp_at(frame, &lo)->flags & TCP_PSH))
+        return false;
+    memcpy(f->buf, h, VNIC_NET_HDR_SIZE);
+    memcpy(f->buf + VNIC_NET_HDR_SIZE, frame, lo.hdr_len);
+    start(f, frame, len, &lo, &qp->rx_meta, qp->gro->batch);
+    return true;
+}
+
+bool gro_direct_extend(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
+                       uint32_t have, uint32_t len, bool *close)
+{
+    struct layout lo;
+    if (hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP ||
+        !same_flow(&f->lo, f->buf + VNIC_NET_HDR_SIZE, &lo, frame) || !may_merge(qp->dev, h, frame, len, &lo) ||
+        !continues(f, frame, &lo, len - lo.hdr_len))
+        return false;
+    *close = extend(f, len - lo.hdr_len, tcp_at(frame, &lo)->flags, qp->gro->batch);
+    return true;
 }
 
 void gro_reset(struct gro *g)

@@ -348,6 +348,7 @@ struct gro_flow {
     uint16_t segs;
     uint64_t touched;             /* batch of the last append: eviction order */
     struct rx_meta meta;          /* the first segment's hash */
+    uint8_t mask[VNIC_TPL_MAX];   /* header bits its segments share */
 };
 
 struct gro {
@@ -374,6 +375,22 @@ bool gro_candidate(const struct vnic_dev *dev, const struct virtio_net_hdr *h, c
                    uint32_t have, uint32_t len);
 /* No flow open or waiting for buffers. */
 bool gro_idle(const struct gro *g);
+/* Rewrite a closed flow's headers in f->buf for the guest (lengths,
+ * checksums, the GSO header), counting it; a lone segment is left as it came. */
+void gro_finish(struct gro_flow *f, struct vnic_queue_stats *st);
+/* What the flow statistics learn of a closed flow beyond its header. */
+const struct rx_meta *gro_flow_meta(struct gro_flow *f);
+/* Coalescing in the guest's buffers (gro_direct.c) keeps only headers in
+ * f->buf (virtio header + VNIC_TPL_MAX bytes), the payload elsewhere.
+ * Open f with a frame (its first have bytes in frame, h its fixed header,
+ * qp->rx_meta its hash) if it may start a flow; false if not. */
+bool gro_direct_open(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
+                     uint32_t have, uint32_t len);
+/* Does the frame continue f?  If so f counts its payload (placed by the
+ * caller) and *close says whether the burst ends with it; false: it
+ * does not (f unchanged). */
+bool gro_direct_extend(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
+                       uint32_t have, uint32_t len, bool *close);
 void gro_reset(struct gro *g);
 /* Forget every open or waiting flow; returns the segments they held. */
 int gro_discard(struct gro *g);
@@ -408,18 +425,25 @@ struct rx_cache {
     uint32_t expect;              /* frame size to pop ahead for: recent frames' largest */
     bool off;                     /* this batch goes through the bounce buffer */
     bool predict_merge;           /* the last frame was a segment coalescing merged */
+    int seek_i;                   /* the piece the last seek ended in (-1: none), */
+    uint64_t seek_base;           /* and the run offset it starts at */
+    struct gro_flow df;           /* a flow coalesced in the chains held (gro_direct.c) */
+    uint8_t df_hdrs[VNIC_NET_HDR_SIZE + VNIC_TPL_MAX];   /* df.buf: its headers */
     struct rxc_chain ch[RXC_CHAINS];
     struct seg seg[RXC_SEGS];
 };
 
 /* Where a received frame's bytes are: qp NULL, all len of them in bytes (a
- * bounce buffer, or the one piece of guest memory it landed in); else in
- * the guest pieces qp's rx_direct read it into, its first have bytes
- * copied to bytes for parsing. */
+ * bounce buffer, or the one piece of guest memory it landed in); else
+ * bytes [0, split) in bytes and the rest in the guest pieces qp's
+ * rx_direct read them into, from offset at of the chains held, and
+ * bytes[0, have) a copy of the frame's first bytes for parsing. */
 struct rx_ref {
     uint8_t *bytes;
     uint32_t have, len;
     struct qpair *qp;
+    uint32_t split;
+    uint64_t at;
 };
 
 /* The ones' complement sum of bytes [from, from + n) of the frame. */
@@ -444,19 +468,50 @@ enum rx_direct_result {
     RX_DIRECT_DONE = 1,           /* a frame delivered, or dropped (counted) */
     RX_DIRECT_BOUNCE = 2,         /* a frame too large for the buffers posted: it waits in
                                    * qp->rx_frame, filtered, its header fixed */
-    RX_DIRECT_OFF = 3,            /* none posted, or memory it cannot use: read the
-                                   * bounce way (the chains given back) */
+    RX_DIRECT_OFF = 3,            /* memory it cannot use: read the bounce way (the
+                                   * chains given back) */
+    RX_DIRECT_NO_BUFFERS = 4,     /* none posted: nothing read, the frame stays with
+                                   * the backend until the guest posts */
 };
 /* Can the next frame be read straight into guest buffers?  (A backend
  * with read_iov, host-mapped guest memory, no capture, faults or RSS
- * steering in the way, no coalescing under way.) */
+ * steering in the way, no flow in gro.c's own table.) */
 bool rx_direct_possible(struct qpair *qp, bool coalescing);
 /* Read one frame into the chains popped ahead and deliver it there.
  * enum rx_direct_result, or -enum vnic_error (the chains given back). */
 int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st);
 /* Give back the chains popped ahead (end of batch, or before the bounce
- * path pops for itself). */
+ * path pops for itself); a flow coalesced in them is forgotten. */
 void rx_direct_release(struct qpair *qp);
+
+/* What rx_direct.c offers gro_direct.c: the chains held as one run of
+ * bytes from the oldest chain's first (the guest's header there). */
+/* Pop ahead until the chains held take want bytes.  1 enough, 0 not,
+ * 2 (POP_BOUNCE) a chain the cache cannot hold, -enum vnic_error. */
+int rxc_fill(struct qpair *qp, uint64_t want);
+/* The piece holding byte *at of the run; *at becomes the offset in it. */
+int rxc_seek(struct rx_cache *rc, uint64_t *at);
+void rxc_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, uint64_t n);
+void rxc_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t n);
+void rxc_clear(struct rx_cache *rc, uint64_t at, uint64_t n);
+/* Hand the frame f (h its header, meta its hash) in the oldest chains to
+ * the guest: used entries, header, num_buffers; the chains are gone. */
+void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, const struct rx_meta *meta,
+                 uint16_t *pending, struct vnic_queue_stats *st);
+
+/* ---- receive coalescing in the guest's buffers (gro_direct.c) ---------------- */
+enum { GRO_DIRECT_CLOSED = 17 };  /* beside enum rx_direct_result: the flow closed, nothing read */
+/* Is a flow held in the guest's buffers? */
+bool gro_direct_held(const struct qpair *qp);
+/* Start a flow with the frame f just read into the oldest chains (h its
+ * fixed header): true if it is held there, false if it is no segment to
+ * coalesce. */
+bool gro_direct_start(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f);
+/* Read the next frame, its payload behind the flow's.  enum
+ * rx_direct_result, GRO_DIRECT_CLOSED, or -enum vnic_error. */
+int gro_direct_next(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+/* Deliver the flow held, if any: its headers patched in place. */
+void gro_direct_close(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
 
 /* ---- control queue and receive filter (ctrl.c) -------------------------------- */
 #define RX_FILTER_MACS 64         /* table entries kept; more means "accept all" */

@@ -6,6 +6,7 @@
  * published only once the whole frame is in place, so the guest never sees
  * half a packet.  When the guest runs out of buffers the frame waits in
  * qp->rx_frame and the backend is not read again until a kick arrives. */
+#include <poll.h>
 #include <string.h>
 #include "backend.h"
 #include "headers.h"
@@ -111,9 +112,11 @@ bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_r
         memset(h, 0, VNIC_NET_HDR_SIZE);    /* flags must be zero without GUEST_CSUM */
         return true;
     }
-    h->flags &= VNIC_HDR_F_NEEDS_CSUM | VNIC_HDR_F_DATA_VALID;
-    if (!h->flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(f, st))
-        h->flags = VNIC_HDR_F_DATA_VALID;
+    /* read once, written once: a narrow store then a wider load of it stalls */
+    uint8_t flags = h->flags & (VNIC_HDR_F_NEEDS_CSUM | VNIC_HDR_F_DATA_VALID);
+    if (!flags && h->gso_type == VNIC_GSO_NONE && rx_checksum_ok(f, st))
+        flags = VNIC_HDR_F_DATA_VALID;
+    h->flags = flags;
     return true;
 }
 
@@ -121,7 +124,7 @@ bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_r
 static struct rx_ref bounce_ref(struct qpair *qp)
 {
     uint32_t len = qp->rx_frame_len - VNIC_NET_HDR_SIZE;
-    return (struct rx_ref){ qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL };
+    return (struct rx_ref){ qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL, 0, 0 };
 }
 
 /* Credit a delivered frame to its flow: the offloads its header shows to
@@ -273,7 +276,7 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struc
     st->rx_copied_bytes += total - VNIC_NET_HDR_SIZE;
     uint32_t len = total - VNIC_NET_HDR_SIZE;
     rx_count_delivered(qp, (const struct virtio_net_hdr *)buf,
-                       &(struct rx_ref){ (uint8_t *)buf + VNIC_NET_HDR_SIZE, len, len, NULL }, meta, bufs, st);
+                       &(struct rx_ref){ (uint8_t *)buf + VNIC_NET_HDR_SIZE, len, len, NULL, 0, 0 }, meta, bufs, st);
     if (capture_wants(dev, CAP_GUEST_RX))
         capture_delivered(qp, buf, total, meta, bufs);
     return 1;
@@ -287,11 +290,15 @@ static bool coalescing(const struct vnic_dev *dev)
 }
 
 /* The guest has too few buffers: ask for a kick.  false if buffers arrived
- * meanwhile (try again), true if the backend must wait (counted). */
-static bool wait_for_buffers(struct qpair *qp, struct vnic_queue_stats *st)
+ * meanwhile (try again), true if RX must stop: with frame_waits the
+ * backend waits for the kick (counted); without, nothing is pending and
+ * the backend stays watched, so the first frame that comes is counted. */
+static bool wait_for_buffers(struct qpair *qp, bool frame_waits, struct vnic_queue_stats *st)
 {
     if (vq_enable_notify(&qp->rx))
         return false;
+    if (!frame_waits)
+        return true;
     st->rx_no_buffer++;
     qp->backend_paused = true;
     return true;
@@ -310,6 +317,16 @@ int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vni
     if (qp->rx_meta.report == VNIC_HASH_REPORT_NONE)
         st->rx_rss_unhashable++;
     return to;
+}
+
+/* Has the backend a frame to read?  Asked when the guest posted no
+ * buffers and nothing was read, so that only a frame's wait is counted. */
+static bool backend_has_frame(struct qpair *qp)
+{
+    struct pollfd p = { qp->dev->backend->poll_fd(qp), POLLIN, 0 };
+    if (p.fd < 0)
+        return true;
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
 }
 
 /* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
@@ -391,7 +408,9 @@ int rx_process(struct qpair *qp)
                                    * frames must not keep the worker here */
     int r = 1;
     bool more = false;
+    bool frame_waits = true;      /* a wait for buffers holds a frame back */
 
+    qp->rxc->predict_merge = false;        /* each batch tries coalescing in guest buffers first */
     /* coalescing just turned off: open flows go out before anything newer */
     if (!gro) {
         int fr = gro_flush_all(qp, &pending, st);
@@ -400,7 +419,12 @@ int rx_process(struct qpair *qp)
     while (r > 0 && handled < VNIC_BATCH) {
         /* flows waiting for buffers go before anything read after them */
         r = gro_deliver_ready(qp, &pending, st);
-        if (r == 1 && !qp->rx_frame_len && rx_direct_possible(qp, gro)) {
+        bool direct = r == 1 && !qp->rx_frame_len && rx_direct_possible(qp, gro);
+        if (!direct) {                     /* the bounce way pops for itself: */
+            gro_direct_close(qp, &pending, st);   /* a flow in guest buffers goes first, */
+            rx_direct_release(qp);             /* the chains held go back */
+        }
+        if (direct) {
             int d = rx_direct(qp, gro, &pending, st);
             if (d < 0) {
                 r = d;
@@ -408,9 +432,13 @@ int rx_process(struct qpair *qp)
             }
             if (d == RX_DIRECT_EMPTY)
                 break;
-            handled += d != RX_DIRECT_OFF;
+            handled += d == RX_DIRECT_DONE || d == RX_DIRECT_BOUNCE;
             if (d == RX_DIRECT_DONE)
                 continue;                  /* else in rx_frame, or read the bounce way */
+            if (d == RX_DIRECT_NO_BUFFERS) {
+                r = 0;                     /* the frame stays in the backend */
+                frame_waits = backend_has_frame(qp);
+            }
         }
         if (r == 1 && !qp->rx_frame_len) {
             int got = next_frame(qp, st);
@@ -429,13 +457,16 @@ int rx_process(struct qpair *qp)
         if (r < 0)
             break;
         if (r == 0) {
-            if (wait_for_buffers(qp, st))
+            if (wait_for_buffers(qp, frame_waits, st))
                 break;
+            frame_waits = true;
             r = 1;                         /* buffers came meanwhile: go on */
             continue;
         }
         qp->rx_frame_len = 0;
     }
+    if (r >= 0)
+        gro_direct_close(qp, &pending, st);
     rx_direct_release(qp);                 /* chains popped ahead go back before anything pops */
     more = handled == VNIC_BATCH;
     handoff_wake(qp);
@@ -444,7 +475,7 @@ int rx_process(struct qpair *qp)
         int fr = gro_flush_all(qp, &pending, st);
         if (fr < 0)
             r = fr;
-        else if (fr == 0 && !wait_for_buffers(qp, st))
+        else if (fr == 0 && !wait_for_buffers(qp, true, st))
             more = true;                   /* buffers came meanwhile: deliver them now */
     }
     if (r < 0)

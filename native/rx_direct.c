@@ -19,11 +19,11 @@
  * bridged TAP they are other machines' frames) and the buffers serve the
  * next frame.
  *
- * Coalescing merges segments in a buffer of its own (gro.c), so while it
- * is on, frames go this way only between flows and while they are not
- * segments it would merge (a TAP's own super-frames, other protocols): a
- * segment read this way is moved to the bounce buffer, and the next frames
- * are read there until one is not a segment again.
+ * With coalescing on, a segment read this way starts a flow held in the
+ * chains (gro_direct.c builds the super-frame there); while gro.c's own
+ * table has flows (interleaved flows, the rest of that batch) frames go
+ * the bounce way.  When the guest has posted nothing, nothing is read:
+ * the frame stays with the backend until the guest kicks.
  *
  * Security model: chains are popped and bounded by virtq.c like any
  * other; a chain with readable pieces, or a frame's first one shorter than
@@ -60,6 +60,7 @@ static int first_seg(const struct rx_cache *rc)
 static void compact(struct rx_cache *rc)
 {
     int s0 = first_seg(rc);
+    rc->seek_i = -1;
     memmove(rc->seg, rc->seg + s0, sizeof(*rc->seg) * (size_t)(rc->seg_end - s0));
     memmove(rc->ch, rc->ch + rc->first, sizeof(*rc->ch) * (size_t)rc->n);
     for (int i = 0; i < rc->n; i++)
@@ -107,9 +108,8 @@ static int pop_ahead(struct qpair *qp)
     return 1;
 }
 
-/* Pop ahead until the chains held take want bytes (without mergeable
- * buffers: one chain).  1 enough, 0 not, POP_BOUNCE, -enum vnic_error. */
-static int fill(struct qpair *qp, uint64_t want)
+/* Without mergeable buffers: one chain. */
+int rxc_fill(struct qpair *qp, uint64_t want)
 {
     struct rx_cache *rc = qp->rxc;
     while (qp->dev->mrg_rxbuf ? rc->cap < want : rc->n < 1) {
@@ -127,6 +127,7 @@ static void consume(struct rx_cache *rc, uint16_t bufs)
         rc->cap -= rc->ch[rc->first + i].cap;
     rc->first += bufs;
     rc->n -= bufs;
+    rc->seek_i = -1;                       /* offsets start at the next chain now */
     if (!rc->n)
         rc->first = rc->seg_end = 0;
 }
@@ -139,22 +140,31 @@ void rx_direct_release(struct qpair *qp)
     rc->first = rc->n = rc->seg_end = 0;
     rc->cap = 0;
     rc->off = false;
+    rc->df.state = GRO_FREE;
+    rc->seek_i = -1;
 }
 
 /* ---- the held chains' pieces as one run of bytes, from the oldest's first -- */
 
 /* The piece holding byte *at; *at becomes the offset in it. */
-static int seek(const struct rx_cache *rc, uint64_t *at)
+int rxc_seek(struct rx_cache *rc, uint64_t *at)
 {
+    uint64_t want = *at;
     int i = first_seg(rc);
+    if (rc->seek_i >= i && rc->seek_i < rc->seg_end && rc->seek_base <= want) {
+        i = rc->seek_i;                    /* a flow's payload goes ever further on */
+        *at -= rc->seek_base;
+    }
     while (i < rc->seg_end && *at >= rc->seg[i].len)
         *at -= rc->seg[i++].len;
+    rc->seek_i = i;
+    rc->seek_base = want - *at;
     return i;
 }
 
-static void pieces_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, uint64_t n)
+void rxc_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, uint64_t n)
 {
-    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
         uint64_t k = min64(rc->seg[i].len - at, n);
         memcpy(rc->seg[i].host + at, src, k);
         src += k;
@@ -162,9 +172,9 @@ static void pieces_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, u
     }
 }
 
-static void pieces_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t n)
+void rxc_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t n)
 {
-    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
         uint64_t k = min64(rc->seg[i].len - at, n);
         memcpy(dst, rc->seg[i].host + at, k);
         dst += k;
@@ -172,9 +182,9 @@ static void pieces_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t
     }
 }
 
-static void pieces_clear(struct rx_cache *rc, uint64_t at, uint64_t n)
+void rxc_clear(struct rx_cache *rc, uint64_t at, uint64_t n)
 {
-    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
         uint64_t k = min64(rc->seg[i].len - at, n);
         memset(rc->seg[i].host + at, 0, k);
         n -= k;
@@ -184,7 +194,7 @@ static void pieces_clear(struct rx_cache *rc, uint64_t at, uint64_t n)
 static uint64_t pieces_csum(struct rx_cache *rc, uint64_t at, uint64_t n, uint64_t sum)
 {
     uint64_t done = 0;
-    for (int i = seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
+    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
         uint64_t k = min64(rc->seg[i].len - at, n);
         sum = csum_add(sum, csum_shift(csum_partial(rc->seg[i].host + at, k, 0), done));
         done += k;
@@ -199,18 +209,27 @@ uint64_t rx_ref_csum(const struct rx_ref *f, uint32_t from, uint32_t n, uint64_t
 {
     if (!f->qp)
         return csum_partial(f->bytes + from, n, sum);
-    return pieces_csum(f->qp->rxc, f->qp->dev->hdr_len + (uint64_t)from, n, sum);
+    uint32_t k = from < f->split ? (uint32_t)min64(f->split - from, n) : 0;
+    uint64_t s = csum_partial(f->bytes + from, k, 0);
+    if (n > k)
+        s = csum_add(s, csum_shift(pieces_csum(f->qp->rxc, f->at + (from + k - f->split), n - k, 0), k));
+    return csum_add(sum, s);
 }
 
 void rx_ref_write(const struct rx_ref *f, uint32_t at, const void *src, uint32_t n)
 {
+    const uint8_t *s = src;
     if (!f->qp) {
-        memcpy(f->bytes + at, src, n);
+        memcpy(f->bytes + at, s, n);
         return;
     }
-    pieces_write(f->qp->rxc, f->qp->dev->hdr_len + (uint64_t)at, src, n);
-    if (at < f->have)                  /* the header copy stays true */
-        memcpy(f->bytes + at, src, min64(n, f->have - at));
+    uint32_t k = at < f->split ? (uint32_t)min64(f->split - at, n) : 0;
+    memcpy(f->bytes + at, s, k);
+    if (n > k)
+        rxc_write(f->qp->rxc, f->at + (at + k - f->split), s + k, n - k);
+    uint64_t end = min64((uint64_t)at + n, f->have);    /* the header copy stays true */
+    if (at + k < end)
+        memcpy(f->bytes + at + k, s + k, end - at - k);
 }
 
 /* ---- one frame ------------------------------------------------------------------------- */
@@ -265,21 +284,21 @@ static int build_iov(struct qpair *qp, struct iovec *iov, uint32_t *room)
 static struct rx_ref frame_ref(struct qpair *qp, const struct iovec *iov, uint32_t len, uint32_t room)
 {
     if (len <= room && iov[1].iov_len >= len)
-        return (struct rx_ref){ iov[1].iov_base, len, len, NULL };
+        return (struct rx_ref){ iov[1].iov_base, len, len, NULL, 0, 0 };
     uint8_t *copy = qp->rx_frame + VNIC_NET_HDR_SIZE;
     uint32_t have = (uint32_t)min64(len, VNIC_TPL_MAX);
-    pieces_read(qp->rxc, qp->dev->hdr_len, copy, min64(have, room));
-    return (struct rx_ref){ copy, have, len, qp };
+    rxc_read(qp->rxc, qp->dev->hdr_len, copy, min64(have, room));
+    return (struct rx_ref){ copy, have, len, qp, 0, qp->dev->hdr_len };
 }
 
 /* A frame larger than the chains it was read into: pop more and copy its
  * spill behind.  1 done, 0 the guest posted too few, -enum vnic_error. */
 static int place_spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queue_stats *st)
 {
-    int r = fill(qp, qp->dev->hdr_len + (uint64_t)len);
+    int r = rxc_fill(qp, qp->dev->hdr_len + (uint64_t)len);
     if (r != 1)
         return r < 0 ? r : 0;
-    pieces_write(qp->rxc, qp->dev->hdr_len + (uint64_t)room, qp->rx_frame + VNIC_NET_HDR_SIZE + room, len - room);
+    rxc_write(qp->rxc, qp->dev->hdr_len + (uint64_t)room, qp->rx_frame + VNIC_NET_HDR_SIZE + room, len - room);
     st->rx_copied_bytes += len - room;
     return 1;
 }
@@ -288,7 +307,7 @@ static int place_spill(struct qpair *qp, uint32_t len, uint32_t room, struct vni
  * chains given back (to be popped again for it). */
 static void move_to_bounce(struct qpair *qp, uint32_t len, uint32_t room)
 {
-    pieces_read(qp->rxc, qp->dev->hdr_len, qp->rx_frame + VNIC_NET_HDR_SIZE, min64(len, room));
+    rxc_read(qp->rxc, qp->dev->hdr_len, qp->rx_frame + VNIC_NET_HDR_SIZE, min64(len, room));
     rx_direct_release(qp);
     qp->rx_frame_len = VNIC_NET_HDR_SIZE + len;
 }
@@ -296,7 +315,7 @@ static void move_to_bounce(struct qpair *qp, uint32_t len, uint32_t room)
 /* Forget a frame that will not be delivered: its bytes out of the buffers. */
 static int discard(struct qpair *qp, uint32_t len, uint32_t room)
 {
-    pieces_clear(qp->rxc, qp->dev->hdr_len, min64(len, room));
+    rxc_clear(qp->rxc, qp->dev->hdr_len, min64(len, room));
     return RX_DIRECT_DONE;
 }
 
@@ -314,7 +333,7 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
     if (r != 0)
         return r < 0 ? r : SPILL_PLACED;
     move_to_bounce(qp, len, room);
-    struct rx_ref b = { qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL };
+    struct rx_ref b = { qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL, 0, 0 };
     if (!rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &b, st)) {
         qp->rx_frame_len = 0;
         return RX_DIRECT_DONE;
@@ -324,10 +343,8 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
     return RX_DIRECT_BOUNCE;
 }
 
-/* Hand the frame in the oldest chains to the guest: their used entries
- * and the guest's header, num_buffers and hash included. */
-static void deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, uint16_t *pending,
-                    struct vnic_queue_stats *st)
+void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, const struct rx_meta *meta,
+                 uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct rx_cache *rc = qp->rxc;
     struct vnic_dev *dev = qp->dev;
@@ -343,17 +360,17 @@ static void deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_
     if (dev->hdr_len == VNIC_NET_HDR_SIZE && s0->len >= VNIC_NET_HDR_SIZE) {
         memcpy(s0->host, h, sizeof(*h));              /* the usual case: one inlined store */
     } else {
-        pieces_write(rc, 0, (const uint8_t *)h, VNIC_NET_HDR_SIZE);
+        rxc_write(rc, 0, (const uint8_t *)h, VNIC_NET_HDR_SIZE);
         if (dev->hdr_len == VNIC_NET_HDR_HASH_SIZE) {
-            bool hashed = qp->rx_meta.report != VNIC_HASH_REPORT_NONE;
-            struct virtio_net_hdr_hash hh = { hashed ? qp->rx_meta.hash : 0, qp->rx_meta.report, 0 };
-            pieces_write(rc, VNIC_NET_HDR_SIZE, (const uint8_t *)&hh, sizeof(hh));
+            bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
+            struct virtio_net_hdr_hash hh = { hashed ? meta->hash : 0, meta->report, 0 };
+            rxc_write(rc, VNIC_NET_HDR_SIZE, (const uint8_t *)&hh, sizeof(hh));
         }
     }
     consume(rc, bufs);
     *pending += bufs;
     st->rx_direct_packets++;
-    rx_count_delivered(qp, h, f, &qp->rx_meta, bufs, st);
+    rx_count_delivered(qp, h, f, meta, bufs, st);
 }
 
 /* The largest recent frame, forgotten slowly (a 64th a frame): a flow's
@@ -366,21 +383,23 @@ static void learn_size(struct rx_cache *rc, uint32_t len)
 }
 
 /* Chains for the next frame: RX_DIRECT_DONE with some held, else
- * RX_DIRECT_OFF (none posted, or memory the cache cannot hold: this
+ * RX_DIRECT_NO_BUFFERS, RX_DIRECT_OFF (memory the cache cannot hold: this
  * batch goes the bounce way) or -enum vnic_error. */
 static int chains_for_frame(struct qpair *qp)
 {
     struct rx_cache *rc = qp->rxc;
     if (!rc->expect)
         rc->expect = EXPECT_FIRST;
-    int r = fill(qp, qp->dev->hdr_len + (uint64_t)rc->expect);
+    int r = rxc_fill(qp, qp->dev->hdr_len + (uint64_t)rc->expect);
     if (r < 0)
         return r;
-    if (r == POP_BOUNCE || !rc->n) {
+    if (r == POP_BOUNCE) {
         rx_direct_release(qp);
-        rc->off = r == POP_BOUNCE;     /* until the batch ends */
+        rc->off = true;                /* until the batch ends */
         return RX_DIRECT_OFF;
     }
+    if (!rc->n)
+        return RX_DIRECT_NO_BUFFERS;
     if (unlikely(oldest(rc)->cap < qp->dev->hdr_len))
         return -VNIC_ERR_DESC_DIRECTION;
     return RX_DIRECT_DONE;
@@ -389,7 +408,10 @@ static int chains_for_frame(struct qpair *qp)
 int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    int r = chains_for_frame(qp);
+    int r = gro_direct_held(qp) ? gro_direct_next(qp, pending, st) : GRO_DIRECT_CLOSED;
+    if (r != GRO_DIRECT_CLOSED)
+        return r;
+    r = chains_for_frame(qp);
     if (r != RX_DIRECT_DONE)
         return r;
     struct iovec iov[VNIC_IOV_MAX];
@@ -418,11 +440,13 @@ int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_
         return discard(qp, len, len);
     if (rx_rss_active(dev))
         rx_rss_hash(qp, f.bytes, f.have, st);
+    if (coalescing && gro_direct_start(qp, h, &f))
+        return RX_DIRECT_DONE;             /* held: the flow's next segments go behind it */
     if (coalescing && gro_candidate(dev, h, f.bytes, f.have, len)) {
         qp->rxc->predict_merge = true;     /* coalescing merges it in its own buffer */
         move_to_bounce(qp, len, len);
         return RX_DIRECT_BOUNCE;
     }
-    deliver(qp, h, &f, pending, st);
+    rxc_deliver(qp, h, &f, &qp->rx_meta, pending, st);
     return RX_DIRECT_DONE;
 }

@@ -66,6 +66,10 @@ double vnic_bench_rx_rss_path(int frame_size, int batch, int rounds);
  * the benchmark source, merged and delivered as one super-frame into 4 KiB
  * mergeable buffers.  ns per super-frame. */
 double vnic_bench_coalesce(int segs, int rounds);
+/* The same through the bounce buffer (read there, merged in the flow's
+ * own buffer, copied into the guest's), as before coalescing in guest
+ * buffers. */
+double vnic_bench_coalesce_bounce(int segs, int rounds);
 /* Copies per delivered byte (1: each landed where the source's read put
  * it) of a short RX path run with frame_size-byte frames, or of the
  * coalescing benchmark if coalescing; -errno on failure. */

@@ -4,7 +4,9 @@
  * hash reports and receive coalescing, as the input chooses.  The input
  * also picks how many buffers the guest posted and their size, and whether
  * injected faults (corruption, duplicates, lying checksums, drops) and a
- * capture (wire or guest side, into /dev/null) see the frames too. */
+ * capture (wire or guest side, into /dev/null) see the frames too, and
+ * whether frames are read straight into the guest's buffers (one-copy
+ * receive, coalescing there) or through the bounce buffer. */
 #include <fcntl.h>
 #include <string.h>
 #include "harness.h"
@@ -48,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         count = (uint16_t)((FUZZ_MEM - FUZZ_BUFS) / len);
     struct vnic_dev *dev = fuzz_device(features, &in);
     vnic_dev_set_rx_coalesce(dev, cfg & 1);
+    vnic_dev_set_rx_copy(dev, cfg & 16 ? VNIC_RX_COPY_BOUNCE : VNIC_RX_COPY_DIRECT);
     struct vq *vq = fuzz_queue(dev, 0, RX_QSIZE);
     if (!vq)
         return 0;
