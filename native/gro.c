@@ -254,13 +254,20 @@ static bool extend(struct gro_flow *f, uint32_t payload, uint8_t flags, uint64_t
     return (flags & TCP_PSH) || payload < f->mss;
 }
 
+/* May this frame open a flow?  *lo: its layout if so. */
+static bool opens_flow(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
+                       uint32_t have, uint32_t len, struct layout *lo)
+{
+    if (hdr_parse(frame, have, lo) < 0 || lo->proto != IPPROTO_TCP)
+        return false;
+    return may_merge(dev, h, frame, len, lo) && !(tcp_at(frame, lo)->flags & TCP_PSH);
+}
+
 bool gro_candidate(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
                    uint32_t have, uint32_t len)
 {
     struct layout lo;
-    if (hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP)
-        return false;
-    return may_merge(dev, h, frame, len, &lo) && !(tcp_at(frame, &lo)->flags & TCP_PSH);
+    return opens_flow(dev, h, frame, have, len, &lo);
 }
 
 bool gro_idle(const struct gro *g)
@@ -324,9 +331,7 @@ bool gro_direct_open(struct qpair *qp, struct gro_flow *f, const struct virtio_n
                      uint32_t have, uint32_t len)
 {
     struct layout lo;
-    if (!qp->dev->mrg_rxbuf || hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP ||
-        !may_merge(qp->dev, h, frame, len, &lo) ||
-        (tcp_at(frame, &lo)->flags & TCP_PSH))
+    if (!qp->dev->mrg_rxbuf || !opens_flow(qp->dev, h, frame, have, len, &lo))
         return false;
     memcpy(f->buf, h, VNIC_NET_HDR_SIZE);
     memcpy(f->buf + VNIC_NET_HDR_SIZE, frame, lo.hdr_len);

@@ -273,8 +273,8 @@ int rx_deliver(struct qpair *qp, const uint8_t *buf, uint32_t total, const struc
                (const uint8_t *)&nb, sizeof(nb));
 
     *pending += bufs;
-    st->rx_copied_bytes += total - VNIC_NET_HDR_SIZE;
     uint32_t len = total - VNIC_NET_HDR_SIZE;
+    st->rx_copied_bytes += len;
     rx_count_delivered(qp, (const struct virtio_net_hdr *)buf,
                        &(struct rx_ref){ (uint8_t *)buf + VNIC_NET_HDR_SIZE, len, len, NULL, 0, 0 }, meta, bufs, st);
     if (capture_wants(dev, CAP_GUEST_RX))
@@ -423,8 +423,7 @@ int rx_process(struct qpair *qp)
         if (!direct) {                     /* the bounce way pops for itself: */
             gro_direct_close(qp, &pending, st);   /* a flow in guest buffers goes first, */
             rx_direct_release(qp);             /* the chains held go back */
-        }
-        if (direct) {
+        } else {
             int d = rx_direct(qp, gro, &pending, st);
             if (d < 0) {
                 r = d;

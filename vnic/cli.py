@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .backends import BackendError, parse, parse_tap_gro
 from .errors import FeatureError
 from .net.faults import FaultSpec
-from .net.virtio_net import MAX_QUEUE_PAIRS, TX_MODES, check_queue_pairs
+from .net.virtio_net import MAX_QUEUE_PAIRS, RX_COPY_MODES, TX_MODES, check_queue_pairs
 from .telemetry.capture import DIRECTIONS as CAPTURE_DIRECTIONS
 from .telemetry.capture import WHAT as CAPTURE_WHAT
 from .telemetry.capture import CaptureSpec
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
-    s.add_argument("--rx-copy", choices=["direct", "bounce"], default="direct", help=RX_COPY_HELP)
+    s.add_argument("--rx-copy", choices=list(RX_COPY_MODES), default="direct", help=RX_COPY_HELP)
     s.add_argument("--user", metavar="USER",
                    help="whom to run as once the TAP and sockets are open (default, as root: nobody; "
                         "root keeps root and no sandbox)")
@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tx-mode", choices=list(TX_MODES), default="segment", help=TX_MODE_HELP)
     s.add_argument("--tap-gro", default="on", metavar="on|off|US", help=TAP_GRO_HELP)
     s.add_argument("--rx-coalesce", choices=["on", "off"], default="on", help=RX_COALESCE_HELP)
-    s.add_argument("--rx-copy", choices=["direct", "bounce"], default="direct", help=RX_COPY_HELP)
+    s.add_argument("--rx-copy", choices=list(RX_COPY_MODES), default="direct", help=RX_COPY_HELP)
     s.add_argument("--control", help="control socket while the guest runs (vnic ctl --control PATH ...)")
     s.add_argument("--flow-table-max", type=int, metavar="N",
                    help="flows kept for `vnic stats --flows`, per queue pair (default 4096; 0: off)")

@@ -38,16 +38,20 @@ def assert_super_frame(p, size: int) -> None:
     assert IP(bytes(fresh)).chksum == ip.chksum
 
 
-def test_one_flow_is_built_in_the_guests_buffers(tap_device):
-    d, sd = tap_device.driver, tap_device.harness
-    frames = segments(30)
-    inject_without_buffers(tap_device, frames)
-    d.post_rx(64, size=2048)
-    packets = receive_all(d, 30 * MSS)
+def arrives_as_one_super_frame(dev, frames: list[bytes], buffers: int, size: int) -> None:
+    """frames queued while the guest has no buffers, then buffers posted:
+    one valid super-frame carries all their payload."""
+    inject_without_buffers(dev, frames)
+    dev.driver.post_rx(buffers, size=size)
+    packets = receive_all(dev.driver, len(frames) * MSS)
     assert tcp_payloads(packets) == payload_of(frames)
     assert len(packets) == 1
-    assert_super_frame(packets[0], 2048)
-    s = sd.stats()
+    assert_super_frame(packets[0], size)
+
+
+def test_one_flow_is_built_in_the_guests_buffers(tap_device):
+    arrives_as_one_super_frame(tap_device, segments(30), 64, 2048)
+    s = tap_device.harness.stats()
     assert (s["rx_coalesced_packets"], s["rx_coalesced_segments"]) == (1, 30)
     assert (s["rx_direct_packets"], s["rx_copied_bytes"]) == (1, 0)
 
@@ -55,15 +59,8 @@ def test_one_flow_is_built_in_the_guests_buffers(tap_device):
 def test_segments_straddle_small_buffers(tap_device):
     """256-byte buffers: each segment's payload starts inside one and ends
     several later; the super-frame's headers span the first two."""
-    d, sd = tap_device.driver, tap_device.harness
-    frames = segments(20, seq=77)
-    inject_without_buffers(tap_device, frames)
-    d.post_rx(250, size=256)
-    packets = receive_all(d, 20 * MSS)
-    assert tcp_payloads(packets) == payload_of(frames)
-    assert len(packets) == 1
-    assert_super_frame(packets[0], 256)
-    assert sd.stats()["rx_copied_bytes"] == 0
+    arrives_as_one_super_frame(tap_device, segments(20, seq=77), 250, 256)
+    assert tap_device.harness.stats()["rx_copied_bytes"] == 0
 
 
 def test_buffers_running_out_mid_flow_deliver_what_is_there(tap_device):
