@@ -64,36 +64,56 @@ static void build_mask(uint8_t *mask, const struct layout *lo)
     clear_segment_fields(mask, lo);
 }
 
-/* a and b equal where mask has bits, a word at a time */
+typedef uint64_t u64x2 __attribute__((vector_size(16)));   /* SSE2 on x86-64, two words elsewhere */
+
+/* a and b equal where mask has bits, 16 bytes at a time; the last block
+ * overlaps the one before it rather than going byte by byte. */
 static bool masked_equal(const uint8_t *a, const uint8_t *b, const uint8_t *mask, size_t n)
 {
-    uint64_t diff = 0, x, y, m;
-    size_t i = 0;
-    for (; i + sizeof(x) <= n; i += sizeof(x)) {
+    u64x2 diff = { 0, 0 }, x, y, m;
+    if (unlikely(n < sizeof(x))) {
+        uint8_t d = 0;
+        for (size_t i = 0; i < n; i++)
+            d |= (uint8_t)((a[i] ^ b[i]) & mask[i]);
+        return !d;
+    }
+    for (size_t i = 0;; i += sizeof(x)) {
+        i = i + sizeof(x) > n ? n - sizeof(x) : i;
         memcpy(&x, a + i, sizeof(x));
         memcpy(&y, b + i, sizeof(y));
         memcpy(&m, mask + i, sizeof(m));
         diff |= (x ^ y) & m;
+        if (i + sizeof(x) == n)
+            return !(diff[0] | diff[1]);
     }
-    for (; i < n; i++)
-        diff |= (uint64_t)((a[i] ^ b[i]) & mask[i]);
-    return !diff;
+}
+
+/* Does a segment of the flow's layout follow on: sequence and ID continue,
+ * its size keeps the flow under 64 KiB? */
+static bool follows(const struct gro_flow *f, const uint8_t *frame, uint32_t payload)
+{
+    const struct layout *lo = &f->lo;
+    if (payload > f->mss || f->len - VNIC_NET_HDR_SIZE - lo->l3 + payload > IP_MAX_LEN)
+        return false;
+    if (rd32(tcp_at(frame, lo)->seq) != f->next_seq)
+        return false;
+    return lo->ipv6 || rd16(HDR_AT(const struct ipv4_hdr, frame, lo->l3)->id) == f->next_id;
+}
+
+/* Are the frame's headers the flow's first's but for the fields each
+ * segment owns?  Then its layout is the flow's too: every byte the parse
+ * reads (types, versions, lengths of headers, flags) is among those. */
+static bool shares_headers(const struct gro_flow *f, const uint8_t *frame, uint32_t have)
+{
+    uint32_t n = f->lo.hdr_len;
+    return have >= n && masked_equal(f->buf + VNIC_NET_HDR_SIZE, frame, f->mask, n);
 }
 
 /* Could this frame extend the flow?  Headers equal but for the fields each
  * segment owns; sequence and ID continue; size keeps it under 64 KiB. */
 static bool continues(const struct gro_flow *f, const uint8_t *frame, const struct layout *lo, uint32_t payload)
 {
-    const uint8_t *first = f->buf + VNIC_NET_HDR_SIZE;
-    if (lo->hdr_len != f->lo.hdr_len || payload > f->mss)
-        return false;
-    if (f->len - VNIC_NET_HDR_SIZE - lo->l3 + payload > IP_MAX_LEN)
-        return false;
-    if (rd32(tcp_at(frame, lo)->seq) != f->next_seq)
-        return false;
-    if (!lo->ipv6 && rd16(HDR_AT(const struct ipv4_hdr, frame, lo->l3)->id) != f->next_id)
-        return false;
-    return masked_equal(first, frame, f->mask, lo->hdr_len);
+    return lo->hdr_len == f->lo.hdr_len && follows(f, frame, payload) && shares_headers(f, frame, lo->hdr_len);
 }
 
 /* Rewrite the assembled frame's headers for the guest: lengths, IPv4
@@ -342,12 +362,11 @@ bool gro_direct_open(struct qpair *qp, struct gro_flow *f, const struct virtio_n
 bool gro_direct_extend(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
                        uint32_t have, uint32_t len, bool *close)
 {
-    struct layout lo;
-    if (hdr_parse(frame, have, &lo) < 0 || lo.proto != IPPROTO_TCP ||
-        !same_flow(&f->lo, f->buf + VNIC_NET_HDR_SIZE, &lo, frame) || !may_merge(qp->dev, h, frame, len, &lo) ||
-        !continues(f, frame, &lo, len - lo.hdr_len))
+    const struct layout *lo = &f->lo;     /* no parse: shares_headers() says the layout is the flow's */
+    if (!shares_headers(f, frame, have) || !may_merge(qp->dev, h, frame, len, lo) ||
+        !follows(f, frame, len - lo->hdr_len))
         return false;
-    *close = extend(f, len - lo.hdr_len, tcp_at(frame, &lo)->flags, qp->gro->batch);
+    *close = extend(f, len - lo->hdr_len, tcp_at(frame, lo)->flags, qp->gro->batch);
     return true;
 }
 

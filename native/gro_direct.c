@@ -81,17 +81,17 @@ static int room_for_next(struct qpair *qp)
 }
 
 /* The readv() pieces: the backend's header and the frame's headers (as
- * long as the flow's) into the bounce buffer, then up to an MSS of payload
- * behind the flow, the rest into the bounce buffer where it would lie
- * there.  *took: the payload bytes the guest's pieces take. */
+ * long as the flow's) into the bounce buffer, one piece as they lie there
+ * together, then up to an MSS of payload behind the flow, the rest into
+ * the bounce buffer where it would lie there.  *took: the payload bytes
+ * the guest's pieces take. */
 static int next_iov(struct qpair *qp, struct iovec *iov, uint32_t *took)
 {
     struct rx_cache *rc = qp->rxc;
     uint32_t hdrs = rc->df.lo.hdr_len, mss = rc->df.mss, take = 0;
     uint64_t off = flow_end(qp);
     int n = 0;
-    iov[n++] = (struct iovec){ qp->rx_frame, VNIC_NET_HDR_SIZE };
-    iov[n++] = (struct iovec){ qp->rx_frame + VNIC_NET_HDR_SIZE, hdrs };
+    iov[n++] = (struct iovec){ qp->rx_frame, VNIC_NET_HDR_SIZE + hdrs };
     for (int i = rxc_seek(rc, &off); i < rc->seg_end && take < mss && n < VNIC_IOV_MAX - 1; i++, off = 0) {
         uint32_t k = min32(rc->seg[i].len - off, mss - take);
         iov[n++] = (struct iovec){ rc->seg[i].host + off, k };
@@ -156,7 +156,8 @@ static int place(struct qpair *qp, uint32_t len, uint32_t took, uint16_t *pendin
     return RX_DIRECT_DONE;
 }
 
-int gro_direct_next(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
+/* The next frame, its payload read behind the flow's.  As gro_direct_next(). */
+static int next_segment(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st)
 {
     int r = room_for_next(qp);
     if (r <= 0) {
@@ -175,4 +176,14 @@ int gro_direct_next(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats
         return RX_DIRECT_DONE;
     }
     return place(qp, (uint32_t)got - VNIC_NET_HDR_SIZE, took, pending, st);
+}
+
+int gro_direct_next(struct qpair *qp, int budget, int *frames, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    int r;
+    do {
+        r = next_segment(qp, pending, st);
+        *frames += r == RX_DIRECT_DONE || r == RX_DIRECT_BOUNCE;
+    } while (r == RX_DIRECT_DONE && *frames < budget && gro_direct_held(qp));
+    return r;
 }

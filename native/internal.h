@@ -473,13 +473,20 @@ enum rx_direct_result {
     RX_DIRECT_NO_BUFFERS = 4,     /* none posted: nothing read, the frame stays with
                                    * the backend until the guest posts */
 };
-/* Can the next frame be read straight into guest buffers?  (A backend
- * with read_iov, host-mapped guest memory, no capture, faults or RSS
- * steering in the way, no flow in gro.c's own table.) */
+/* At a batch's start: may this batch's frames be read straight into guest
+ * buffers?  (A backend with read_iov, host-mapped guest memory, no
+ * capture, faults or RSS steering in the way, no frames handed over.)
+ * Settings the control path changes meanwhile apply from the next batch. */
+void rx_direct_begin(struct qpair *qp);
+/* Can the next frame be read straight into guest buffers?  (The batch
+ * may, no frame held back by a fault, no flow in gro.c's own table.) */
 bool rx_direct_possible(struct qpair *qp, bool coalescing);
-/* Read one frame into the chains popped ahead and deliver it there.
- * enum rx_direct_result, or -enum vnic_error (the chains given back). */
-int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st);
+/* Read one frame into the chains popped ahead and deliver it there (while
+ * a flow is coalesced there: its next segments, up to budget frames).
+ * *frames grows by the frames read.  enum rx_direct_result for the last,
+ * or -enum vnic_error (the chains given back). */
+int rx_direct(struct qpair *qp, bool coalescing, int budget, int *frames, uint16_t *pending,
+              struct vnic_queue_stats *st);
 /* Give back the chains popped ahead (end of batch, or before the bounce
  * path pops for itself); a flow coalesced in them is forgotten. */
 void rx_direct_release(struct qpair *qp);
@@ -507,9 +514,11 @@ bool gro_direct_held(const struct qpair *qp);
  * fixed header): true if it is held there, false if it is no segment to
  * coalesce. */
 bool gro_direct_start(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f);
-/* Read the next frame, its payload behind the flow's.  enum
- * rx_direct_result, GRO_DIRECT_CLOSED, or -enum vnic_error. */
-int gro_direct_next(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
+/* Read the next frames, their payload behind the flow's, while they
+ * continue it, up to budget frames; *frames grows by the frames read.
+ * enum rx_direct_result for the last, GRO_DIRECT_CLOSED (the flow closed
+ * before a frame was read), or -enum vnic_error. */
+int gro_direct_next(struct qpair *qp, int budget, int *frames, uint16_t *pending, struct vnic_queue_stats *st);
 /* Deliver the flow held, if any: its headers patched in place. */
 void gro_direct_close(struct qpair *qp, uint16_t *pending, struct vnic_queue_stats *st);
 

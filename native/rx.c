@@ -410,7 +410,7 @@ int rx_process(struct qpair *qp)
     bool more = false;
     bool frame_waits = true;      /* a wait for buffers holds a frame back */
 
-    qp->rxc->predict_merge = false;        /* each batch tries coalescing in guest buffers first */
+    rx_direct_begin(qp);
     /* coalescing just turned off: open flows go out before anything newer */
     if (!gro) {
         int fr = gro_flush_all(qp, &pending, st);
@@ -424,14 +424,13 @@ int rx_process(struct qpair *qp)
             gro_direct_close(qp, &pending, st);   /* a flow in guest buffers goes first, */
             rx_direct_release(qp);             /* the chains held go back */
         } else {
-            int d = rx_direct(qp, gro, &pending, st);
+            int d = rx_direct(qp, gro, VNIC_BATCH - handled, &handled, &pending, st);
             if (d < 0) {
                 r = d;
                 break;
             }
             if (d == RX_DIRECT_EMPTY)
                 break;
-            handled += d == RX_DIRECT_DONE || d == RX_DIRECT_BOUNCE;
             if (d == RX_DIRECT_DONE)
                 continue;                  /* else in rx_frame, or read the bounce way */
             if (d == RX_DIRECT_NO_BUFFERS) {

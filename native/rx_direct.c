@@ -139,7 +139,6 @@ void rx_direct_release(struct qpair *qp)
         vq_rewind(&qp->rx, (uint16_t)rc->n);
     rc->first = rc->n = rc->seg_end = 0;
     rc->cap = 0;
-    rc->off = false;
     rc->df.state = GRO_FREE;
     rc->seek_i = -1;
 }
@@ -234,17 +233,23 @@ void rx_ref_write(const struct rx_ref *f, uint32_t at, const void *src, uint32_t
 
 /* ---- one frame ------------------------------------------------------------------------- */
 
-bool rx_direct_possible(struct qpair *qp, bool coalescing)
+void rx_direct_begin(struct qpair *qp)
 {
     struct vnic_dev *dev = qp->dev;
+    qp->rxc->predict_merge = false;        /* each batch tries coalescing in guest buffers first */
+    qp->rxc->off = !dev->backend->read_iov || atomic_load_explicit(&dev->rx_bounce_only, memory_order_relaxed) ||
+                   faults_on(dev) || capture_wants(dev, CAP_WIRE_RX) || capture_wants(dev, CAP_GUEST_RX) ||
+                   atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) ||
+                   handoff_holding(qp) || handoff_pending(qp);
+}
+
+bool rx_direct_possible(struct qpair *qp, bool coalescing)
+{
+    const struct rx_cache *rc = qp->rxc;
     /* while coalescing: only between flows, and while frames are not segments it merges */
-    if (coalescing && (qp->rxc->predict_merge || !gro_idle(qp->gro)))
+    if (rc->off || (coalescing && (rc->predict_merge || !gro_idle(qp->gro))))
         return false;
-    return dev->backend->read_iov && !atomic_load_explicit(&dev->rx_bounce_only, memory_order_relaxed) && !qp->rxc->off && !faults_on(dev) &&
-           !fault_holding(&qp->fault[FAULT_RX]) && !qp->fault_dup_len &&
-           !capture_wants(dev, CAP_WIRE_RX) && !capture_wants(dev, CAP_GUEST_RX) &&
-           !atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) &&
-           !handoff_holding(qp) && !handoff_pending(qp);
+    return !fault_holding(&qp->fault[FAULT_RX]) && !qp->fault_dup_len;
 }
 
 /* The readv() pieces: the backend's header into the bounce buffer, the
@@ -405,13 +410,12 @@ static int chains_for_frame(struct qpair *qp)
     return RX_DIRECT_DONE;
 }
 
-int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st)
+/* One frame read into the chains and delivered, held or sent the bounce
+ * way.  As rx_direct(). */
+static int direct_frame(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct vnic_dev *dev = qp->dev;
-    int r = gro_direct_held(qp) ? gro_direct_next(qp, pending, st) : GRO_DIRECT_CLOSED;
-    if (r != GRO_DIRECT_CLOSED)
-        return r;
-    r = chains_for_frame(qp);
+    int r = chains_for_frame(qp);
     if (r != RX_DIRECT_DONE)
         return r;
     struct iovec iov[VNIC_IOV_MAX];
@@ -449,4 +453,15 @@ int rx_direct(struct qpair *qp, bool coalescing, uint16_t *pending, struct vnic_
     }
     rxc_deliver(qp, h, &f, &qp->rx_meta, pending, st);
     return RX_DIRECT_DONE;
+}
+
+int rx_direct(struct qpair *qp, bool coalescing, int budget, int *frames, uint16_t *pending,
+              struct vnic_queue_stats *st)
+{
+    int r = gro_direct_held(qp) ? gro_direct_next(qp, budget, frames, pending, st) : GRO_DIRECT_CLOSED;
+    if (r != GRO_DIRECT_CLOSED)
+        return r;
+    r = direct_frame(qp, coalescing, pending, st);
+    *frames += r == RX_DIRECT_DONE || r == RX_DIRECT_BOUNCE;
+    return r;
 }
