@@ -70,6 +70,11 @@ double vnic_bench_coalesce(int segs, int rounds);
  * own buffer, copied into the guest's), as before coalescing in guest
  * buffers. */
 double vnic_bench_coalesce_bounce(int segs, int rounds);
+/* The copy floor of vnic_bench_coalesce(): only the memcpy of each
+ * segment's payload into the same 4 KiB buffers of a ring of
+ * BENCH_QSIZE, going round it as the flows do.  ns per super-frame, or
+ * -errno. */
+double vnic_bench_coalesce_floor(int segs, int rounds);
 /* Copies per delivered byte (1: each landed where the source's read put
  * it) of a short RX path run with frame_size-byte frames, or of the
  * coalescing benchmark if coalescing; -errno on failure. */
