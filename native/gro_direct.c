@@ -128,8 +128,26 @@ static int mispredict(struct qpair *qp, uint32_t len, uint32_t in_guest, bool fi
     return RX_DIRECT_BOUNCE;
 }
 
-/* A frame whose payload lies behind the flow: filtered, its header fixed,
- * then added to the flow or taken out again. */
+/* Would rx_fix_header() leave this backend header as it is (but for the
+ * buffer count the flow's own header sets)?  So it does for a segment
+ * whose checksum a local sender left partial or the backend verified. */
+static bool header_stays(const struct vnic_dev *dev, const struct virtio_net_hdr *h)
+{
+    return (rx_features(dev) >> VNIC_F_GUEST_CSUM & 1) && h->gso_type == VNIC_GSO_NONE &&
+           (h->flags == VNIC_HDR_F_NEEDS_CSUM || h->flags == VNIC_HDR_F_DATA_VALID);
+}
+
+/* The frame joined the flow: the flow closes if the burst ends. */
+static int joined(struct qpair *qp, bool close, uint16_t *pending, struct vnic_queue_stats *st)
+{
+    if (close)
+        gro_direct_close(qp, pending, st);
+    return RX_DIRECT_DONE;
+}
+
+/* A frame whose payload lies behind the flow: filtered, added to the flow
+ * as it came if its header needs no fixing, else fixed first, then added
+ * to the flow or taken out again. */
 static int place(struct qpair *qp, uint32_t len, uint32_t took, uint16_t *pending, struct vnic_queue_stats *st)
 {
     struct gro_flow *f = held_flow(qp);
@@ -142,18 +160,18 @@ static int place(struct qpair *qp, uint32_t len, uint32_t took, uint16_t *pendin
         rxc_clear(qp->rxc, flow_end(qp), in_guest);
         return RX_DIRECT_DONE;
     }
-    struct rx_ref r = { frame, hdrs, len, qp, hdrs, flow_end(qp) };
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
+    bool close;
+    if (header_stays(qp->dev, h) && gro_direct_extend(qp, f, h, frame, hdrs, len, &close))
+        return joined(qp, close, pending, st);
+    struct rx_ref r = { frame, hdrs, len, qp, hdrs, flow_end(qp) };
     if (!rx_fix_header(qp, h, &r, st)) {
         rxc_clear(qp->rxc, flow_end(qp), in_guest);
         return RX_DIRECT_DONE;
     }
-    bool close;
     if (!gro_direct_extend(qp, f, h, frame, hdrs, len, &close))
         return mispredict(qp, len, in_guest, true, pending, st);
-    if (close)
-        gro_direct_close(qp, pending, st);
-    return RX_DIRECT_DONE;
+    return joined(qp, close, pending, st);
 }
 
 /* The next frame, its payload read behind the flow's.  As gro_direct_next(). */
