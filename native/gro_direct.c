@@ -122,10 +122,8 @@ static int mispredict(struct qpair *qp, uint32_t len, uint32_t in_guest, bool fi
     if (!fixed && (!rx_filter_accepts(dev, frame, len, st) ||
                    !rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &b, st)))
         return RX_DIRECT_DONE;
-    if (rx_rss_active(dev))
-        rx_rss_hash(qp, frame, len, st);
     qp->rx_frame_len = VNIC_NET_HDR_SIZE + len;
-    return RX_DIRECT_BOUNCE;
+    return RX_DIRECT_BOUNCE;               /* rx_process() hashes it, and steers it */
 }
 
 /* Would rx_fix_header() leave this backend header as it is (but for the

@@ -425,6 +425,7 @@ struct rx_cache {
     uint32_t expect;              /* frame size to pop ahead for: recent frames' largest */
     bool off;                     /* this batch goes through the bounce buffer */
     bool predict_merge;           /* the last frame was a segment coalescing merged */
+    bool steering;                /* RSS steers this batch's frames between pairs */
     int seek_i;                   /* the piece the last seek ended in (-1: none), */
     uint64_t seek_base;           /* and the run offset it starts at */
     struct gro_flow df;           /* a flow coalesced in the chains held (gro_direct.c) */
@@ -462,12 +463,19 @@ bool rx_rss_active(struct vnic_dev *dev);
 /* Hash a frame (its first len bytes suffice) into qp->rx_meta, counting
  * an unhashable one; the pair RSS picks for it (rx.c). */
 int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vnic_queue_stats *st);
+/* Hand qp->rx_frame (filtered, its header fixed) to pair `to`, counted;
+ * held if that pair's inbox is full (rx.c). */
+void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st);
+/* The pair RSS's pick `to` sends a frame of qp's to: -1 this one (no
+ * steering, or a pair that cannot take it) (rx.c). */
+int rx_rss_away(struct qpair *qp, int to);
 
 enum rx_direct_result {
     RX_DIRECT_EMPTY = 0,          /* nothing to read */
     RX_DIRECT_DONE = 1,           /* a frame delivered, or dropped (counted) */
-    RX_DIRECT_BOUNCE = 2,         /* a frame too large for the buffers posted: it waits in
-                                   * qp->rx_frame, filtered, its header fixed */
+    RX_DIRECT_BOUNCE = 2,         /* a frame for the bounce way (too large for the buffers
+                                   * posted, or not for the flow held): it waits in
+                                   * qp->rx_frame, filtered, its header fixed, not hashed */
     RX_DIRECT_OFF = 3,            /* memory it cannot use: read the bounce way (the
                                    * chains given back) */
     RX_DIRECT_NO_BUFFERS = 4,     /* none posted: nothing read, the frame stays with
@@ -475,11 +483,12 @@ enum rx_direct_result {
 };
 /* At a batch's start: may this batch's frames be read straight into guest
  * buffers?  (A backend with read_iov, host-mapped guest memory, no
- * capture, faults or RSS steering in the way, no frames handed over.)
- * Settings the control path changes meanwhile apply from the next batch. */
+ * capture or faults in the way.)  Settings the control path changes
+ * meanwhile apply from the next batch. */
 void rx_direct_begin(struct qpair *qp);
 /* Can the next frame be read straight into guest buffers?  (The batch
- * may, no frame held back by a fault, no flow in gro.c's own table.) */
+ * may, no frame held back by a fault or for another pair, none handed
+ * over waiting, no flow in gro.c's own table.) */
 bool rx_direct_possible(struct qpair *qp, bool coalescing);
 /* Read one frame into the chains popped ahead and deliver it there (while
  * a flow is coalesced there: its next segments, up to budget frames).

@@ -329,14 +329,11 @@ static bool backend_has_frame(struct qpair *qp)
     return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
 }
 
-/* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
- * frame stays with this pair; 0: it went to another (or is held for it). */
-static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
+int rx_rss_away(struct qpair *qp, int to)
 {
     struct vnic_dev *dev = qp->dev;
-    int to = rx_rss_hash(qp, qp->rx_frame + VNIC_NET_HDR_SIZE, qp->rx_frame_len - VNIC_NET_HDR_SIZE, st);
     if (!atomic_load_explicit(&dev->rss.steering, memory_order_relaxed))
-        return 1;
+        return -1;
     int active = atomic_load_explicit(&dev->active_pairs, memory_order_acquire);
     if (unlikely(to >= active))
         to %= active;                 /* a table older than the pair count */
@@ -344,12 +341,27 @@ static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
      * and this pair's reading, for ever: the frame stays here */
     const struct qpair *target = &dev->qp[to];
     if (to == qp->index || unlikely(!target->rx.enabled || !target->thread_started))
-        return 1;
+        return -1;
+    return to;
+}
+
+void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st)
+{
     if (handoff_push(qp, to))
         st->rx_rss_handoff_waits++;      /* held: the backend waits until it went */
     st->rx_rss_steered++;
     qp->rx_frame_len = 0;
-    return 0;
+}
+
+/* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
+ * frame stays with this pair; 0: it went to another (or is held for it). */
+static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    int to = rx_rss_away(qp, rx_rss_hash(qp, qp->rx_frame + VNIC_NET_HDR_SIZE,
+                                         qp->rx_frame_len - VNIC_NET_HDR_SIZE, st));
+    if (to >= 0)
+        rx_rss_hand_off(qp, to, st);
+    return to < 0;
 }
 
 /* A frame from the backend, filtered and its header fixed: 1 one for
@@ -431,6 +443,8 @@ int rx_process(struct qpair *qp)
             }
             if (d == RX_DIRECT_EMPTY)
                 break;
+            if (d == RX_DIRECT_BOUNCE && rx_rss_active(dev) && !rss_steer(qp, st))
+                continue;                  /* in rx_frame, and RSS sent it to another pair */
             if (d == RX_DIRECT_DONE)
                 continue;                  /* else in rx_frame, or read the bounce way */
             if (d == RX_DIRECT_NO_BUFFERS) {

@@ -25,6 +25,13 @@
  * the bounce way.  When the guest has posted nothing, nothing is read:
  * the frame stays with the backend until the guest kicks.
  *
+ * With RSS steering each frame is hashed once it is read and filtered; one
+ * RSS sends to another pair moves to the bounce buffer and is handed there
+ * (the TAP's steering program puts most frames on their pair's queue
+ * already).  While frames other pairs handed over wait, or one waits for
+ * another pair's room, frames go the bounce way, which takes turns with
+ * them.
+ *
  * Security model: chains are popped and bounded by virtq.c like any
  * other; a chain with readable pieces, or a frame's first one shorter than
  * the header, is -VNIC_ERR_DESC_DIRECTION as in rx_deliver; memory reached
@@ -237,10 +244,11 @@ void rx_direct_begin(struct qpair *qp)
 {
     struct vnic_dev *dev = qp->dev;
     qp->rxc->predict_merge = false;        /* each batch tries coalescing in guest buffers first */
+    bool steering = atomic_load_explicit(&dev->rss.steering, memory_order_relaxed);
+    qp->rxc->steering = steering;          /* then handed-over frames are looked for before each frame */
     qp->rxc->off = !dev->backend->read_iov || atomic_load_explicit(&dev->rx_bounce_only, memory_order_relaxed) ||
                    faults_on(dev) || capture_wants(dev, CAP_WIRE_RX) || capture_wants(dev, CAP_GUEST_RX) ||
-                   atomic_load_explicit(&dev->rss.steering, memory_order_relaxed) ||
-                   handoff_holding(qp) || handoff_pending(qp);
+                   (!steering && (handoff_holding(qp) || handoff_pending(qp)));
 }
 
 bool rx_direct_possible(struct qpair *qp, bool coalescing)
@@ -248,6 +256,9 @@ bool rx_direct_possible(struct qpair *qp, bool coalescing)
     const struct rx_cache *rc = qp->rxc;
     /* while coalescing: only between flows, and while frames are not segments it merges */
     if (rc->off || (coalescing && (rc->predict_merge || !gro_idle(qp->gro))))
+        return false;
+    /* a frame held for another pair, or handed over by one: the bounce way takes turns with them */
+    if (rc->steering && (handoff_holding(qp) || handoff_pending(qp)))
         return false;
     return !fault_holding(&qp->fault[FAULT_RX]) && !qp->fault_dup_len;
 }
@@ -343,9 +354,7 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
         qp->rx_frame_len = 0;
         return RX_DIRECT_DONE;
     }
-    if (rx_rss_active(qp->dev))
-        rx_rss_hash(qp, b.bytes, b.len, st);
-    return RX_DIRECT_BOUNCE;
+    return RX_DIRECT_BOUNCE;               /* rx_process() hashes it, and steers it */
 }
 
 void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, const struct rx_meta *meta,
@@ -385,6 +394,21 @@ static void learn_size(struct rx_cache *rc, uint32_t len)
 {
     uint32_t decayed = rc->expect - rc->expect / 64;
     rc->expect = len > decayed ? len : decayed;
+}
+
+enum { RX_DIRECT_KEEP = 18 };     /* beside enum rx_direct_result: the frame stays with this pair */
+
+/* Hash a frame read into the chains (its len bytes, room of them there)
+ * and, if RSS names another pair, move it to the bounce buffer and hand it
+ * there.  RX_DIRECT_KEEP, or RX_DIRECT_DONE: it went. */
+static int steer(struct qpair *qp, const struct rx_ref *f, uint32_t room, struct vnic_queue_stats *st)
+{
+    int to = rx_rss_away(qp, rx_rss_hash(qp, f->bytes, f->have, st));
+    if (to < 0)
+        return RX_DIRECT_KEEP;
+    move_to_bounce(qp, f->len, room);      /* the spill is in the bounce buffer already */
+    rx_rss_hand_off(qp, to, st);
+    return RX_DIRECT_DONE;
 }
 
 /* Chains for the next frame: RX_DIRECT_DONE with some held, else
@@ -442,8 +466,8 @@ static int direct_frame(struct qpair *qp, bool coalescing, uint16_t *pending, st
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
     if (!rx_fix_header(qp, h, &f, st))
         return discard(qp, len, len);
-    if (rx_rss_active(dev))
-        rx_rss_hash(qp, f.bytes, f.have, st);
+    if (rx_rss_active(dev) && (r = steer(qp, &f, room, st)) != RX_DIRECT_KEEP)
+        return r;
     if (coalescing && gro_direct_start(qp, h, &f))
         return RX_DIRECT_DONE;             /* held: the flow's next segments go behind it */
     if (coalescing && gro_candidate(dev, h, f.bytes, f.have, len)) {
