@@ -347,10 +347,21 @@ int rx_rss_away(struct qpair *qp, int to)
 
 void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st)
 {
+    st->rx_copied_bytes += qp->rx_frame_len - VNIC_NET_HDR_SIZE;   /* into the pair's inbox */
     if (handoff_push(qp, to))
         st->rx_rss_handoff_waits++;      /* held: the backend waits until it went */
     st->rx_rss_steered++;
     qp->rx_frame_len = 0;
+}
+
+/* A frame another pair handed over into rx_frame (a copy out of the inbox,
+ * counted): true, or false if none waits. */
+static bool take_handed_over(struct qpair *qp, struct vnic_queue_stats *st)
+{
+    if (!handoff_pop(qp))
+        return false;
+    st->rx_copied_bytes += qp->rx_frame_len - VNIC_NET_HDR_SIZE;
+    return true;
 }
 
 /* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
@@ -399,12 +410,12 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
 static int next_frame(struct qpair *qp, struct vnic_queue_stats *st)
 {
     if (!handoff_retry(qp))                /* a frame waits for room: only take frames */
-        return handoff_pop(qp) ? 1 : -1;
+        return take_handed_over(qp, st) ? 1 : -1;
     qp->inbox_turn = !qp->inbox_turn;
-    if (qp->inbox_turn && handoff_pop(qp))
+    if (qp->inbox_turn && take_handed_over(qp, st))
         return 1;
     int r = read_backend_frame(qp, st);
-    if (r < 0 && !qp->inbox_turn && handoff_pop(qp))
+    if (r < 0 && !qp->inbox_turn && take_handed_over(qp, st))
         return 1;
     return r;
 }

@@ -319,11 +319,14 @@ static int place_spill(struct qpair *qp, uint32_t len, uint32_t room, struct vni
     return 1;
 }
 
-/* Too few buffers for the frame: all of it into the bounce buffer, the
- * chains given back (to be popped again for it). */
-static void move_to_bounce(struct qpair *qp, uint32_t len, uint32_t room)
+/* The frame goes the bounce way after all (too few buffers, another
+ * pair's, or for gro.c's table): all of it into the bounce buffer (a copy,
+ * counted), the chains given back (to be popped again for it). */
+static void move_to_bounce(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queue_stats *st)
 {
-    rxc_read(qp->rxc, qp->dev->hdr_len, qp->rx_frame + VNIC_NET_HDR_SIZE, min64(len, room));
+    uint32_t in_guest = (uint32_t)min64(len, room);
+    rxc_read(qp->rxc, qp->dev->hdr_len, qp->rx_frame + VNIC_NET_HDR_SIZE, in_guest);
+    st->rx_copied_bytes += in_guest;
     rx_direct_release(qp);
     qp->rx_frame_len = VNIC_NET_HDR_SIZE + len;
 }
@@ -348,7 +351,7 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
     int r = place_spill(qp, len, room, st);
     if (r != 0)
         return r < 0 ? r : SPILL_PLACED;
-    move_to_bounce(qp, len, room);
+    move_to_bounce(qp, len, room, st);
     struct rx_ref b = { qp->rx_frame + VNIC_NET_HDR_SIZE, len, len, NULL, 0, 0 };
     if (!rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &b, st)) {
         qp->rx_frame_len = 0;
@@ -406,7 +409,7 @@ static int steer(struct qpair *qp, const struct rx_ref *f, uint32_t room, struct
     int to = rx_rss_away(qp, rx_rss_hash(qp, f->bytes, f->have, st));
     if (to < 0)
         return RX_DIRECT_KEEP;
-    move_to_bounce(qp, f->len, room);      /* the spill is in the bounce buffer already */
+    move_to_bounce(qp, f->len, room, st);  /* the spill is in the bounce buffer already */
     rx_rss_hand_off(qp, to, st);
     return RX_DIRECT_DONE;
 }
@@ -472,7 +475,7 @@ static int direct_frame(struct qpair *qp, bool coalescing, uint16_t *pending, st
         return RX_DIRECT_DONE;             /* held: the flow's next segments go behind it */
     if (coalescing && gro_candidate(dev, h, f.bytes, f.have, len)) {
         qp->rxc->predict_merge = true;     /* coalescing merges it in its own buffer */
-        move_to_bounce(qp, len, len);
+        move_to_bounce(qp, len, len, st);
         return RX_DIRECT_BOUNCE;
     }
     rxc_deliver(qp, h, &f, &qp->rx_meta, pending, st);

@@ -218,7 +218,8 @@ struct vnic_queue_stats {
     uint64_t rx_coalesce_evictions;/* flows flushed early: the flow table was full */
     uint64_t rx_direct_packets;    /* frames the backend read straight into guest buffers */
     uint64_t rx_copied_bytes;      /* frame bytes the device itself copied on the way to the
-                                    * guest (bounce buffer, coalescing, overflow): 0 when
+                                    * guest (bounce buffer, coalescing, overflow, RSS hand-over
+                                    * between pairs: into and out of the inbox): 0 when
                                     * every byte landed where the backend's read put it */
     uint64_t rx_interrupts;
     uint64_t rx_kicks;
