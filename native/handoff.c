@@ -93,8 +93,10 @@ static uint32_t record_bytes(uint32_t len)
     return (uint32_t)(HANDOFF_ALIGN + (len + HANDOFF_ALIGN - 1) / HANDOFF_ALIGN * HANDOFF_ALIGN);
 }
 
-/* Copy a frame into r: false if it does not fit now. */
-static bool ring_put(struct handoff_ring *r, const uint8_t *frame, uint32_t len, const struct rx_meta *m)
+/* Copy a frame, gathered from its n pieces, into r: false if it does not
+ * fit now. */
+static bool ring_put(struct handoff_ring *r, const struct iovec *piece, int n, uint32_t len,
+                     const struct rx_meta *m)
 {
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t head = atomic_load(&r->head);
@@ -111,29 +113,48 @@ static bool ring_put(struct handoff_ring *r, const uint8_t *frame, uint32_t len,
     }
     struct handoff_rec *rec = (struct handoff_rec *)(r->buf + pos);
     *rec = (struct handoff_rec){ len, m->offloads, m->hash, m->report, 0 };
-    memcpy(rec + 1, frame, len);
+    uint8_t *to = (uint8_t *)(rec + 1);
+    for (int i = 0; i < n; i++) {          /* the caller's pieces add up to len */
+        memcpy(to, piece[i].iov_base, piece[i].iov_len);
+        to += piece[i].iov_len;
+    }
     atomic_store_explicit(&r->tail, tail + need, memory_order_release);
     return true;
 }
 
 /* Put a frame into r, or say we wait for room (then look once more: the
  * consumer may have made it before it saw the flag). */
-static bool ring_put_or_wait(struct handoff_ring *r, const uint8_t *frame, uint32_t len,
+static bool ring_put_or_wait(struct handoff_ring *r, const struct iovec *piece, int n, uint32_t len,
                              const struct rx_meta *m)
 {
-    if (ring_put(r, frame, len, m))
+    if (ring_put(r, piece, n, len, m))
         return true;
     atomic_store(&r->waiting, true);
-    if (!ring_put(r, frame, len, m))
+    if (!ring_put(r, piece, n, len, m))
         return false;
     atomic_store(&r->waiting, false);
+    return true;
+}
+
+static bool put_whole(struct handoff_ring *r, uint8_t *frame, uint32_t len, const struct rx_meta *m)
+{
+    struct iovec whole = { frame, len };
+    return ring_put_or_wait(r, &whole, 1, len, m);
+}
+
+bool handoff_push_pieces(struct qpair *qp, int to, const struct iovec *piece, int n, uint32_t len)
+{
+    struct handoff_ring *r = qp->dev->qp[to].inbox[qp->index];
+    if (len > VNIC_NET_HDR_SIZE + VNIC_RX_FRAME_MAX || !ring_put_or_wait(r, piece, n, len, &qp->rx_meta))
+        return false;
+    qp->handed_to |= 1u << to;
     return true;
 }
 
 int handoff_push(struct qpair *qp, int to)
 {
     struct handoff_ring *r = qp->dev->qp[to].inbox[qp->index];
-    if (ring_put_or_wait(r, qp->rx_frame, qp->rx_frame_len, &qp->rx_meta)) {
+    if (put_whole(r, qp->rx_frame, qp->rx_frame_len, &qp->rx_meta)) {
         qp->handed_to |= 1u << to;
         return 0;
     }
@@ -152,7 +173,7 @@ bool handoff_retry(struct qpair *qp)
     if (!handoff_holding(qp))
         return true;
     struct handoff_ring *r = qp->dev->qp[qp->held_to].inbox[qp->index];
-    if (!ring_put_or_wait(r, qp->held, qp->held_len, &qp->held_meta))
+    if (!put_whole(r, qp->held, qp->held_len, &qp->held_meta))
         return false;
     qp->handed_to |= 1u << qp->held_to;
     qp->held_to = -1;

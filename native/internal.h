@@ -321,6 +321,11 @@ void handoff_reset(struct vnic_dev *dev);
  * held (qp->held) and the backend not read until it went: 0 handed over,
  * 1 held. */
 int handoff_push(struct qpair *qp, int to);
+/* Queue a frame of len bytes (virtio header first) gathered from its n
+ * pieces, with qp->rx_meta, for pair `to`: true, or false if its ring has
+ * no room now (nothing held: the caller moves the frame to rx_frame and
+ * calls handoff_push()). */
+bool handoff_push_pieces(struct qpair *qp, int to, const struct iovec *piece, int n, uint32_t len);
 /* Try the held frame again: true if none is held any more. */
 bool handoff_retry(struct qpair *qp);
 bool handoff_holding(const struct qpair *qp);

@@ -401,14 +401,42 @@ static void learn_size(struct rx_cache *rc, uint32_t len)
 
 enum { RX_DIRECT_KEEP = 18 };     /* beside enum rx_direct_result: the frame stays with this pair */
 
+/* Where a frame read into the chains lies, as pieces: its fixed header
+ * in the bounce buffer, the room bytes in the chains, the spill behind
+ * them in the bounce buffer.  How many pieces. */
+static int frame_pieces(struct qpair *qp, uint32_t len, uint32_t room, struct iovec *piece)
+{
+    struct rx_cache *rc = qp->rxc;
+    uint64_t at = qp->dev->hdr_len, left = min64(len, room);
+    int n = 0;
+    piece[n++] = (struct iovec){ qp->rx_frame, VNIC_NET_HDR_SIZE };
+    for (int i = rxc_seek(rc, &at); left && i < rc->seg_end; i++, at = 0) {
+        uint64_t k = min64(rc->seg[i].len - at, left);
+        piece[n++] = (struct iovec){ rc->seg[i].host + at, k };
+        left -= k;
+    }
+    if (len > room)
+        piece[n++] = (struct iovec){ qp->rx_frame + VNIC_NET_HDR_SIZE + room, len - room };
+    return n;
+}
+
 /* Hash a frame read into the chains (its len bytes, room of them there)
- * and, if RSS names another pair, move it to the bounce buffer and hand it
- * there.  RX_DIRECT_KEEP, or RX_DIRECT_DONE: it went. */
+ * and, if RSS names another pair, hand it there: gathered from where it
+ * landed (the chains then serve the next frame), or, if that pair's inbox
+ * is full, moved to the bounce buffer to wait.  RX_DIRECT_KEEP, or
+ * RX_DIRECT_DONE: it went (or waits for the other pair). */
 static int steer(struct qpair *qp, const struct rx_ref *f, uint32_t room, struct vnic_queue_stats *st)
 {
     int to = rx_rss_away(qp, rx_rss_hash(qp, f->bytes, f->have, st));
     if (to < 0)
         return RX_DIRECT_KEEP;
+    struct iovec piece[RXC_SEGS + 2];
+    int n = frame_pieces(qp, f->len, room, piece);
+    if (handoff_push_pieces(qp, to, piece, n, VNIC_NET_HDR_SIZE + f->len)) {
+        st->rx_copied_bytes += f->len;     /* into the other pair's inbox */
+        st->rx_rss_steered++;
+        return RX_DIRECT_DONE;
+    }
     move_to_bounce(qp, f->len, room, st);  /* the spill is in the bounce buffer already */
     rx_rss_hand_off(qp, to, st);
     return RX_DIRECT_DONE;
