@@ -26,11 +26,11 @@
  * the frame stays with the backend until the guest kicks.
  *
  * With RSS steering each frame is hashed once it is read and filtered; one
- * RSS sends to another pair moves to the bounce buffer and is handed there
- * (the TAP's steering program puts most frames on their pair's queue
- * already).  While frames other pairs handed over wait, or one waits for
- * another pair's room, frames go the bounce way, which takes turns with
- * them.
+ * RSS sends to another pair is gathered from the buffers it landed in into
+ * that pair's inbox (common: the kernel spreads flows over the TAP's
+ * queues by a hash of its own), and those buffers serve the next frame.
+ * While frames other pairs handed over wait, or one waits for another
+ * pair's room, frames go the bounce way, which takes turns with them.
  *
  * Security model: chains are popped and bounded by virtq.c like any
  * other; a chain with readable pieces, or a frame's first one shorter than
