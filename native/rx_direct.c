@@ -360,6 +360,26 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
     return RX_DIRECT_BOUNCE;               /* rx_process() hashes it, and steers it */
 }
 
+/* The guest's header (with its hash fields if negotiated) in front of
+ * the frame: one inlined store when the first piece holds it all. */
+static void write_header(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_meta *meta)
+{
+    struct rx_cache *rc = qp->rxc;
+    const struct seg *s0 = &rc->seg[oldest(rc)->first];
+    if (qp->dev->hdr_len == VNIC_NET_HDR_SIZE && s0->len >= VNIC_NET_HDR_SIZE) {
+        memcpy(s0->host, h, sizeof(*h));                /* the usual case */
+        return;
+    }
+    bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
+    struct { struct virtio_net_hdr h; struct virtio_net_hdr_hash hash; } __attribute__((packed)) full =
+        { *h, { hashed ? meta->hash : 0, meta->report, 0 } };
+    _Static_assert(sizeof(full) == VNIC_NET_HDR_HASH_SIZE, "the hash header follows the plain one");
+    if (qp->dev->hdr_len == VNIC_NET_HDR_HASH_SIZE && s0->len >= VNIC_NET_HDR_HASH_SIZE)
+        memcpy(s0->host, &full, sizeof(full));          /* with HASH_REPORT: one store too */
+    else
+        rxc_write(rc, 0, (const uint8_t *)&full, qp->dev->hdr_len);
+}
+
 void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, const struct rx_meta *meta,
                  uint16_t *pending, struct vnic_queue_stats *st)
 {
@@ -373,17 +393,7 @@ void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref
         left -= k;
     }
     h->num_buffers = bufs;
-    const struct seg *s0 = &rc->seg[oldest(rc)->first];
-    if (dev->hdr_len == VNIC_NET_HDR_SIZE && s0->len >= VNIC_NET_HDR_SIZE) {
-        memcpy(s0->host, h, sizeof(*h));              /* the usual case: one inlined store */
-    } else {
-        rxc_write(rc, 0, (const uint8_t *)h, VNIC_NET_HDR_SIZE);
-        if (dev->hdr_len == VNIC_NET_HDR_HASH_SIZE) {
-            bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
-            struct virtio_net_hdr_hash hh = { hashed ? meta->hash : 0, meta->report, 0 };
-            rxc_write(rc, VNIC_NET_HDR_SIZE, (const uint8_t *)&hh, sizeof(hh));
-        }
-    }
+    write_header(qp, h, meta);
     consume(rc, bufs);
     *pending += bufs;
     st->rx_direct_packets++;
