@@ -123,7 +123,7 @@ static int mispredict(struct qpair *qp, uint32_t len, uint32_t in_guest, bool fi
                    !rx_fix_header(qp, (struct virtio_net_hdr *)qp->rx_frame, &b, st)))
         return RX_DIRECT_DONE;
     qp->rx_frame_len = VNIC_NET_HDR_SIZE + len;
-    return RX_DIRECT_BOUNCE;               /* rx_process() hashes it, and steers it */
+    return rx_rss_active(dev) && !rx_rss_steer(qp, st) ? RX_DIRECT_DONE : RX_DIRECT_BOUNCE;
 }
 
 /* Would rx_fix_header() leave this backend header as it is (but for the

@@ -471,6 +471,10 @@ int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vni
 /* Hand qp->rx_frame (filtered, its header fixed) to pair `to`, counted;
  * held if that pair's inbox is full (rx.c). */
 void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st);
+/* Hash qp->rx_frame and, if RSS names another pair, hand it there (rx.c).
+ * 1: the frame stays with this pair; 0: it went to another (or is held
+ * for it). */
+int rx_rss_steer(struct qpair *qp, struct vnic_queue_stats *st);
 /* The pair RSS's pick `to` sends a frame of qp's to: -1 this one (no
  * steering, or a pair that cannot take it) (rx.c). */
 int rx_rss_away(struct qpair *qp, int to);
@@ -479,8 +483,9 @@ enum rx_direct_result {
     RX_DIRECT_EMPTY = 0,          /* nothing to read */
     RX_DIRECT_DONE = 1,           /* a frame delivered, or dropped (counted) */
     RX_DIRECT_BOUNCE = 2,         /* a frame for the bounce way (too large for the buffers
-                                   * posted, or not for the flow held): it waits in
-                                   * qp->rx_frame, filtered, its header fixed, not hashed */
+                                   * posted, not for the flow held, or for gro.c's table):
+                                   * it waits in qp->rx_frame, filtered, its header fixed,
+                                   * hashed and kept by RSS */
     RX_DIRECT_OFF = 3,            /* memory it cannot use: read the bounce way (the
                                    * chains given back) */
     RX_DIRECT_NO_BUFFERS = 4,     /* none posted: nothing read, the frame stays with

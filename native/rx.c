@@ -364,9 +364,7 @@ static bool take_handed_over(struct qpair *qp, struct vnic_queue_stats *st)
     return true;
 }
 
-/* Hash rx_frame and, if RSS names another pair, hand it there.  1: the
- * frame stays with this pair; 0: it went to another (or is held for it). */
-static int rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
+int rx_rss_steer(struct qpair *qp, struct vnic_queue_stats *st)
 {
     int to = rx_rss_away(qp, rx_rss_hash(qp, qp->rx_frame + VNIC_NET_HDR_SIZE,
                                          qp->rx_frame_len - VNIC_NET_HDR_SIZE, st));
@@ -402,7 +400,7 @@ static int read_backend_frame(struct qpair *qp, struct vnic_queue_stats *st)
     }
     if (faults_on(dev) && !again)
         fault_rx_lie(qp);
-    return rx_rss_active(dev) ? rss_steer(qp, st) : 1;
+    return rx_rss_active(dev) ? rx_rss_steer(qp, st) : 1;
 }
 
 /* The next frame into qp->rx_frame: frames other pairs handed over and
@@ -454,8 +452,6 @@ int rx_process(struct qpair *qp)
             }
             if (d == RX_DIRECT_EMPTY)
                 break;
-            if (d == RX_DIRECT_BOUNCE && rx_rss_active(dev) && !rss_steer(qp, st))
-                continue;                  /* in rx_frame, and RSS sent it to another pair */
             if (d == RX_DIRECT_DONE)
                 continue;                  /* else in rx_frame, or read the bounce way */
             if (d == RX_DIRECT_NO_BUFFERS) {

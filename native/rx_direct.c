@@ -357,7 +357,7 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
         qp->rx_frame_len = 0;
         return RX_DIRECT_DONE;
     }
-    return RX_DIRECT_BOUNCE;               /* rx_process() hashes it, and steers it */
+    return rx_rss_active(qp->dev) && !rx_rss_steer(qp, st) ? RX_DIRECT_DONE : RX_DIRECT_BOUNCE;
 }
 
 /* The guest's header (with its hash fields if negotiated) in front of
