@@ -126,15 +126,6 @@ static int mispredict(struct qpair *qp, uint32_t len, uint32_t in_guest, bool fi
     return rx_rss_active(dev) && !rx_rss_steer(qp, st) ? RX_DIRECT_DONE : RX_DIRECT_BOUNCE;
 }
 
-/* Would rx_fix_header() leave this backend header as it is (but for the
- * buffer count the flow's own header sets)?  So it does for a segment
- * whose checksum a local sender left partial or the backend verified. */
-static bool header_stays(const struct vnic_dev *dev, const struct virtio_net_hdr *h)
-{
-    return (rx_features(dev) >> VNIC_F_GUEST_CSUM & 1) && h->gso_type == VNIC_GSO_NONE &&
-           (h->flags == VNIC_HDR_F_NEEDS_CSUM || h->flags == VNIC_HDR_F_DATA_VALID);
-}
-
 /* The frame joined the flow: the flow closes if the burst ends. */
 static int joined(struct qpair *qp, bool close, uint16_t *pending, struct vnic_queue_stats *st)
 {
@@ -160,7 +151,7 @@ static int place(struct qpair *qp, uint32_t len, uint32_t took, uint16_t *pendin
     }
     struct virtio_net_hdr *h = (struct virtio_net_hdr *)qp->rx_frame;
     bool close;
-    if (header_stays(qp->dev, h) && gro_direct_extend(qp, f, h, frame, hdrs, len, &close))
+    if (rx_header_stays(qp->dev, h) && gro_direct_extend(qp, f, h, frame, hdrs, len, &close))
         return joined(qp, close, pending, st);
     struct rx_ref r = { frame, hdrs, len, qp, hdrs, flow_end(qp) };
     if (!rx_fix_header(qp, h, &r, st)) {

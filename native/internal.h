@@ -460,6 +460,10 @@ void rx_ref_write(const struct rx_ref *f, uint32_t at, const void *src, uint32_t
  * frame being f (rx.c).  true: deliver; false: dropped (counted). */
 bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f,
                    struct vnic_queue_stats *st);
+/* Would rx_fix_header() leave this backend header as it is, but for its
+ * buffer count (a partial checksum or one the backend verified, no GSO,
+ * a guest with GUEST_CSUM)?  Then a segment joining a flow needs no fixing. */
+bool rx_header_stays(const struct vnic_dev *dev, const struct virtio_net_hdr *h);
 /* Count a frame the guest was given in bufs buffers (rx.c). */
 void rx_count_delivered(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_ref *f,
                         const struct rx_meta *meta, uint16_t bufs, struct vnic_queue_stats *st);
