@@ -272,8 +272,31 @@ struct rx_meta {
 };
 
 #define RSS_INPUT_MAX 36          /* IPv6 source, destination and ports: the longest input */
+#define RSS_CHUNK 8               /* input bytes in a word of it */
+#define RSS_CHUNKS ((RSS_INPUT_MAX + RSS_CHUNK - 1) / RSS_CHUNK)
 #define RSS_NIBBLES (2 * RSS_INPUT_MAX)
 #define RSS_NIBBLE_VALUES 16
+
+/* A Toeplitz key expanded both ways toeplitz.c hashes (toeplitz.c). */
+struct toeplitz_key {
+    bool use_clmul;               /* this CPU has PCLMULQDQ: hash by clmul */
+    /* input word t's key bits 64t .. 64t+95, bit-reversed */
+    uint64_t clmul[RSS_CHUNKS][2] __attribute__((aligned(16)));
+    /* per input nibble and value, what it adds to the hash: 4.5 KiB that
+     * stay in L1 (a table per byte would be 36 KiB) */
+    uint32_t lut[RSS_NIBBLES][RSS_NIBBLE_VALUES];
+};
+
+/* Expand key for toeplitz_hash(), choosing the way this CPU hashes fastest. */
+void toeplitz_expand(struct toeplitz_key *k, const uint8_t key[VNIC_RSS_KEY_SIZE]);
+/* The Toeplitz hash of len (<= RSS_INPUT_MAX) input bytes, given as
+ * RSS_CHUNKS words of 8 (the first byte in the top bits, zero past len).
+ * Cannot fail. */
+uint32_t toeplitz_hash(const struct toeplitz_key *k, const uint64_t *w, uint32_t len);
+/* The same by the nibble tables alone (any CPU). */
+uint32_t toeplitz_by_tables(const struct toeplitz_key *k, const uint64_t *w, uint32_t len);
+/* Has this CPU the carry-less multiply toeplitz_hash() uses? */
+bool toeplitz_has_clmul(void);
 
 /* The driver's RSS_CONFIG or HASH_CONFIG.  Written by the control thread
  * while workers read it: a frame may meet the old or the new setting, as
@@ -286,19 +309,13 @@ struct rss_config {
     _Atomic uint16_t unclassified;
     _Atomic uint16_t table[VNIC_RSS_TABLE_MAX];
     uint8_t key[VNIC_RSS_KEY_SIZE];
-    /* per input nibble and value, what it adds to the hash: the key
-     * expanded so that a hash is two loads per byte from 4.5 KiB that stay
-     * in L1 (a table per byte would be 36 KiB) */
-    uint32_t lut[RSS_NIBBLES][RSS_NIBBLE_VALUES];
+    struct toeplitz_key expanded;
 };
 
 void rss_reset(struct rss_config *c);
 /* VIRTIO_NET_CTRL_MQ_RSS_CONFIG / HASH_CONFIG data: applied whole, or not
  * at all.  0, or -EINVAL for a malformed or out-of-range config. */
 int rss_set_config(struct vnic_dev *dev, const uint8_t *data, uint32_t len, bool rss);
-/* The Toeplitz hash of in[0, len) under the key lut was expanded from. */
-uint32_t rss_toeplitz(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t len);
-void rss_expand_key(uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t key[VNIC_RSS_KEY_SIZE]);
 /* Hash the frame after its virtio header into meta (report NONE if no
  * enabled type covers it) and return the pair RSS picks for it. */
 int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struct rx_meta *meta);

@@ -1,7 +1,8 @@
 /* rss.c - receive-side scaling (virtio 1.2, 5.1.6.4.3 and 5.1.6.5.7): the
  * Toeplitz hash of a received frame's addresses and ports, the receive
  * queue the driver's indirection table picks for it, and the driver's
- * RSS_CONFIG / HASH_CONFIG commands that set key, table and hash types.
+ * RSS_CONFIG / HASH_CONFIG commands that set key, table and hash types
+ * (the hash itself is toeplitz.c's).
  *
  * Security model: the configuration comes from the guest's control queue
  * and the frames from the backend's peers; neither is trusted.  Every
@@ -38,51 +39,6 @@ _Static_assert(sizeof(((struct vnic_rss_state *)0)->table) / sizeof(uint16_t) ==
                "vnic_rss_state table");
 _Static_assert(sizeof(((struct vnic_rss_state *)0)->key) == VNIC_RSS_KEY_SIZE, "vnic_rss_state key");
 
-/* ---- the Toeplitz hash ---------------------------------------------------- */
-
-/* The 32 key bits starting at bit `bit` (bit 0: the first byte's top bit). */
-static uint32_t key_window(const uint8_t *key, uint32_t bit)
-{
-    uint64_t w = 0;
-    for (uint32_t i = 0; i < 5; i++) {
-        uint32_t at = bit / 8 + i;
-        w = w << 8 | (at < VNIC_RSS_KEY_SIZE ? key[at] : 0);
-    }
-    return (uint32_t)(w >> (8 - bit % 8));
-}
-
-void rss_expand_key(uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t key[VNIC_RSS_KEY_SIZE])
-{
-    for (uint32_t k = 0; k < RSS_NIBBLES; k++) {
-        uint32_t window[4];             /* window[b]: for the nibble's bit of value 1 << b */
-        for (uint32_t b = 0; b < 4; b++)
-            window[b] = key_window(key, 4 * k + (3 - b));
-        lut[k][0] = 0;
-        for (uint32_t v = 1; v < RSS_NIBBLE_VALUES; v++)   /* v's lowest bit, added to the rest */
-            lut[k][v] = lut[k][v & (v - 1)] ^ window[__builtin_ctz(v)];
-    }
-}
-
-/* Two loads per input byte; a constant n lets the compiler unroll. */
-static inline uint32_t toeplitz_n(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t n)
-{
-    uint32_t h = 0;
-    for (uint32_t i = 0; i < n; i++)
-        h ^= lut[2 * i][in[i] >> 4] ^ lut[2 * i + 1][in[i] & 0xf];
-    return h;
-}
-
-uint32_t rss_toeplitz(const uint32_t (*lut)[RSS_NIBBLE_VALUES], const uint8_t *in, uint32_t len)
-{
-    switch (len) {                      /* the lengths a frame can give */
-    case 8: return toeplitz_n(lut, in, 8);       /* IPv4 addresses */
-    case 12: return toeplitz_n(lut, in, 12);     /* ... and ports */
-    case 32: return toeplitz_n(lut, in, 32);     /* IPv6 addresses */
-    case 36: return toeplitz_n(lut, in, 36);     /* ... and ports */
-    default: return toeplitz_n(lut, in, len < RSS_INPUT_MAX ? len : RSS_INPUT_MAX);
-    }
-}
-
 /* ---- which fields a frame is hashed over ------------------------------------ */
 
 struct hash_choice {
@@ -104,44 +60,66 @@ static struct hash_choice choice_for(const struct layout *lo)
                                  VNIC_HASH_IPV4, VNIC_HASH_REPORT_IPV4 };
 }
 
+/* Input bytes p[0, 8) as a word of the hash input (the first on top). */
+static uint64_t input_word(const uint8_t *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof(w));
+    return __builtin_bswap64(w);
+}
+
+/* The addresses in words w (source then destination, as they lie in the
+ * IP header): the input bytes they make. */
+static uint32_t address_words(const uint8_t *frame, const struct layout *lo, uint64_t *w)
+{
+    if (!lo->ipv6) {
+        w[0] = input_word(frame + lo->l3 + offsetof(struct ipv4_hdr, saddr));
+        return 2 * FIELD_SIZE(struct ipv4_hdr, saddr);
+    }
+    const uint8_t *a = frame + lo->l3 + offsetof(struct ipv6_hdr, saddr);
+    for (uint32_t i = 0; i < 2 * FIELD_SIZE(struct ipv6_hdr, saddr) / RSS_CHUNK; i++)
+        w[i] = input_word(a + RSS_CHUNK * i);
+    return 2 * FIELD_SIZE(struct ipv6_hdr, saddr);
+}
+
 /* The hash input (source and destination address, then source and
- * destination port when the type asks for them) in `in`: its length, 0
- * when no enabled type covers the frame; *report says which type. */
-static uint32_t hash_input(uint32_t types, const uint8_t *frame, uint32_t len, uint8_t *in,
+ * destination port when the type asks for them) in words w: its length in
+ * bytes, 0 when no enabled type covers the frame; *report says which type.
+ * Every word read lies within the headers hdr_parse_ip() found whole. */
+static uint32_t hash_input(uint32_t types, const uint8_t *frame, uint32_t len, uint64_t *w,
                            uint16_t *report)
 {
     struct layout lo;
     if (hdr_parse_ip(frame, len, &lo) < 0)
         return 0;
-    size_t at = lo.ipv6 ? offsetof(struct ipv6_hdr, saddr) : offsetof(struct ipv4_hdr, saddr);
-    uint32_t addrs = lo.ipv6 ? 2 * FIELD_SIZE(struct ipv6_hdr, saddr) : 2 * FIELD_SIZE(struct ipv4_hdr, saddr);
     struct hash_choice c = choice_for(&lo);
     bool ports = lo.l4 && lo.hdr_len && (lo.proto == IPPROTO_TCP || lo.proto == IPPROTO_UDP) &&
                  (types & c.l4_type);
     if (!ports && !(types & c.ip_type))
         return 0;
-    memcpy(in, frame + lo.l3 + at, addrs);
+    uint32_t n = address_words(frame, &lo, w);
     *report = c.ip_report;
     if (!ports)
-        return addrs;
+        return n;
     /* source then destination port: where TCP and UDP both keep them */
-    memcpy(in + addrs, frame + lo.l4 + offsetof(struct udp_hdr, source), 2 * FIELD_SIZE(struct udp_hdr, source));
+    w[n / RSS_CHUNK] = (uint64_t)rd32(frame + lo.l4 + offsetof(struct udp_hdr, source)) << 32;
     *report = c.l4_report;
-    return addrs + 2 * (uint32_t)FIELD_SIZE(struct udp_hdr, source);
+    return n + 2 * (uint32_t)FIELD_SIZE(struct udp_hdr, source);
 }
 
 int rss_classify(struct vnic_dev *dev, const uint8_t *frame, uint32_t len, struct rx_meta *meta)
 {
     struct rss_config *c = &dev->rss;
-    uint8_t in[RSS_INPUT_MAX];
+    uint64_t w[RSS_CHUNKS] = { 0 };
     uint16_t report = VNIC_HASH_REPORT_NONE;
-    uint32_t n = hash_input(atomic_load_explicit(&c->hash_types, memory_order_relaxed), frame, len, in, &report);
+    uint32_t n = hash_input(atomic_load_explicit(&c->hash_types, memory_order_relaxed), frame, len, w, &report);
     meta->report = (uint16_t)(n ? report : VNIC_HASH_REPORT_NONE);
     if (!n)
         return atomic_load_explicit(&c->unclassified, memory_order_relaxed);
-    meta->hash = rss_toeplitz((const uint32_t (*)[RSS_NIBBLE_VALUES])c->lut, in, n);
+    uint32_t hash = toeplitz_hash(&c->expanded, w, n);
+    meta->hash = hash;
     uint16_t mask = atomic_load_explicit(&c->mask, memory_order_relaxed) & (VNIC_RSS_TABLE_MAX - 1);
-    return atomic_load_explicit(&c->table[meta->hash & mask], memory_order_relaxed);
+    return atomic_load_explicit(&c->table[hash & mask], memory_order_relaxed);
 }
 
 /* ---- the driver's commands ------------------------------------------------------ */
@@ -155,7 +133,7 @@ void rss_reset(struct rss_config *c)
     for (int i = 0; i < VNIC_RSS_TABLE_MAX; i++)
         atomic_store(&c->table[i], 0);
     memset(c->key, 0, sizeof(c->key));
-    rss_expand_key(c->lut, c->key);
+    toeplitz_expand(&c->expanded, c->key);
 }
 
 /* A receive queue named by rss_rq_id: the pair, or -1 if there is none. */
@@ -239,7 +217,7 @@ static void rss_apply(struct vnic_dev *dev, const struct rss_request *r, bool rs
         atomic_store_explicit(&c->table[i], q, memory_order_relaxed);
     }
     memcpy(c->key, r->key, sizeof(c->key));
-    rss_expand_key(c->lut, c->key);
+    toeplitz_expand(&c->expanded, c->key);
     if (rss) {
         atomic_store(&c->mask, (uint16_t)(r->table_len - 1));
         atomic_store(&c->unclassified, r->unclassified);
@@ -273,11 +251,4 @@ void vnic_dev_rss_state(struct vnic_dev *dev, struct vnic_rss_state *out)
     for (int i = 0; i < VNIC_RSS_TABLE_MAX; i++)
         out->table[i] = atomic_load(&c->table[i]);
     memcpy(out->key, c->key, sizeof(out->key));
-}
-
-uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len)
-{
-    static uint32_t lut[RSS_NIBBLES][RSS_NIBBLE_VALUES];   /* tests only: one caller at a time */
-    rss_expand_key(lut, key);
-    return rss_toeplitz((const uint32_t (*)[RSS_NIBBLE_VALUES])lut, in, len);
 }

@@ -32,8 +32,12 @@ int vnic_tx_engine_run(struct vnic_tx_engine *e, const uint8_t *pkt, uint32_t le
 
 /* --- receive-side scaling on its own ---------------------------------- */
 /* The Toeplitz hash of in[0, len) (len <= 36: IPv6 addresses and ports)
- * under a key of VNIC_RSS_KEY_SIZE bytes; bytes past 36 are not hashed. */
-uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len);
+ * under a key of VNIC_RSS_KEY_SIZE bytes; bytes past 36 are not hashed.
+ * tables != 0: by the nibble tables; 0: the way the device hashes on this
+ * CPU (carry-less multiplies where it has them).  Cannot fail. */
+uint32_t vnic_test_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t len, int tables);
+/* 1 if the device hashes by carry-less multiplies on this CPU, else 0. */
+int vnic_test_toeplitz_clmul(void);
 
 /* --- the data paths timed without a guest ----------------------------- */
 /* Each returns a time in ns (> 0), or a negative errno as a double:

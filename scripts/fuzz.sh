@@ -47,8 +47,8 @@ declare -A MAX_LEN=([virtq]=8192 [tx]=70000 [rx]=70000 [ctrl]=16384 [headers]=20
                     [chan]=65536 [socket]=200000 [session]=8192)
 # the files each target exists to reach, for --coverage
 declare -A COVER_FILES=([virtq]="virtq.c split.c packed.c mem.c" [tx]="tx.c gso.c csum.c headers.c faults.c"
-                        [rx]="rx.c gro.c rss.c headers.c csum.c faults.c capture.c" [ctrl]="ctrl.c rss.c mq.c"
-                        [headers]="headers.c flow_key.c rss.c" [chan]="chan.c" [socket]="stream.c dgram.c")
+                        [rx]="rx.c gro.c rss.c toeplitz.c headers.c csum.c faults.c capture.c" [ctrl]="ctrl.c rss.c mq.c"
+                        [headers]="headers.c flow_key.c rss.c toeplitz.c" [chan]="chan.c" [socket]="stream.c dgram.c")
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1)
 
 build() {      # the data plane once, then each C target linked to it

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dev->rss.hash_types = VNIC_HASH_SUPPORTED;
         for (int i = 0; i < VNIC_RSS_KEY_SIZE; i++)
             dev->rss.key[i] = (uint8_t)(37 * i + 1);     /* any key but all zeros */
-        rss_expand_key(dev->rss.lut, dev->rss.key);
+        toeplitz_expand(&dev->rss.expanded, dev->rss.key);
     }
     if (size > VNIC_RX_FRAME_MAX)
         return 0;
