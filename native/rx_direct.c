@@ -360,24 +360,35 @@ static int spill(struct qpair *qp, uint32_t len, uint32_t room, struct vnic_queu
     return rx_rss_active(qp->dev) && !rx_rss_steer(qp, st) ? RX_DIRECT_DONE : RX_DIRECT_BOUNCE;
 }
 
+/* The header's fields after the ones the frame's header fixed (a 64-bit
+ * store of them reads nothing back from smaller stores just made). */
+struct header_tail {
+    uint16_t num_buffers;
+    struct virtio_net_hdr_hash hash;
+} __attribute__((packed));
+
+#define HEADER_HEAD offsetof(struct virtio_net_hdr, num_buffers)
+
 /* The guest's header (with its hash fields if negotiated) in front of
- * the frame: one inlined store when the first piece holds it all. */
+ * the frame: two inlined stores when the first piece holds it all. */
 static void write_header(struct qpair *qp, const struct virtio_net_hdr *h, const struct rx_meta *meta)
 {
     struct rx_cache *rc = qp->rxc;
     const struct seg *s0 = &rc->seg[oldest(rc)->first];
-    if (qp->dev->hdr_len == VNIC_NET_HDR_SIZE && s0->len >= VNIC_NET_HDR_SIZE) {
-        memcpy(s0->host, h, sizeof(*h));                /* the usual case */
+    bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
+    struct header_tail tail = { h->num_buffers, { hashed ? meta->hash : 0, meta->report, 0 } };
+    _Static_assert(HEADER_HEAD + sizeof(tail) == VNIC_NET_HDR_HASH_SIZE, "the hash header follows the plain one");
+    uint32_t len = qp->dev->hdr_len;
+    if (likely(s0->len >= len)) {
+        memcpy(s0->host, h, HEADER_HEAD);
+        if (len == VNIC_NET_HDR_SIZE)       /* constant sizes: inlined stores */
+            memcpy(s0->host + HEADER_HEAD, &tail, sizeof(tail.num_buffers));
+        else
+            memcpy(s0->host + HEADER_HEAD, &tail, sizeof(tail));
         return;
     }
-    bool hashed = meta->report != VNIC_HASH_REPORT_NONE;
-    struct { struct virtio_net_hdr h; struct virtio_net_hdr_hash hash; } __attribute__((packed)) full =
-        { *h, { hashed ? meta->hash : 0, meta->report, 0 } };
-    _Static_assert(sizeof(full) == VNIC_NET_HDR_HASH_SIZE, "the hash header follows the plain one");
-    if (qp->dev->hdr_len == VNIC_NET_HDR_HASH_SIZE && s0->len >= VNIC_NET_HDR_HASH_SIZE)
-        memcpy(s0->host, &full, sizeof(full));          /* with HASH_REPORT: one store too */
-    else
-        rxc_write(rc, 0, (const uint8_t *)&full, qp->dev->hdr_len);
+    rxc_write(rc, 0, (const uint8_t *)h, HEADER_HEAD);
+    rxc_write(rc, HEADER_HEAD, (const uint8_t *)&tail, len - HEADER_HEAD);
 }
 
 void rxc_deliver(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f, const struct rx_meta *meta,
