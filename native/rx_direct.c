@@ -168,44 +168,63 @@ int rxc_seek(struct rx_cache *rc, uint64_t *at)
     return i;
 }
 
+/* Bytes [at, at + n) of the run, piece by piece (rxc_next). */
+struct rxc_span {
+    const struct rx_cache *rc;
+    int i;                        /* the piece the next bytes are in */
+    uint64_t at, left;            /* offset in it, bytes still to go */
+};
+
+static struct rxc_span rxc_span(struct rx_cache *rc, uint64_t at, uint64_t n)
+{
+    int i = rxc_seek(rc, &at);
+    return (struct rxc_span){ rc, i, at, n };
+}
+
+/* The span's next piece in *p: its length, 0 when the span (or what the
+ * chains hold of it) is done. */
+static uint64_t rxc_next(struct rxc_span *s, uint8_t **p)
+{
+    if (!s->left || s->i >= s->rc->seg_end)
+        return 0;
+    const struct seg *g = &s->rc->seg[s->i++];
+    uint64_t k = min64(g->len - s->at, s->left);
+    *p = g->host + s->at;
+    s->at = 0;
+    s->left -= k;
+    return k;
+}
+
 void rxc_write(struct rx_cache *rc, uint64_t at, const uint8_t *src, uint64_t n)
 {
-    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
-        uint64_t k = min64(rc->seg[i].len - at, n);
-        memcpy(rc->seg[i].host + at, src, k);
-        src += k;
-        n -= k;
-    }
+    struct rxc_span s = rxc_span(rc, at, n);
+    uint8_t *p;
+    for (uint64_t k; (k = rxc_next(&s, &p)); src += k)
+        memcpy(p, src, k);
 }
 
 void rxc_read(struct rx_cache *rc, uint64_t at, uint8_t *dst, uint64_t n)
 {
-    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
-        uint64_t k = min64(rc->seg[i].len - at, n);
-        memcpy(dst, rc->seg[i].host + at, k);
-        dst += k;
-        n -= k;
-    }
+    struct rxc_span s = rxc_span(rc, at, n);
+    uint8_t *p;
+    for (uint64_t k; (k = rxc_next(&s, &p)); dst += k)
+        memcpy(dst, p, k);
 }
 
 void rxc_clear(struct rx_cache *rc, uint64_t at, uint64_t n)
 {
-    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
-        uint64_t k = min64(rc->seg[i].len - at, n);
-        memset(rc->seg[i].host + at, 0, k);
-        n -= k;
-    }
+    struct rxc_span s = rxc_span(rc, at, n);
+    uint8_t *p;
+    for (uint64_t k; (k = rxc_next(&s, &p));)
+        memset(p, 0, k);
 }
 
 static uint64_t pieces_csum(struct rx_cache *rc, uint64_t at, uint64_t n, uint64_t sum)
 {
-    uint64_t done = 0;
-    for (int i = rxc_seek(rc, &at); n && i < rc->seg_end; i++, at = 0) {
-        uint64_t k = min64(rc->seg[i].len - at, n);
-        sum = csum_add(sum, csum_shift(csum_partial(rc->seg[i].host + at, k, 0), done));
-        done += k;
-        n -= k;
-    }
+    struct rxc_span s = rxc_span(rc, at, n);
+    uint8_t *p;
+    for (uint64_t k, done = 0; (k = rxc_next(&s, &p)); done += k)
+        sum = csum_add(sum, csum_shift(csum_partial(p, k, 0), done));
     return sum;
 }
 
@@ -427,15 +446,12 @@ enum { RX_DIRECT_KEEP = 18 };     /* beside enum rx_direct_result: the frame sta
  * them in the bounce buffer.  How many pieces. */
 static int frame_pieces(struct qpair *qp, uint32_t len, uint32_t room, struct iovec *piece)
 {
-    struct rx_cache *rc = qp->rxc;
-    uint64_t at = qp->dev->hdr_len, left = min64(len, room);
+    struct rxc_span s = rxc_span(qp->rxc, qp->dev->hdr_len, min64(len, room));
     int n = 0;
     piece[n++] = (struct iovec){ qp->rx_frame, VNIC_NET_HDR_SIZE };
-    for (int i = rxc_seek(rc, &at); left && i < rc->seg_end; i++, at = 0) {
-        uint64_t k = min64(rc->seg[i].len - at, left);
-        piece[n++] = (struct iovec){ rc->seg[i].host + at, k };
-        left -= k;
-    }
+    uint8_t *p;
+    for (uint64_t k; (k = rxc_next(&s, &p));)
+        piece[n++] = (struct iovec){ p, k };
     if (len > room)
         piece[n++] = (struct iovec){ qp->rx_frame + VNIC_NET_HDR_SIZE + room, len - room };
     return n;
