@@ -306,3 +306,52 @@ def test_a_table_naming_a_pair_without_rx_queue_keeps_frames_where_read(serve):
             assert sd.device.failed() is False
         finally:
             d.close()
+
+
+def test_frames_wait_when_the_other_pairs_inbox_is_full(serve):
+    """A flow the kernel queues to pair 0's TAP fd and RSS sends to pair 1,
+    while pair 1's guest posts no buffers: pair 0 reads each frame into its
+    own buffers and gathers it into pair 1's inbox until that is full
+    (2 MiB), then holds the next and stops reading.  When pair 1's buffers
+    come, every frame arrives there, whole and in order."""
+    with TapNamespace() as tn:
+        sd = serve(backend=tn.backend, queue_pairs=PAIRS)
+        d = D.VirtioNetDriver(sd.connect()).start()
+        try:
+            assert tn.ns.run(["ip", "link", "set", tn.ifname, "mtu", "9000"]).returncode == 0
+            tn.drain()
+            d.post_rx(128, pair=0)
+            assert d.set_rss(ALL, [1] * 128, KEY, max_tx_vq=PAIRS) == OK
+            sport, probes = read_by_pair_0(sd, tn)
+            big = [tcp_frame("10.9.0.1", 5201, "10.9.0.2", sport, seq=1 + i * 8900, payload=bytes([i % 251]) * 8900,
+                             flags="PA") for i in range(300)]
+            for frame in big:
+                tn.send(frame)
+            deadline = time.monotonic() + 5
+            while per_queue(sd)[0]["rx_rss_handoff_waits"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert per_queue(sd)[0]["rx_rss_handoff_waits"] > 0
+            got: list[bytes] = []
+            while len(got) < probes + len(big):
+                d.post_rx(100, size=9100, pair=1)
+                got += [p.frame for p in d.receive(min(100, probes + len(big) - len(got)), timeout=5, pair=1)]
+            flow = [f for f in got if Ether(f)[TCP].sport == sport]
+            assert flow[1:] == big                              # after its probe, the flood in order
+            assert sd.device.failed() is False
+        finally:
+            d.close()
+
+
+def read_by_pair_0(sd, tn) -> tuple[int, int]:
+    """A source port whose flow the kernel queues to pair 0's TAP fd (one
+    frame of it was read there and handed to pair 1), and how many ports
+    were tried (a frame each: the others wait in pair 1's TAP queue, which
+    pair 1 does not read without buffers)."""
+    for tried, sport in enumerate(range(44000, 44064), 1):
+        tn.send(tcp_frame("10.9.0.1", 5201, "10.9.0.2", sport, flags="PA"))
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if per_queue(sd)[0]["rx_rss_steered"]:
+                return sport, tried
+            time.sleep(0.01)
+    raise AssertionError("no flow of 64 was read by pair 0")
