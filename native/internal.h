@@ -492,6 +492,8 @@ int rx_rss_hash(struct qpair *qp, const uint8_t *frame, uint32_t len, struct vni
 /* Hand qp->rx_frame (filtered, its header fixed) to pair `to`, counted;
  * held if that pair's inbox is full (rx.c). */
 void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st);
+/* Count a frame of len bytes handed to another pair's inbox (rx.c). */
+void rx_rss_count_handed(uint32_t len, struct vnic_queue_stats *st);
 /* Hash qp->rx_frame and, if RSS names another pair, hand it there (rx.c).
  * 1: the frame stays with this pair; 0: it went to another (or is held
  * for it). */

@@ -351,12 +351,17 @@ int rx_rss_away(struct qpair *qp, int to)
     return to;
 }
 
+void rx_rss_count_handed(uint32_t len, struct vnic_queue_stats *st)
+{
+    st->rx_copied_bytes += len;          /* into the pair's inbox */
+    st->rx_rss_steered++;
+}
+
 void rx_rss_hand_off(struct qpair *qp, int to, struct vnic_queue_stats *st)
 {
-    st->rx_copied_bytes += qp->rx_frame_len - VNIC_NET_HDR_SIZE;   /* into the pair's inbox */
+    rx_rss_count_handed(qp->rx_frame_len - VNIC_NET_HDR_SIZE, st);
     if (handoff_push(qp, to))
         st->rx_rss_handoff_waits++;      /* held: the backend waits until it went */
-    st->rx_rss_steered++;
     qp->rx_frame_len = 0;
 }
 

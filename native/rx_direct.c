@@ -470,8 +470,7 @@ static int steer(struct qpair *qp, const struct rx_ref *f, uint32_t room, struct
     struct iovec piece[RXC_SEGS + 2];
     int n = frame_pieces(qp, f->len, room, piece);
     if (handoff_push_pieces(qp, to, piece, n, VNIC_NET_HDR_SIZE + f->len)) {
-        st->rx_copied_bytes += f->len;     /* into the other pair's inbox */
-        st->rx_rss_steered++;
+        rx_rss_count_handed(f->len, st);
         return RX_DIRECT_DONE;
     }
     move_to_bounce(qp, f->len, room, st);  /* the spill is in the bounce buffer already */
