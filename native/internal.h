@@ -293,10 +293,6 @@ void toeplitz_expand(struct toeplitz_key *k, const uint8_t key[VNIC_RSS_KEY_SIZE
  * RSS_CHUNKS words of 8 (the first byte in the top bits, zero past len).
  * Cannot fail. */
 uint32_t toeplitz_hash(const struct toeplitz_key *k, const uint64_t *w, uint32_t len);
-/* The same by the nibble tables alone (any CPU). */
-uint32_t toeplitz_by_tables(const struct toeplitz_key *k, const uint64_t *w, uint32_t len);
-/* Has this CPU the carry-less multiply toeplitz_hash() uses? */
-bool toeplitz_has_clmul(void);
 
 /* The driver's RSS_CONFIG or HASH_CONFIG.  Written by the control thread
  * while workers read it: a frame may meet the old or the new setting, as

@@ -89,14 +89,15 @@ static bool complete_partial_csum(struct qpair *qp, const struct virtio_net_hdr 
     return true;
 }
 
-/* The TAP's offloads follow the guest's features, so this only fixes
- * stragglers: a partial checksum for a guest without GUEST_CSUM is
- * finished here. */
 bool rx_header_stays(const struct vnic_dev *dev, const struct virtio_net_hdr *h)
 {
     return (rx_features(dev) >> VNIC_F_GUEST_CSUM & 1) && h->gso_type == VNIC_GSO_NONE &&
            (h->flags == VNIC_HDR_F_NEEDS_CSUM || h->flags == VNIC_HDR_F_DATA_VALID);
 }
+
+/* The TAP's offloads follow the guest's features, so this only fixes
+ * stragglers: a partial checksum for a guest without GUEST_CSUM is
+ * finished here. */
 
 bool rx_fix_header(struct qpair *qp, struct virtio_net_hdr *h, const struct rx_ref *f,
                    struct vnic_queue_stats *st)

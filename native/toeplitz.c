@@ -26,6 +26,9 @@
 #define HAVE_CLMUL_BUILD 1
 #endif
 
+/* Has this CPU the carry-less multiply toeplitz_hash() uses? */
+static bool toeplitz_has_clmul(void);
+
 #define CHUNK_BITS 64
 #define WINDOW_BITS 32
 
@@ -88,7 +91,8 @@ static uint8_t input_byte(const uint64_t *w, uint32_t i)
     return (uint8_t)(w[i / RSS_CHUNK] >> (8 * (RSS_CHUNK - 1 - i % RSS_CHUNK)));
 }
 
-uint32_t toeplitz_by_tables(const struct toeplitz_key *k, const uint64_t *w, uint32_t len)
+/* By the nibble tables alone (any CPU). */
+static uint32_t toeplitz_by_tables(const struct toeplitz_key *k, const uint64_t *w, uint32_t len)
 {
     uint32_t h = 0;
     for (uint32_t i = 0; i < len && i < RSS_INPUT_MAX; i++) {
@@ -147,7 +151,7 @@ static uint32_t toeplitz_by_clmul(const struct toeplitz_key *k, const uint64_t *
     }
 }
 
-bool toeplitz_has_clmul(void)
+static bool toeplitz_has_clmul(void)
 {
     return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 }
@@ -157,7 +161,7 @@ static uint32_t toeplitz_by_clmul(const struct toeplitz_key *k, const uint64_t *
     return toeplitz_by_tables(k, w, len);
 }
 
-bool toeplitz_has_clmul(void)
+static bool toeplitz_has_clmul(void)
 {
     return false;
 }
