@@ -81,15 +81,33 @@ static int walk(struct vq *vq, struct chain *c, uint16_t head)
     }
 }
 
+/* The ring slot of a free-running index: sizes are powers of two
+ * (queue.c refuses others), so no division on the per-packet path. */
+static uint16_t slot_of(const struct vq *vq, uint16_t idx)
+{
+    return idx & (uint16_t)(vq->size - 1);
+}
+
+/* How many heads the driver has made available beyond last_avail: the
+ * index is read again only once those seen are used up (one acquire load
+ * a batch, not a chain).  -VNIC_ERR_AVAIL_IDX if it claims more than the
+ * ring holds. */
+static int avail_count(struct vq *vq)
+{
+    uint16_t n = (uint16_t)(vq->avail_seen - vq->last_avail);
+    if (n && n <= vq->size)
+        return n;
+    vq->avail_seen = avail_load(vq, AVAIL_IDX, true);
+    n = (uint16_t)(vq->avail_seen - vq->last_avail);
+    return unlikely(n > vq->size) ? -VNIC_ERR_AVAIL_IDX : n;
+}
+
 int split_pop(struct vq *vq, struct chain *c)
 {
-    vq->avail_seen = avail_load(vq, AVAIL_IDX, true);
-    uint16_t n = (uint16_t)(vq->avail_seen - vq->last_avail);
-    if (n == 0)
-        return 0;
-    if (n > vq->size)
-        return -VNIC_ERR_AVAIL_IDX;
-    uint16_t head = avail_load(vq, AVAIL_RING + AVAIL_ELEM * (size_t)(vq->last_avail % vq->size), false);
+    int n = avail_count(vq);
+    if (n <= 0)
+        return n;
+    uint16_t head = avail_load(vq, AVAIL_RING + AVAIL_ELEM * (size_t)slot_of(vq, vq->last_avail), false);
     if (head >= vq->size)
         return -VNIC_ERR_DESC_INDEX;
     vq_chain_start(c, head);
@@ -104,7 +122,7 @@ int split_pop(struct vq *vq, struct chain *c)
 
 void split_push_used(struct vq *vq, uint16_t head, uint32_t len, uint16_t offset)
 {
-    size_t slot = USED_RING + USED_ELEM * (size_t)((uint16_t)(vq->used_idx + offset) % vq->size);
+    size_t slot = USED_RING + USED_ELEM * (size_t)slot_of(vq, (uint16_t)(vq->used_idx + offset));
     uint32_t elem[2] = { head, len };
     vq_store(vq, vq->used, vq->used_addr, slot, elem, sizeof(elem));
 }
