@@ -227,18 +227,28 @@ static bool may_coalesce(const struct vnic_dev *dev, const struct layout *lo)
                     : rx_features(dev) >> VNIC_F_GUEST_TSO4 & 1;
 }
 
+/* A segment's virtio header as coalescing takes it: no GSO, and the
+ * checksum verified by us or left partial by a local sender. */
+static bool header_may_merge(const struct virtio_net_hdr *h, const struct layout *lo)
+{
+    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
+                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo->l4 && h->csum_offset == CSUM_OFFSET_TCP);
+    return csum_ok && h->gso_type == VNIC_GSO_NONE;
+}
+
+/* Does the IP header claim exactly the frame's len bytes (no padding, no lies)? */
+static bool ip_len_is_frame(const uint8_t *frame, const struct layout *lo, uint32_t len)
+{
+    return lo->l3 + ip_claimed_len(frame, lo) == len;
+}
+
 /* May this TCP segment join a flow (its flags aside from PSH, checksum,
  * lengths, the guest's features)? */
 static bool may_merge(const struct vnic_dev *dev, const struct virtio_net_hdr *h, const uint8_t *frame,
                       uint32_t len, const struct layout *lo)
 {
-    uint32_t ip_len = ip_claimed_len(frame, lo);
     uint8_t flags = tcp_at(frame, lo)->flags;
-    /* checksum verified by us, or left partial by a local sender: both may merge */
-    bool csum_ok = h->flags == VNIC_HDR_F_DATA_VALID ||
-                   (h->flags == VNIC_HDR_F_NEEDS_CSUM && h->csum_start == lo->l4 && h->csum_offset == CSUM_OFFSET_TCP);
-    return csum_ok && h->gso_type == VNIC_GSO_NONE &&
-           lo->l3 + ip_len == len &&                     /* no padding, no lies */
+    return header_may_merge(h, lo) && ip_len_is_frame(frame, lo, len) &&
            (flags == TCP_ACK || flags == (TCP_ACK | TCP_PSH)) && len > lo->hdr_len &&
            lo->hdr_len <= VNIC_TPL_MAX && may_coalesce(dev, lo);
 }
@@ -362,9 +372,12 @@ bool gro_direct_open(struct qpair *qp, struct gro_flow *f, const struct virtio_n
 bool gro_direct_extend(struct qpair *qp, struct gro_flow *f, const struct virtio_net_hdr *h, const uint8_t *frame,
                        uint32_t have, uint32_t len, bool *close)
 {
-    const struct layout *lo = &f->lo;     /* no parse: shares_headers() says the layout is the flow's */
-    if (!shares_headers(f, frame, have) || !may_merge(qp->dev, h, frame, len, lo) ||
-        !follows(f, frame, len - lo->hdr_len))
+    /* no parse: shares_headers() says the layout is the flow's, and so
+     * are the TCP flags but PSH and the header lengths may_merge() checked
+     * when the flow opened; what each segment owns is checked here */
+    const struct layout *lo = &f->lo;
+    if (!shares_headers(f, frame, have) || !header_may_merge(h, lo) || !ip_len_is_frame(frame, lo, len) ||
+        len <= lo->hdr_len || !may_coalesce(qp->dev, lo) || !follows(f, frame, len - lo->hdr_len))
         return false;
     *close = extend(f, len - lo->hdr_len, tcp_at(frame, lo)->flags, qp->gro->batch);
     return true;
