@@ -41,6 +41,10 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sy
     rm -rf "$VENV"
     python3 -m venv "$VENV"
 fi
+# Python loads vnic/_native.cpython-311-*.so before vnic/_native.abi3.so:
+# a module left by another build (`python native/build.py` writes the
+# former, pip the latter) would shadow the one built now, silently.
+rm -f vnic/_native.*.so
 echo "setup: installing vnic into $VENV (compiles native/)"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 # compat: a plain .pth to the checkout (the tests import the checkout's
