@@ -65,5 +65,9 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    out = sys.argv[sys.argv.index("--sanitize") + 1] if "--sanitize" in sys.argv[:-1] else "."
-    ffibuilder.compile(tmpdir=out, verbose=True)
+    # Only a build elsewhere: one into the checkout would be named
+    # _native.cpython-311-*.so, which Python loads ahead of pip's
+    # _native.abi3.so, and would shadow every later `setup.sh` build.
+    if "--sanitize" not in sys.argv[:-1]:
+        sys.exit("usage: build.py --sanitize DIR  (the checkout's own build: bash scripts/setup.sh --python)")
+    ffibuilder.compile(tmpdir=sys.argv[sys.argv.index("--sanitize") + 1], verbose=True)
